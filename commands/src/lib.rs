@@ -1,0 +1,19 @@
+//! Command handling: load the aggregates a command needs, let the domain decide, append the
+//! events with the versions that were read, and return only an id.
+//!
+//! A concurrent append to one of the streams makes the append fail with a version conflict; the
+//! command is then decided again on fresh state (always safe: nothing was written), a bounded
+//! number of times. Idempotency keys make a repeated command return the first one's id.
+
+mod context;
+mod error;
+mod handler;
+mod inputs;
+
+pub use context::CommandContext;
+pub use error::CommandError;
+pub use handler::CommandHandler;
+pub use inputs::{
+    AddRepo, ArchiveRepo, CancelBuild, CreateOrg, DeleteOrg, FinishBuild, JobTransitionInput, QueueJob, RenameOrg, RetryBuild, StartBuild,
+    TransitionJob, TriggerBuild, UpdateRepo,
+};

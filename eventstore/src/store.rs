@@ -1,0 +1,403 @@
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::error::{AppendError, ReadError};
+use crate::model::{
+    AppendResult, Cursor, ExpectedVersion, IdempotencyClaim, Metadata, NewEvent, RecordedEvent, StreamAppend,
+};
+
+/// How often an `ExpectedVersion::Any` append is retried when a concurrent append takes its
+/// version first.
+const ANY_VERSION_ATTEMPTS: usize = 20;
+
+const UNIQUE_STREAM_VERSION: &str = "events_stream_version_key";
+const UNIQUE_IDEMPOTENCY_KEY: &str = "idempotency_keys_pkey";
+
+/// Appends one stream's events only if the stream is at the expected version (`$6`, NULL for
+/// any); the stream's version before the append comes back either way.
+const APPEND_SQL: &str = r#"
+WITH current AS (
+    SELECT COALESCE(MAX(stream_version), 0) AS version FROM events WHERE stream_id = $1
+), inserted AS (
+    INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
+    SELECT $1, current.version + e.ord, e.event_type, e.schema_version, e.data, e.metadata
+    FROM current,
+         UNNEST($2::text[], $3::int4[], $4::jsonb[], $5::jsonb[])
+             WITH ORDINALITY AS e(event_type, schema_version, data, metadata, ord)
+    WHERE $6::bigint IS NULL OR current.version = $6
+    RETURNING transaction_id, position
+)
+SELECT (SELECT version FROM current) AS version,
+       (SELECT transaction_id::text::bigint FROM inserted ORDER BY position DESC LIMIT 1) AS tx,
+       (SELECT MAX(position) FROM inserted) AS position
+"#;
+
+const EVENT_COLUMNS: &str = "position, transaction_id::text::bigint AS tx, stream_id, stream_version, \
+     event_type, schema_version, data, metadata, recorded_at";
+
+/// The event log in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    pool: PgPool,
+}
+
+enum Attempt {
+    Done(AppendResult),
+    /// A concurrent append took the version; worth retrying for `ExpectedVersion::Any` streams.
+    Raced(AppendError),
+}
+
+impl EventStore {
+    /// An event store on `pool`. The database must be migrated ([`crate::migrate`]).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Appends each stream's events atomically: all of them or none.
+    ///
+    /// Every stream must be at its expected version. With `claim`, the idempotency key is
+    /// recorded in the same transaction; if the key was already used with the same fingerprint
+    /// nothing is appended and the earlier result id comes back, and with a different fingerprint
+    /// the append is refused with [`AppendError::IdempotencyKeyReused`].
+    pub async fn append(
+        &self,
+        writes: &[StreamAppend],
+        claim: Option<&IdempotencyClaim>,
+    ) -> Result<AppendResult, AppendError> {
+        validate(writes)?;
+        let retry_races = writes.iter().all(|w| w.expected == ExpectedVersion::Any);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_append(writes, claim).await? {
+                Attempt::Done(result) => return Ok(result),
+                Attempt::Raced(_) if retry_races && attempt < ANY_VERSION_ATTEMPTS => continue,
+                Attempt::Raced(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn try_append(
+        &self,
+        writes: &[StreamAppend],
+        claim: Option<&IdempotencyClaim>,
+    ) -> Result<Attempt, AppendError> {
+        // The common case (one stream, no key) is a single autocommitted statement.
+        if let ([write], None) = (writes, claim) {
+            let mut conn = self.pool.acquire().await?;
+            return Ok(match append_stream(&mut conn, write).await? {
+                Ok(last) => Attempt::Done(AppendResult::Appended { last }),
+                Err(raced) => Attempt::Raced(raced),
+            });
+        }
+        let mut tx = self.pool.begin().await?;
+        if let Some(claim) = claim {
+            if let Some(done) = claim_key(&mut tx, claim).await? {
+                return Ok(Attempt::Done(done));
+            }
+        }
+        let mut ordered: Vec<&StreamAppend> = writes.iter().collect();
+        // A fixed order keeps two multi-stream appends from waiting on each other in a cycle.
+        ordered.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+        let mut last = None;
+        for write in ordered {
+            match append_stream(&mut tx, write).await? {
+                Ok(cursor) => last = last.max(cursor),
+                Err(raced) => return Ok(Attempt::Raced(raced)),
+            }
+        }
+        match tx.commit().await {
+            Ok(()) => Ok(Attempt::Done(AppendResult::Appended { last })),
+            Err(e) if violates(&e, UNIQUE_IDEMPOTENCY_KEY) => {
+                Box::pin(self.try_append(writes, claim)).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The command and fingerprint an idempotency key was first used with, and the id it returned.
+    pub async fn find_idempotency_key(&self, scope: &str, key: &str) -> Result<Option<IdempotencyClaim>, ReadError> {
+        let row = sqlx::query(
+            "SELECT command, fingerprint, result_id FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        )
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(IdempotencyClaim {
+                scope: scope.to_owned(),
+                key: key.to_owned(),
+                command: row.try_get("command")?,
+                fingerprint: row.try_get("fingerprint")?,
+                result_id: row.try_get("result_id")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Reads a stream's events with versions above `after_version`, in version order.
+    ///
+    /// A stream that has no events at all is [`ReadError::StreamNotFound`].
+    pub async fn read_stream(&self, stream_id: &str, after_version: u64) -> Result<Vec<RecordedEvent>, ReadError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(stream_id)
+            .bind(to_i64(after_version))
+            .fetch_all(&self.pool)
+            .await?;
+        if rows.is_empty() && self.stream_version(stream_id).await? == 0 {
+            return Err(ReadError::StreamNotFound(stream_id.to_owned()));
+        }
+        rows.iter().map(decode_row).collect()
+    }
+
+    /// The version of a stream's last event; 0 if the stream has none.
+    pub async fn stream_version(&self, stream_id: &str) -> Result<u64, ReadError> {
+        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = $1")
+            .bind(stream_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(to_u64(version))
+    }
+
+    /// Reads up to `limit` events of the whole log that follow `after`, in log order.
+    ///
+    /// Only events of transactions older than every transaction still running are returned:
+    /// an event that commits later therefore always sorts after the last one returned, so
+    /// following the log with the returned cursors never skips or repeats an event.
+    pub async fn read_all(&self, after: Cursor, limit: u32) -> Result<Vec<RecordedEvent>, ReadError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY transaction_id, position LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.tx.to_string())
+            .bind(after.position)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    /// The cursor of the last committed event, whether or not `read_all` can return it yet.
+    ///
+    /// Once a reader's cursor reaches it, the reader has seen every event committed before this
+    /// call: read-your-writes waits for this.
+    pub async fn head(&self) -> Result<Cursor, ReadError> {
+        let row = sqlx::query(
+            "SELECT transaction_id::text::bigint AS tx, position FROM events \
+             ORDER BY transaction_id DESC, position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        cursor_of(row)
+    }
+
+    /// The cursor of the last event `read_all` can return now: every event up to it is final,
+    /// and every event appended later sorts after it.
+    pub async fn readable_head(&self) -> Result<Cursor, ReadError> {
+        let row = sqlx::query(
+            "SELECT transaction_id::text::bigint AS tx, position FROM events \
+             WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY transaction_id DESC, position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        cursor_of(row)
+    }
+
+    /// How many committed events follow `after`.
+    pub async fn count_after(&self, after: Cursor) -> Result<u64, ReadError> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2)")
+                .bind(after.tx.to_string())
+                .bind(after.position)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(to_u64(count))
+    }
+}
+
+fn validate(writes: &[StreamAppend]) -> Result<(), AppendError> {
+    for (i, write) in writes.iter().enumerate() {
+        if write.stream_id.is_empty() {
+            return Err(AppendError::Malformed("stream id must not be empty".into()));
+        }
+        if writes[..i].iter().any(|w| w.stream_id == write.stream_id) {
+            return Err(AppendError::Malformed(format!(
+                "stream {} appears twice in one append",
+                write.stream_id
+            )));
+        }
+        for event in &write.events {
+            validate_event(event)?;
+        }
+    }
+    Ok(())
+}
+
+fn validate_event(event: &NewEvent) -> Result<(), AppendError> {
+    let bad = |reason: String| Err(AppendError::Malformed(reason));
+    if event.event_type.is_empty()
+        || event.event_type.len() > 200
+        || !event.event_type.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.".contains(&b))
+    {
+        return bad(format!("event type {:?} must be 1-200 of A-Z a-z 0-9 _ .", event.event_type));
+    }
+    if event.schema_version < 1 {
+        return bad(format!("{}: schema version must be at least 1", event.event_type));
+    }
+    if !event.data.is_object() {
+        return bad(format!("{}: data must be a JSON object", event.event_type));
+    }
+    if event.metadata.actor.is_empty() {
+        return bad(format!("{}: metadata must name an actor", event.event_type));
+    }
+    Ok(())
+}
+
+async fn claim_key(conn: &mut PgConnection, claim: &IdempotencyClaim) -> Result<Option<AppendResult>, AppendError> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, command, fingerprint, result_id) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (scope, key) DO NOTHING",
+    )
+    .bind(&claim.scope)
+    .bind(&claim.key)
+    .bind(&claim.command)
+    .bind(&claim.fingerprint)
+    .bind(&claim.result_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(None);
+    }
+    let row = sqlx::query("SELECT command, fingerprint, result_id FROM idempotency_keys WHERE scope = $1 AND key = $2")
+        .bind(&claim.scope)
+        .bind(&claim.key)
+        .fetch_one(&mut *conn)
+        .await?;
+    let command: String = row.try_get("command")?;
+    let fingerprint: String = row.try_get("fingerprint")?;
+    if command != claim.command || fingerprint != claim.fingerprint {
+        return Err(AppendError::IdempotencyKeyReused {
+            key: claim.key.clone(),
+            command: command.clone(),
+        });
+    }
+    Ok(Some(AppendResult::Duplicate {
+        result_id: row.try_get("result_id")?,
+    }))
+}
+
+/// Appends one stream's events; `Ok(Err(_))` is a lost race or a wrong expected version.
+async fn append_stream(
+    conn: &mut PgConnection,
+    write: &StreamAppend,
+) -> Result<Result<Option<Cursor>, AppendError>, AppendError> {
+    let expected: Option<i64> = match write.expected {
+        ExpectedVersion::Any => None,
+        ExpectedVersion::NoStream => Some(0),
+        ExpectedVersion::Exact(v) => Some(to_i64(v)),
+    };
+    let mut types = Vec::with_capacity(write.events.len());
+    let mut versions = Vec::with_capacity(write.events.len());
+    let mut data = Vec::with_capacity(write.events.len());
+    let mut metadata = Vec::with_capacity(write.events.len());
+    for event in &write.events {
+        types.push(event.event_type.as_str());
+        versions.push(event.schema_version);
+        data.push(&event.data);
+        metadata.push(serde_json::to_value(&event.metadata).map_err(|e| AppendError::Malformed(e.to_string()))?);
+    }
+    let result = sqlx::query(APPEND_SQL)
+        .bind(&write.stream_id)
+        .bind(&types)
+        .bind(&versions)
+        .bind(&data)
+        .bind(&metadata)
+        .bind(expected)
+        .fetch_one(&mut *conn)
+        .await;
+    let row = match result {
+        Ok(row) => row,
+        Err(e) if violates(&e, UNIQUE_STREAM_VERSION) => {
+            return Ok(Err(AppendError::WrongExpectedVersion {
+                stream_id: write.stream_id.clone(),
+                expected: write.expected,
+                // The winner's version is not visible to this statement; report at least one more.
+                actual: expected.map_or(0, to_u64) + 1,
+            }));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let current: i64 = row.try_get("version")?;
+    if let Some(expected) = expected {
+        if current != expected {
+            return Ok(Err(AppendError::WrongExpectedVersion {
+                stream_id: write.stream_id.clone(),
+                expected: write.expected,
+                actual: to_u64(current),
+            }));
+        }
+    }
+    let tx: Option<i64> = row.try_get("tx")?;
+    let position: Option<i64> = row.try_get("position")?;
+    Ok(Ok(tx.zip(position).map(|(tx, position)| Cursor { tx, position })))
+}
+
+fn violates(error: &sqlx::Error, constraint: &str) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.constraint())
+        .is_some_and(|c| c == constraint)
+}
+
+fn decode_row(row: &PgRow) -> Result<RecordedEvent, ReadError> {
+    let position: i64 = row.try_get("position")?;
+    let corrupt = |reason: String| ReadError::Corrupt { position, reason };
+    let metadata: serde_json::Value = row.try_get("metadata")?;
+    let metadata: Metadata = serde_json::from_value(metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+    let stream_version: i64 = row.try_get("stream_version")?;
+    Ok(RecordedEvent {
+        cursor: Cursor {
+            tx: row.try_get("tx")?,
+            position,
+        },
+        stream_id: row.try_get("stream_id")?,
+        stream_version: to_u64(stream_version),
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        data: row.try_get("data")?,
+        metadata,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+fn cursor_of(row: Option<PgRow>) -> Result<Cursor, ReadError> {
+    Ok(match row {
+        Some(row) => Cursor {
+            tx: row.try_get("tx")?,
+            position: row.try_get("position")?,
+        },
+        None => Cursor::START,
+    })
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
