@@ -140,7 +140,18 @@ impl CommandHandler {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let decision = decide().await?;
+            let decision = match decide().await {
+                Ok(decision) => decision,
+                // A concurrent first use of the same key may have changed the state this command
+                // is refused on (e.g. it took the slug): the key decides, not the refusal.
+                Err(error) => match &claim {
+                    Some((key, fingerprint)) => match self.store.find_idempotency_key(&ctx.actor, key).await? {
+                        Some(found) => return stored_result(found, command, fingerprint),
+                        None => return Err(error),
+                    },
+                    None => return Err(error),
+                },
+            };
             let metadata = Metadata {
                 actor: ctx.actor.clone(),
                 correlation_id: ctx.correlation_id,
@@ -186,7 +197,6 @@ impl CommandHandler {
                 }
                 Err(AppendError::WrongExpectedVersion { stream_id, .. }) if attempt < MAX_ATTEMPTS => {
                     tracing::debug!(command, %stream_id, attempt, "lost a race; deciding again");
-                    tokio_yield().await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -452,9 +462,4 @@ fn parse_result<T: FromStr>(result_id: &str, command: &str, key: String) -> Resu
         key,
         command: command.to_owned(),
     })
-}
-
-async fn tokio_yield() {
-    // A lost race means another command just committed; going again at once is fine.
-    std::future::ready(()).await;
 }

@@ -8,20 +8,28 @@ use crate::model::{
 
 /// How often an `ExpectedVersion::Any` append is retried when a concurrent append takes its
 /// version first.
-const ANY_VERSION_ATTEMPTS: usize = 20;
+const ANY_VERSION_ATTEMPTS: usize = 100;
 
 const UNIQUE_STREAM_VERSION: &str = "events_stream_version_key";
 const UNIQUE_IDEMPOTENCY_KEY: &str = "idempotency_keys_pkey";
 
 /// Appends one stream's events only if the stream is at the expected version (`$6`, NULL for
 /// any); the stream's version before the append comes back either way.
+///
+/// The stream's lock is taken before the insert gives the transaction its id, so a transaction
+/// that appends to a stream always has a larger id than the one that appended before it: the
+/// log's (transaction id, position) order keeps every stream in version order. A version read
+/// before the lock was granted may be stale; the insert then fails on the unique version and the
+/// caller sees a conflict (or retries, for `ExpectedVersion::Any`).
 const APPEND_SQL: &str = r#"
-WITH current AS (
+WITH locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(hashtextextended('monkeyci.stream.' || $1, 0))
+), current AS (
     SELECT COALESCE(MAX(stream_version), 0) AS version FROM events WHERE stream_id = $1
 ), inserted AS (
     INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
     SELECT $1, current.version + e.ord, e.event_type, e.schema_version, e.data, e.metadata
-    FROM current,
+    FROM locked, current,
          UNNEST($2::text[], $3::int4[], $4::jsonb[], $5::jsonb[])
              WITH ORDINALITY AS e(event_type, schema_version, data, metadata, ord)
     WHERE $6::bigint IS NULL OR current.version = $6
@@ -31,6 +39,9 @@ SELECT (SELECT version FROM current) AS version,
        (SELECT transaction_id::text::bigint FROM inserted ORDER BY position DESC LIMIT 1) AS tx,
        (SELECT MAX(position) FROM inserted) AS position
 "#;
+
+/// Takes the lock of one stream for the rest of the transaction.
+const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended('monkeyci.stream.' || $1, 0))";
 
 const EVENT_COLUMNS: &str = "position, transaction_id::text::bigint AS tx, stream_id, stream_version, \
      event_type, schema_version, data, metadata, recorded_at";
@@ -70,13 +81,16 @@ impl EventStore {
         claim: Option<&IdempotencyClaim>,
     ) -> Result<AppendResult, AppendError> {
         validate(writes)?;
-        let retry_races = writes.iter().all(|w| w.expected == ExpectedVersion::Any);
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.try_append(writes, claim).await? {
                 Attempt::Done(result) => return Ok(result),
-                Attempt::Raced(_) if retry_races && attempt < ANY_VERSION_ATTEMPTS => continue,
+                // Losing a race for a stream that accepts any version is no conflict: go again.
+                Attempt::Raced(AppendError::WrongExpectedVersion {
+                    expected: ExpectedVersion::Any,
+                    ..
+                }) if attempt < ANY_VERSION_ATTEMPTS => tokio::task::yield_now().await,
                 Attempt::Raced(error) => return Err(error),
             }
         }
@@ -96,14 +110,19 @@ impl EventStore {
             });
         }
         let mut tx = self.pool.begin().await?;
+        let mut ordered: Vec<&StreamAppend> = writes.iter().collect();
+        // A fixed order keeps two multi-stream appends from waiting on each other in a cycle.
+        ordered.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+        // Every lock before the first write: the transaction must not have an id yet while it
+        // waits (see APPEND_SQL).
+        for write in &ordered {
+            sqlx::query(LOCK_SQL).bind(&write.stream_id).execute(&mut *tx).await?;
+        }
         if let Some(claim) = claim {
             if let Some(done) = claim_key(&mut tx, claim).await? {
                 return Ok(Attempt::Done(done));
             }
         }
-        let mut ordered: Vec<&StreamAppend> = writes.iter().collect();
-        // A fixed order keeps two multi-stream appends from waiting on each other in a cycle.
-        ordered.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
         let mut last = None;
         for write in ordered {
             match append_stream(&mut tx, write).await? {

@@ -1,1 +1,50 @@
+//! Projections: read models built from the event log, and the runner that keeps them current.
+//!
+//! A [`Projection`] turns a batch of events into changes to its tables. The [`ProjectionRunner`]
+//! feeds each projection from its checkpoint and commits the read-model changes together with the
+//! new checkpoint, so every event takes effect exactly once, even across crashes. One process at a
+//! time holds a projection's lease (a PostgreSQL advisory lock held by the connection that does
+//! the work); when that process dies its connection closes and another process takes over.
 
+mod builds;
+mod error;
+mod orgs;
+pub mod queries;
+mod repos;
+mod rows;
+mod runner;
+
+use futures::future::BoxFuture;
+use monkeyci_eventstore::RecordedEvent;
+use sqlx::PgConnection;
+use std::sync::Arc;
+
+pub use builds::{BuildRow, BuildsProjection, JobRow};
+pub use error::ProjectionError;
+pub use orgs::{OrgRow, OrgsProjection};
+pub use repos::{RepoRow, ReposProjection};
+pub use runner::{rebuild, status, ProjectionRunner, ProjectionStatus, Role, RunnerConfig, RunnerHandle};
+
+/// Builds one read model from the events of the log.
+pub trait Projection: Send + Sync + std::fmt::Debug {
+    /// A stable name: the key of the checkpoint and of the lease.
+    fn name(&self) -> &'static str;
+
+    /// The tables this projection owns; a rebuild empties them.
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Applies a batch of events, in log order, inside the runner's transaction on `conn`.
+    ///
+    /// Events of streams the projection does not care about must be ignored. An error rolls the
+    /// whole batch back; the runner retries it later and never skips it.
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>>;
+}
+
+/// MonkeyCI's read models.
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(OrgsProjection), Arc::new(ReposProjection), Arc::new(BuildsProjection)]
+}

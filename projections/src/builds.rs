@@ -1,0 +1,235 @@
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use monkeyci_domain::build::{Build, BuildEvent, JobStatus};
+use monkeyci_domain::Aggregate;
+use monkeyci_eventstore::RecordedEvent;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::error::ProjectionError;
+use crate::rows;
+use crate::Projection;
+
+/// One build as queries see it (table `builds`): status, trigger, timings and job counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRow {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub repo_id: Uuid,
+    /// `queued`, `running`, `succeeded`, `failed`, `errored` or `canceled`.
+    pub status: String,
+    /// `api`, `cli`, `webhook` or `schedule`.
+    pub source: String,
+    /// `branch` or `tag`.
+    pub ref_kind: String,
+    pub ref_name: String,
+    pub commit_sha: Option<String>,
+    pub params: BTreeMap<String, String>,
+    pub retry_of: Option<Uuid>,
+    pub retried_by: Option<Uuid>,
+    pub runner: Option<String>,
+    pub cancel_requested: bool,
+    pub message: Option<String>,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub jobs_total: i32,
+    pub jobs_queued: i32,
+    pub jobs_blocked: i32,
+    pub jobs_running: i32,
+    pub jobs_succeeded: i32,
+    pub jobs_failed: i32,
+    pub jobs_skipped: i32,
+    pub jobs_canceled: i32,
+    pub updated_at: DateTime<Utc>,
+    /// The version of the build's stream this row reflects.
+    pub version: i64,
+}
+
+/// One job of a build (table `jobs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRow {
+    pub build_id: Uuid,
+    pub job_id: String,
+    /// `queued`, `blocked`, `running`, `succeeded`, `failed`, `skipped` or `canceled`.
+    pub status: String,
+    pub dependencies: Vec<String>,
+    pub message: Option<String>,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Projects build events into `builds` and `jobs`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuildsProjection;
+
+impl Projection for BuildsProjection {
+    fn name(&self) -> &'static str {
+        "builds"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["builds", "jobs"]
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            let events = rows::decode_category::<BuildEvent>(events, Build::CATEGORY)?;
+            let ids = rows::distinct_ids(&events);
+            let mut builds = rows::index(rows::load::<BuildRow>(conn, "builds", "id", &ids).await?, |r| r.id);
+            let mut jobs: HashMap<Uuid, BTreeMap<String, JobRow>> = HashMap::new();
+            for job in rows::load::<JobRow>(conn, "jobs", "build_id", &ids).await? {
+                jobs.entry(job.build_id).or_default().insert(job.job_id.clone(), job);
+            }
+            for (id, recorded, event) in &events {
+                let version = i64::try_from(recorded.stream_version).unwrap_or(i64::MAX);
+                let at = recorded.recorded_at;
+                let build_jobs = jobs.entry(*id).or_default();
+                match builds.get_mut(id) {
+                    Some(row) if row.version >= version => {}
+                    Some(row) => {
+                        apply(row, build_jobs, event, at);
+                        row.version = version;
+                        row.updated_at = at;
+                    }
+                    None => match event {
+                        BuildEvent::BuildQueued {
+                            org_id,
+                            repo_id,
+                            trigger,
+                            retry_of,
+                        } => {
+                            builds.insert(
+                                *id,
+                                BuildRow {
+                                    id: *id,
+                                    org_id: org_id.as_uuid(),
+                                    repo_id: repo_id.as_uuid(),
+                                    status: "queued".into(),
+                                    source: trigger.source.as_str().into(),
+                                    ref_kind: trigger.git_ref.kind().into(),
+                                    ref_name: trigger.git_ref.name().to_string(),
+                                    commit_sha: trigger.commit.as_ref().map(ToString::to_string),
+                                    params: trigger.params.as_map().clone(),
+                                    retry_of: retry_of.map(|b| b.as_uuid()),
+                                    retried_by: None,
+                                    runner: None,
+                                    cancel_requested: false,
+                                    message: None,
+                                    queued_at: at,
+                                    started_at: None,
+                                    finished_at: None,
+                                    jobs_total: 0,
+                                    jobs_queued: 0,
+                                    jobs_blocked: 0,
+                                    jobs_running: 0,
+                                    jobs_succeeded: 0,
+                                    jobs_failed: 0,
+                                    jobs_skipped: 0,
+                                    jobs_canceled: 0,
+                                    updated_at: at,
+                                    version,
+                                },
+                            );
+                        }
+                        _ => tracing::warn!(stream = %recorded.stream_id, "build event before BuildQueued; ignored"),
+                    },
+                }
+            }
+            let mut changed_builds = Vec::with_capacity(ids.len());
+            let mut changed_jobs = Vec::new();
+            for id in &ids {
+                let build_jobs = jobs.remove(id).unwrap_or_default();
+                if let Some(mut row) = builds.remove(id) {
+                    count_jobs(&mut row, build_jobs.values());
+                    changed_builds.push(row);
+                }
+                changed_jobs.extend(build_jobs.into_values());
+            }
+            rows::replace(conn, "builds", "id", &ids, &changed_builds).await?;
+            rows::replace(conn, "jobs", "build_id", &ids, &changed_jobs).await
+        })
+    }
+}
+
+fn apply(row: &mut BuildRow, jobs: &mut BTreeMap<String, JobRow>, event: &BuildEvent, at: DateTime<Utc>) {
+    let mut set_job = |job_id: &str, status: JobStatus, message: Option<&str>| {
+        if let Some(job) = jobs.get_mut(job_id) {
+            job.status = status.as_str().into();
+            job.updated_at = at;
+            match status {
+                JobStatus::Running => job.started_at = Some(at),
+                s if s.is_terminal() => job.finished_at = Some(at),
+                _ => {}
+            }
+            if let Some(message) = message {
+                job.message = Some(message.to_owned());
+            }
+        }
+    };
+    match event {
+        BuildEvent::BuildQueued { .. } => {}
+        BuildEvent::BuildStarted { runner } => {
+            row.status = "running".into();
+            row.runner = Some(runner.clone());
+            row.started_at = Some(at);
+        }
+        BuildEvent::JobQueued { job_id, dependencies } => {
+            jobs.insert(
+                job_id.to_string(),
+                JobRow {
+                    build_id: row.id,
+                    job_id: job_id.to_string(),
+                    status: JobStatus::Queued.as_str().into(),
+                    dependencies: dependencies.iter().map(ToString::to_string).collect(),
+                    message: None,
+                    queued_at: at,
+                    started_at: None,
+                    finished_at: None,
+                    updated_at: at,
+                },
+            );
+        }
+        BuildEvent::JobBlocked { job_id } => set_job(job_id.as_str(), JobStatus::Blocked, None),
+        BuildEvent::JobUnblocked { job_id } => set_job(job_id.as_str(), JobStatus::Queued, None),
+        BuildEvent::JobStarted { job_id } => set_job(job_id.as_str(), JobStatus::Running, None),
+        BuildEvent::JobSucceeded { job_id } => set_job(job_id.as_str(), JobStatus::Succeeded, None),
+        BuildEvent::JobFailed { job_id, message } => set_job(job_id.as_str(), JobStatus::Failed, Some(message)),
+        BuildEvent::JobSkipped { job_id, reason } => set_job(job_id.as_str(), JobStatus::Skipped, Some(reason)),
+        BuildEvent::JobCanceled { job_id } => set_job(job_id.as_str(), JobStatus::Canceled, None),
+        BuildEvent::BuildCancelRequested => row.cancel_requested = true,
+        BuildEvent::BuildFinished { outcome, message } => {
+            row.status = outcome.as_str().into();
+            row.message.clone_from(message);
+            row.finished_at = Some(at);
+        }
+        BuildEvent::BuildRetried { new_build_id } => row.retried_by = Some(new_build_id.as_uuid()),
+    }
+}
+
+fn count_jobs<'a>(row: &mut BuildRow, jobs: impl Iterator<Item = &'a JobRow>) {
+    let mut counts: HashMap<&str, i32> = HashMap::new();
+    let mut total = 0;
+    for job in jobs {
+        total += 1;
+        *counts.entry(job.status.as_str()).or_default() += 1;
+    }
+    let count = |status: JobStatus| counts.get(status.as_str()).copied().unwrap_or(0);
+    row.jobs_total = total;
+    row.jobs_queued = count(JobStatus::Queued);
+    row.jobs_blocked = count(JobStatus::Blocked);
+    row.jobs_running = count(JobStatus::Running);
+    row.jobs_succeeded = count(JobStatus::Succeeded);
+    row.jobs_failed = count(JobStatus::Failed);
+    row.jobs_skipped = count(JobStatus::Skipped);
+    row.jobs_canceled = count(JobStatus::Canceled);
+}
