@@ -37,7 +37,10 @@ fn append(stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Vec
 }
 
 async fn count(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await.expect("count")
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .expect("count")
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -63,9 +66,17 @@ async fn a_batch_is_appended_in_version_order_with_its_metadata(pool: PgPool) {
 
     let read = store.read_stream("counter-1", 0).await.expect("read");
     assert_eq!(read.iter().map(|e| e.stream_version).collect::<Vec<_>>(), [1, 2, 3]);
-    assert_eq!(read.iter().map(|e| e.data["n"].as_u64()).collect::<Vec<_>>(), [Some(1), Some(2), Some(3)]);
+    assert_eq!(
+        read.iter().map(|e| e.data["n"].as_u64()).collect::<Vec<_>>(),
+        [Some(1), Some(2), Some(3)]
+    );
     assert!(read.iter().all(|e| e.metadata == metadata && e.schema_version == 1));
-    assert_eq!(result, AppendResult::Appended { last: Some(read[2].cursor) });
+    assert_eq!(
+        result,
+        AppendResult::Appended {
+            last: Some(read[2].cursor)
+        }
+    );
     assert_eq!(store.read_stream("counter-1", 2).await.expect("read tail").len(), 1);
 }
 
@@ -73,7 +84,10 @@ async fn a_batch_is_appended_in_version_order_with_its_metadata(pool: PgPool) {
 async fn appending_at_an_exact_version_checks_the_version(pool: PgPool) {
     let store = EventStore::new(pool.clone());
     store
-        .append(&append("s-1", ExpectedVersion::NoStream, vec![event(1), event(2)]), None)
+        .append(
+            &append("s-1", ExpectedVersion::NoStream, vec![event(1), event(2)]),
+            None,
+        )
         .await
         .expect("first");
 
@@ -81,11 +95,21 @@ async fn appending_at_an_exact_version_checks_the_version(pool: PgPool) {
         .append(&append("s-1", ExpectedVersion::Exact(2), vec![event(3)]), None)
         .await
         .expect("at version 2");
-    let stale = store.append(&append("s-1", ExpectedVersion::Exact(2), vec![event(4)]), None).await;
-    let again = store.append(&append("s-1", ExpectedVersion::NoStream, vec![event(4)]), None).await;
+    let stale = store
+        .append(&append("s-1", ExpectedVersion::Exact(2), vec![event(4)]), None)
+        .await;
+    let again = store
+        .append(&append("s-1", ExpectedVersion::NoStream, vec![event(4)]), None)
+        .await;
 
-    assert!(matches!(stale, Err(AppendError::WrongExpectedVersion { actual: 3, .. })), "{stale:?}");
-    assert!(matches!(again, Err(AppendError::WrongExpectedVersion { actual: 3, .. })), "{again:?}");
+    assert!(
+        matches!(stale, Err(AppendError::WrongExpectedVersion { actual: 3, .. })),
+        "{stale:?}"
+    );
+    assert!(
+        matches!(again, Err(AppendError::WrongExpectedVersion { actual: 3, .. })),
+        "{again:?}"
+    );
     assert_eq!(count(&pool).await, 3);
 }
 
@@ -117,11 +141,21 @@ async fn any_version_appends_never_conflict(pool: PgPool) {
     let store = EventStore::new(pool);
     let appends = (0..40).map(|n| {
         let store = store.clone();
-        async move { store.append(&append("any-1", ExpectedVersion::Any, vec![event(n)]), None).await }
+        async move {
+            store
+                .append(&append("any-1", ExpectedVersion::Any, vec![event(n)]), None)
+                .await
+        }
     });
     let results = futures::future::join_all(appends).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    let versions: Vec<u64> = store.read_stream("any-1", 0).await.expect("read").iter().map(|e| e.stream_version).collect();
+    let versions: Vec<u64> = store
+        .read_stream("any-1", 0)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.stream_version)
+        .collect();
     assert_eq!(versions, (1..=40).collect::<Vec<_>>());
 }
 
@@ -148,7 +182,10 @@ async fn a_multi_stream_append_is_all_or_nothing(pool: PgPool) {
     let result = store.append(&writes, None).await;
 
     assert!(matches!(result, Err(AppendError::WrongExpectedVersion { ref stream_id, .. }) if stream_id == "b-1"));
-    assert!(matches!(store.read_stream("a-1", 0).await, Err(ReadError::StreamNotFound(_))));
+    assert!(matches!(
+        store.read_stream("a-1", 0).await,
+        Err(ReadError::StreamNotFound(_))
+    ));
     assert_eq!(count(&pool).await, 1);
 }
 
@@ -186,11 +223,19 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing(pool: PgPool) {
     ];
     for bad in malformed {
         let result = store
-            .append(&append("bad-1", ExpectedVersion::Any, vec![event(0), bad.clone()]), None)
+            .append(
+                &append("bad-1", ExpectedVersion::Any, vec![event(0), bad.clone()]),
+                None,
+            )
             .await;
-        assert!(matches!(result, Err(AppendError::Malformed(_))), "{bad:?} gave {result:?}");
+        assert!(
+            matches!(result, Err(AppendError::Malformed(_))),
+            "{bad:?} gave {result:?}"
+        );
     }
-    let empty_stream = store.append(&append("", ExpectedVersion::Any, vec![event(1)]), None).await;
+    let empty_stream = store
+        .append(&append("", ExpectedVersion::Any, vec![event(1)]), None)
+        .await;
     assert!(matches!(empty_stream, Err(AppendError::Malformed(_))));
     let twice = vec![
         StreamAppend {
@@ -200,9 +245,17 @@ async fn bad_input_gets_a_typed_error_and_writes_nothing(pool: PgPool) {
         };
         2
     ];
-    assert!(matches!(store.append(&twice, None).await, Err(AppendError::Malformed(_))));
-    let unknown_exact = store.append(&append("nothing-1", ExpectedVersion::Exact(3), vec![event(1)]), None).await;
-    assert!(matches!(unknown_exact, Err(AppendError::WrongExpectedVersion { actual: 0, .. })));
+    assert!(matches!(
+        store.append(&twice, None).await,
+        Err(AppendError::Malformed(_))
+    ));
+    let unknown_exact = store
+        .append(&append("nothing-1", ExpectedVersion::Exact(3), vec![event(1)]), None)
+        .await;
+    assert!(matches!(
+        unknown_exact,
+        Err(AppendError::WrongExpectedVersion { actual: 0, .. })
+    ));
     assert!(matches!(
         store.read_stream("nothing-1", 0).await,
         Err(ReadError::StreamNotFound(ref s)) if s == "nothing-1"
@@ -228,7 +281,10 @@ async fn the_database_refuses_to_update_delete_or_truncate_events(pool: PgPool) 
         assert_eq!(db.code().as_deref(), Some("MC001"), "{sql}: {db}");
         assert!(db.message().contains("append-only"), "{sql}: {db}");
     }
-    assert_eq!(store.read_stream("fixed-1", 0).await.expect("read")[0].data, json!({ "n": 1 }));
+    assert_eq!(
+        store.read_stream("fixed-1", 0).await.expect("read")[0].data,
+        json!({ "n": 1 })
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -243,20 +299,37 @@ async fn an_idempotency_key_appends_once_and_refuses_other_input(pool: PgPool) {
     };
 
     let first = store
-        .append(&append("idem-1", ExpectedVersion::Any, vec![event(1)]), Some(&claim("f1")))
+        .append(
+            &append("idem-1", ExpectedVersion::Any, vec![event(1)]),
+            Some(&claim("f1")),
+        )
         .await
         .expect("first");
     let repeat = store
-        .append(&append("idem-1", ExpectedVersion::Any, vec![event(1)]), Some(&claim("f1")))
+        .append(
+            &append("idem-1", ExpectedVersion::Any, vec![event(1)]),
+            Some(&claim("f1")),
+        )
         .await
         .expect("repeat");
     let other = store
-        .append(&append("idem-1", ExpectedVersion::Any, vec![event(2)]), Some(&claim("f2")))
+        .append(
+            &append("idem-1", ExpectedVersion::Any, vec![event(2)]),
+            Some(&claim("f2")),
+        )
         .await;
 
     assert!(matches!(first, AppendResult::Appended { .. }));
-    assert_eq!(repeat, AppendResult::Duplicate { result_id: "r-1".into() });
-    assert!(matches!(other, Err(AppendError::IdempotencyKeyReused { .. })), "{other:?}");
+    assert_eq!(
+        repeat,
+        AppendResult::Duplicate {
+            result_id: "r-1".into()
+        }
+    );
+    assert!(
+        matches!(other, Err(AppendError::IdempotencyKeyReused { .. })),
+        "{other:?}"
+    );
     assert_eq!(count(&pool).await, 1);
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use monkeyci_commands::{CommandContext, CommandHandler};
 use monkeyci_eventstore::{EventFeed, EventStore, FeedConfig};
 use monkeyci_projections::{Projection, ProjectionRunner, RunnerConfig, RunnerHandle};
@@ -48,10 +48,15 @@ impl Core {
     }
 
     /// Starts the core with the given projections.
-    pub async fn start_with(pool: PgPool, projections: Vec<Arc<dyn Projection>>, batch_size: u32) -> anyhow::Result<Self> {
+    pub async fn start_with(
+        pool: PgPool,
+        projections: Vec<Arc<dyn Projection>>,
+        batch_size: u32,
+    ) -> anyhow::Result<Self> {
         let store = EventStore::new(pool);
         let feed = EventFeed::start(store.clone(), FeedConfig::default()).await?;
-        let runner = ProjectionRunner::new(store.clone(), feed.clone(), projections, test_runner_config(batch_size)).start();
+        let runner =
+            ProjectionRunner::new(store.clone(), feed.clone(), projections, test_runner_config(batch_size)).start();
         Ok(Self {
             commands: CommandHandler::new(store.clone()),
             store,
@@ -156,33 +161,42 @@ pub async fn run_workload(
     let mut done = Workload::default();
     for o in 0..orgs {
         let org_id = commands
-            .create_org(&ctx, CreateOrg {
-                name: format!("Org {o}"),
-                slug: format!("org-{o}-{}", uuid::Uuid::now_v7().simple()),
-            })
+            .create_org(
+                &ctx,
+                CreateOrg {
+                    name: format!("Org {o}"),
+                    slug: format!("org-{o}-{}", uuid::Uuid::now_v7().simple()),
+                },
+            )
             .await?;
         done.orgs += 1;
         for r in 0..repos_per_org {
             let repo_id = commands
-                .add_repo(&ctx, AddRepo {
-                    org_id,
-                    name: format!("repo {r}"),
-                    git_url: format!("https://git.example/org-{o}/repo-{r}.git"),
-                    main_branch: None,
-                    labels: [("team".to_owned(), format!("t{}", r % 3))].into(),
-                })
+                .add_repo(
+                    &ctx,
+                    AddRepo {
+                        org_id,
+                        name: format!("repo {r}"),
+                        git_url: format!("https://git.example/org-{o}/repo-{r}.git"),
+                        main_branch: None,
+                        labels: [("team".to_owned(), format!("t{}", r % 3))].into(),
+                    },
+                )
                 .await?;
             done.repos += 1;
             for b in 0..builds_per_repo {
                 let build_id = commands
-                    .trigger_build(&ctx, TriggerBuild {
-                        repo_id,
-                        source: TriggerSource::Api,
-                        branch: (b % 2 == 0).then(|| format!("feature/{b}")),
-                        tag: None,
-                        commit: Some(format!("{:040x}", b + 1)),
-                        params: [("N".to_owned(), b.to_string())].into(),
-                    })
+                    .trigger_build(
+                        &ctx,
+                        TriggerBuild {
+                            repo_id,
+                            source: TriggerSource::Api,
+                            branch: (b % 2 == 0).then(|| format!("feature/{b}")),
+                            tag: None,
+                            commit: Some(format!("{:040x}", b + 1)),
+                            params: [("N".to_owned(), b.to_string())].into(),
+                        },
+                    )
                     .await?;
                 done.builds += 1;
                 let job = |job_id: &str, transition: JobTransitionInput| TransitionJob {
@@ -196,48 +210,87 @@ pub async fn run_workload(
                     continue;
                 }
                 commands
-                    .start_build(&ctx, StartBuild {
-                        build_id,
-                        runner: "runner-1".into(),
-                    })
+                    .start_build(
+                        &ctx,
+                        StartBuild {
+                            build_id,
+                            runner: "runner-1".into(),
+                        },
+                    )
                     .await?;
                 for (id, deps) in [("compile", vec![]), ("test", vec!["compile"]), ("deploy", vec!["test"])] {
                     commands
-                        .queue_job(&ctx, QueueJob {
-                            build_id,
-                            job_id: id.into(),
-                            dependencies: deps.into_iter().map(Into::into).collect(),
-                        })
+                        .queue_job(
+                            &ctx,
+                            QueueJob {
+                                build_id,
+                                job_id: id.into(),
+                                dependencies: deps.into_iter().map(Into::into).collect(),
+                            },
+                        )
                         .await?;
                 }
-                commands.transition_job(&ctx, job("compile", JobTransitionInput::Started)).await?;
-                commands.transition_job(&ctx, job("compile", JobTransitionInput::Succeeded)).await?;
-                commands.transition_job(&ctx, job("test", JobTransitionInput::Started)).await?;
+                commands
+                    .transition_job(&ctx, job("compile", JobTransitionInput::Started))
+                    .await?;
+                commands
+                    .transition_job(&ctx, job("compile", JobTransitionInput::Succeeded))
+                    .await?;
+                commands
+                    .transition_job(&ctx, job("test", JobTransitionInput::Started))
+                    .await?;
                 let failed = b % 4 == 2;
                 let outcome = if failed {
                     commands
-                        .transition_job(&ctx, job("test", JobTransitionInput::Failed { message: "exit 1".into() }))
+                        .transition_job(
+                            &ctx,
+                            job(
+                                "test",
+                                JobTransitionInput::Failed {
+                                    message: "exit 1".into(),
+                                },
+                            ),
+                        )
                         .await?;
                     commands
-                        .transition_job(&ctx, job("deploy", JobTransitionInput::Skipped {
-                            reason: "test failed".into(),
-                        }))
+                        .transition_job(
+                            &ctx,
+                            job(
+                                "deploy",
+                                JobTransitionInput::Skipped {
+                                    reason: "test failed".into(),
+                                },
+                            ),
+                        )
                         .await?;
                     BuildOutcome::Failed
                 } else {
-                    commands.transition_job(&ctx, job("test", JobTransitionInput::Succeeded)).await?;
-                    commands.transition_job(&ctx, job("deploy", JobTransitionInput::Blocked)).await?;
-                    commands.transition_job(&ctx, job("deploy", JobTransitionInput::Unblocked)).await?;
-                    commands.transition_job(&ctx, job("deploy", JobTransitionInput::Started)).await?;
-                    commands.transition_job(&ctx, job("deploy", JobTransitionInput::Succeeded)).await?;
+                    commands
+                        .transition_job(&ctx, job("test", JobTransitionInput::Succeeded))
+                        .await?;
+                    commands
+                        .transition_job(&ctx, job("deploy", JobTransitionInput::Blocked))
+                        .await?;
+                    commands
+                        .transition_job(&ctx, job("deploy", JobTransitionInput::Unblocked))
+                        .await?;
+                    commands
+                        .transition_job(&ctx, job("deploy", JobTransitionInput::Started))
+                        .await?;
+                    commands
+                        .transition_job(&ctx, job("deploy", JobTransitionInput::Succeeded))
+                        .await?;
                     BuildOutcome::Succeeded
                 };
                 commands
-                    .finish_build(&ctx, FinishBuild {
-                        build_id,
-                        outcome,
-                        message: None,
-                    })
+                    .finish_build(
+                        &ctx,
+                        FinishBuild {
+                            build_id,
+                            outcome,
+                            message: None,
+                        },
+                    )
                     .await?;
                 if failed {
                     done.failed += 1;
@@ -250,4 +303,31 @@ pub async fn run_workload(
         }
     }
     Ok(done)
+}
+
+/// The path of the real `monkeyci` binary, built from this workspace on first use.
+///
+/// `cargo test` builds only test harnesses for packages without integration tests, so the binary
+/// is built here with the same cargo and target directory as the tests themselves.
+pub fn monkeyci_binary() -> anyhow::Result<std::path::PathBuf> {
+    static BUILT: std::sync::OnceLock<Result<std::path::PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let mut dir = std::env::current_exe().map_err(|e| e.to_string())?;
+            dir.pop();
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "-p", "monkeyci", "--bin", "monkeyci"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .map_err(|e| format!("running cargo: {e}"))?;
+            if !status.success() {
+                return Err(format!("cargo build -p monkeyci failed: {status}"));
+            }
+            Ok(dir.join("monkeyci"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
 }

@@ -10,10 +10,10 @@ use futures::StreamExt;
 use monkeyci_eventstore::{
     Cursor, EventFeed, EventStore, ExpectedVersion, FeedConfig, Metadata, NewEvent, StreamAppend,
 };
+use monkeyci_tests::read_whole_log;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool};
-use monkeyci_tests::read_whole_log;
 use uuid::Uuid;
 
 fn event(n: u64) -> NewEvent {
@@ -53,13 +53,19 @@ async fn an_event_that_commits_late_with_a_smaller_position_is_not_skipped(pool:
     .execute(&mut *slow_tx)
     .await
     .expect("slow insert");
-    store.append(&write("fast-1", vec![event(2)]), None).await.expect("fast append");
+    store
+        .append(&write("fast-1", vec![event(2)]), None)
+        .await
+        .expect("fast append");
 
     let before_commit = store.read_all(Cursor::START, 100).await.expect("read");
     slow_tx.commit().await.expect("commit");
     let after_commit = read_whole_log(&store).await.expect("read");
 
-    assert!(before_commit.is_empty(), "the reader passed the open transaction: {before_commit:?}");
+    assert!(
+        before_commit.is_empty(),
+        "the reader passed the open transaction: {before_commit:?}"
+    );
     let streams: Vec<&str> = after_commit.iter().map(|e| e.stream_id.as_str()).collect();
     assert_eq!(streams, ["slow-1", "fast-1"]);
     assert!(after_commit[0].cursor.position < after_commit[1].cursor.position);
@@ -70,7 +76,13 @@ type Seen = Vec<(Cursor, String, u64)>;
 
 /// Appends from many writers while a reader follows the log; checks the reader saw exactly the
 /// events appended, each once, and returns its final cursor and what it saw.
-async fn stress_round(store: &EventStore, writers: usize, appends_per_writer: usize, start: Cursor) -> (Cursor, Seen) {
+async fn stress_round(
+    store: &EventStore,
+    round: usize,
+    writers: usize,
+    appends_per_writer: usize,
+    start: Cursor,
+) -> (Cursor, Seen) {
     let appended = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
@@ -109,7 +121,7 @@ async fn stress_round(store: &EventStore, writers: usize, appends_per_writer: us
                     let writes = if i % 5 == 0 {
                         vec![
                             StreamAppend {
-                                stream_id: format!("pair-{w}-{i}"),
+                                stream_id: format!("pair-{round}-{w}-{i}"),
                                 expected: ExpectedVersion::NoStream,
                                 events: events.clone(),
                             },
@@ -135,15 +147,20 @@ async fn stress_round(store: &EventStore, writers: usize, appends_per_writer: us
     done.store(true, Ordering::SeqCst);
     let (end, seen) = reader.await.expect("reader");
 
-    assert_eq!(seen.len() as u64, appended.load(Ordering::SeqCst), "events read vs appended");
+    assert_eq!(
+        seen.len() as u64,
+        appended.load(Ordering::SeqCst),
+        "events read vs appended"
+    );
     let distinct: HashSet<i64> = seen.iter().map(|(c, _, _)| c.position).collect();
     assert_eq!(distinct.len(), seen.len(), "an event was read twice");
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2)")
-        .bind(start.tx.to_string())
-        .bind(start.position)
-        .fetch_one(store.pool())
-        .await
-        .expect("count");
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2)")
+            .bind(start.tx.to_string())
+            .bind(start.position)
+            .fetch_one(store.pool())
+            .await
+            .expect("count");
     assert_eq!(stored as usize, seen.len(), "events read vs stored");
     (end, seen)
 }
@@ -152,7 +169,10 @@ async fn stress_round(store: &EventStore, writers: usize, appends_per_writer: us
 async fn many_writers_and_one_reader_the_reader_sees_every_event_once_and_streams_in_order(pool: PgPool) {
     // Durability is not under test here; without a flush per commit the run is several times
     // longer in appends for the same time.
-    let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&pool).await.expect("db");
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .expect("db");
     sqlx::query(&format!("ALTER DATABASE \"{db}\" SET synchronous_commit = off"))
         .execute(&pool)
         .await
@@ -172,8 +192,8 @@ async fn many_writers_and_one_reader_the_reader_sees_every_event_once_and_stream
     let rounds = total.div_ceil(per_round);
     let mut cursor = Cursor::START;
     let mut last_version: HashMap<String, u64> = HashMap::new();
-    for _ in 0..rounds {
-        let (end, seen) = stress_round(&store, writers, per_round / writers, cursor).await;
+    for round in 0..rounds {
+        let (end, seen) = stress_round(&store, round, writers, per_round / writers, cursor).await;
         cursor = end;
         // Across all rounds, the reader saw every stream's events in version order with no gap.
         for (_, stream, version) in seen {
@@ -189,14 +209,22 @@ async fn many_writers_and_one_reader_the_reader_sees_every_event_once_and_stream
 async fn a_live_subscriber_gets_the_backlog_then_live_events_and_resumes_from_its_cursor(pool: PgPool) {
     let store = EventStore::new(pool);
     for n in 0..5 {
-        store.append(&write("feed-1", vec![event(n)]), None).await.expect("append");
+        store
+            .append(&write("feed-1", vec![event(n)]), None)
+            .await
+            .expect("append");
     }
-    let feed = EventFeed::start(store.clone(), FeedConfig::default()).await.expect("feed");
+    let feed = EventFeed::start(store.clone(), FeedConfig::default())
+        .await
+        .expect("feed");
 
     let mut sub = Box::pin(feed.subscribe(Cursor::START));
     let mut got = Vec::new();
     for n in 5..10 {
-        store.append(&write("feed-1", vec![event(n)]), None).await.expect("append");
+        store
+            .append(&write("feed-1", vec![event(n)]), None)
+            .await
+            .expect("append");
     }
     while got.len() < 10 {
         let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
@@ -211,7 +239,10 @@ async fn a_live_subscriber_gets_the_backlog_then_live_events_and_resumes_from_it
 
     // Reconnect after the 6th event: exactly the missed events, then live ones.
     let mut resumed = Box::pin(feed.subscribe(got[5].cursor));
-    store.append(&write("feed-1", vec![event(10)]), None).await.expect("append");
+    store
+        .append(&write("feed-1", vec![event(10)]), None)
+        .await
+        .expect("append");
     let mut again = Vec::new();
     while again.len() < 5 {
         let e = tokio::time::timeout(Duration::from_secs(10), resumed.next())
@@ -242,7 +273,10 @@ async fn live_subscribers_under_concurrent_appends_see_each_event_once_in_log_or
             let store = store.clone();
             tokio::spawn(async move {
                 for i in 0..100 {
-                    store.append(&write(&format!("live-{}", (w + i) % 4), vec![event(i)]), None).await.expect("append");
+                    store
+                        .append(&write(&format!("live-{}", (w + i) % 4), vec![event(i)]), None)
+                        .await
+                        .expect("append");
                 }
             })
         })
@@ -250,7 +284,12 @@ async fn live_subscribers_under_concurrent_appends_see_each_event_once_in_log_or
     for w in writers {
         w.await.expect("writer");
     }
-    let expected: Vec<Cursor> = read_whole_log(&store).await.expect("read").iter().map(|e| e.cursor).collect();
+    let expected: Vec<Cursor> = read_whole_log(&store)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.cursor)
+        .collect();
     assert_eq!(expected.len(), 800);
     for mut sub in subscribers {
         let mut got = Vec::with_capacity(800);

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use monkeyci_commands::{AddRepo, CreateOrg, FinishBuild, JobTransitionInput, QueueJob, RetryBuild, StartBuild, TransitionJob, TriggerBuild};
+use monkeyci_commands::{
+    AddRepo, CreateOrg, FinishBuild, JobTransitionInput, QueueJob, RetryBuild, StartBuild, TransitionJob, TriggerBuild,
+};
 use monkeyci_domain::build::{BuildOutcome, TriggerSource};
 use monkeyci_eventstore::EventStore;
 use monkeyci_projections::{queries, BuildsProjection, OrgsProjection, Projection, ReposProjection};
@@ -44,45 +46,60 @@ async fn read_models_show_status_timings_trigger_and_job_counts(pool: PgPool) {
     let ctx = user();
     let c = &core.commands;
     let org_id = c
-        .create_org(&ctx, CreateOrg {
-            name: "Acme".into(),
-            slug: "acme".into(),
-        })
+        .create_org(
+            &ctx,
+            CreateOrg {
+                name: "Acme".into(),
+                slug: "acme".into(),
+            },
+        )
         .await
         .expect("org");
     let repo_id = c
-        .add_repo(&ctx, AddRepo {
-            org_id,
-            name: "app".into(),
-            git_url: "git@git.example:acme/app.git".into(),
-            main_branch: Some("trunk".into()),
-            labels: [("team".to_owned(), "core".to_owned())].into(),
-        })
+        .add_repo(
+            &ctx,
+            AddRepo {
+                org_id,
+                name: "app".into(),
+                git_url: "git@git.example:acme/app.git".into(),
+                main_branch: Some("trunk".into()),
+                labels: [("team".to_owned(), "core".to_owned())].into(),
+            },
+        )
         .await
         .expect("repo");
     let build_id = c
-        .trigger_build(&ctx, TriggerBuild {
-            repo_id,
-            source: TriggerSource::Cli,
-            branch: None,
-            tag: None,
-            commit: Some("ABCDEF1234567".into()),
-            params: [("DEPLOY".to_owned(), "no".to_owned())].into(),
-        })
+        .trigger_build(
+            &ctx,
+            TriggerBuild {
+                repo_id,
+                source: TriggerSource::Cli,
+                branch: None,
+                tag: None,
+                commit: Some("ABCDEF1234567".into()),
+                params: [("DEPLOY".to_owned(), "no".to_owned())].into(),
+            },
+        )
         .await
         .expect("build");
-    c.start_build(&ctx, StartBuild {
-        build_id,
-        runner: "runner-7".into(),
-    })
+    c.start_build(
+        &ctx,
+        StartBuild {
+            build_id,
+            runner: "runner-7".into(),
+        },
+    )
     .await
     .expect("start");
     for (job, deps) in [("a", vec![]), ("b", vec!["a".to_owned()])] {
-        c.queue_job(&ctx, QueueJob {
-            build_id,
-            job_id: job.into(),
-            dependencies: deps,
-        })
+        c.queue_job(
+            &ctx,
+            QueueJob {
+                build_id,
+                job_id: job.into(),
+                dependencies: deps,
+            },
+        )
         .await
         .expect("queue");
     }
@@ -91,32 +108,65 @@ async fn read_models_show_status_timings_trigger_and_job_counts(pool: PgPool) {
         job_id: job.into(),
         transition,
     };
-    c.transition_job(&ctx, step("a", JobTransitionInput::Started)).await.expect("start a");
-    c.transition_job(&ctx, step("a", JobTransitionInput::Failed { message: "exit 2".into() }))
+    c.transition_job(&ctx, step("a", JobTransitionInput::Started))
         .await
-        .expect("fail a");
-    c.transition_job(&ctx, step("b", JobTransitionInput::Skipped { reason: "a failed".into() }))
-        .await
-        .expect("skip b");
-    c.finish_build(&ctx, FinishBuild {
-        build_id,
-        outcome: BuildOutcome::Failed,
-        message: Some("job a failed".into()),
-    })
+        .expect("start a");
+    c.transition_job(
+        &ctx,
+        step(
+            "a",
+            JobTransitionInput::Failed {
+                message: "exit 2".into(),
+            },
+        ),
+    )
+    .await
+    .expect("fail a");
+    c.transition_job(
+        &ctx,
+        step(
+            "b",
+            JobTransitionInput::Skipped {
+                reason: "a failed".into(),
+            },
+        ),
+    )
+    .await
+    .expect("skip b");
+    c.finish_build(
+        &ctx,
+        FinishBuild {
+            build_id,
+            outcome: BuildOutcome::Failed,
+            message: Some("job a failed".into()),
+        },
+    )
     .await
     .expect("finish");
     let retry_id = c.retry_build(&ctx, RetryBuild { build_id }).await.expect("retry");
 
     core.caught_up().await.expect("caught up");
 
-    let org = queries::org_by_slug(&pool, "acme").await.expect("query").expect("org row");
+    let org = queries::org_by_slug(&pool, "acme")
+        .await
+        .expect("query")
+        .expect("org row");
     assert_eq!((org.id, org.name.as_str()), (org_id.as_uuid(), "Acme"));
-    let repo = queries::repo(&pool, repo_id.as_uuid()).await.expect("query").expect("repo row");
+    let repo = queries::repo(&pool, repo_id.as_uuid())
+        .await
+        .expect("query")
+        .expect("repo row");
     assert_eq!(repo.main_branch, "trunk");
     assert_eq!(repo.labels, BTreeMap::from([("team".to_owned(), "core".to_owned())]));
-    let build = queries::build(&pool, build_id.as_uuid()).await.expect("query").expect("build row");
+    let build = queries::build(&pool, build_id.as_uuid())
+        .await
+        .expect("query")
+        .expect("build row");
     assert_eq!(build.status, "failed");
-    assert_eq!((build.source.as_str(), build.ref_kind.as_str(), build.ref_name.as_str()), ("cli", "branch", "trunk"));
+    assert_eq!(
+        (build.source.as_str(), build.ref_kind.as_str(), build.ref_name.as_str()),
+        ("cli", "branch", "trunk")
+    );
     assert_eq!(build.commit_sha.as_deref(), Some("abcdef1234567"));
     assert_eq!(build.params.get("DEPLOY").map(String::as_str), Some("no"));
     assert_eq!(build.runner.as_deref(), Some("runner-7"));
@@ -125,15 +175,31 @@ async fn read_models_show_status_timings_trigger_and_job_counts(pool: PgPool) {
     let (started, finished) = (build.started_at.expect("started"), build.finished_at.expect("finished"));
     assert!(build.queued_at <= started && started <= finished);
     assert_eq!(
-        (build.jobs_total, build.jobs_failed, build.jobs_skipped, build.jobs_succeeded),
+        (
+            build.jobs_total,
+            build.jobs_failed,
+            build.jobs_skipped,
+            build.jobs_succeeded
+        ),
         (2, 1, 1, 0)
     );
     let jobs = queries::jobs_of_build(&pool, build_id.as_uuid()).await.expect("jobs");
-    assert_eq!(jobs.iter().map(|j| (j.job_id.as_str(), j.status.as_str())).collect::<Vec<_>>(), [("a", "failed"), ("b", "skipped")]);
+    assert_eq!(
+        jobs.iter()
+            .map(|j| (j.job_id.as_str(), j.status.as_str()))
+            .collect::<Vec<_>>(),
+        [("a", "failed"), ("b", "skipped")]
+    );
     assert_eq!(jobs[0].message.as_deref(), Some("exit 2"));
     assert_eq!(jobs[1].dependencies, ["a"]);
-    let retry = queries::build(&pool, retry_id.as_uuid()).await.expect("query").expect("retry row");
-    assert_eq!((retry.status.as_str(), retry.retry_of), ("queued", Some(build_id.as_uuid())));
+    let retry = queries::build(&pool, retry_id.as_uuid())
+        .await
+        .expect("query")
+        .expect("retry row");
+    assert_eq!(
+        (retry.status.as_str(), retry.retry_of),
+        ("queued", Some(build_id.as_uuid()))
+    );
     assert_eq!(retry.commit_sha, build.commit_sha);
 }
 
@@ -147,12 +213,17 @@ async fn a_rebuilt_read_model_equals_the_live_one_row_by_row(pool: PgPool) {
 
     let projections: [&dyn Projection; 3] = [&OrgsProjection, &ReposProjection, &BuildsProjection];
     for projection in projections {
-        monkeyci_projections::rebuild(&core.store, projection).await.expect("rebuild");
+        monkeyci_projections::rebuild(&core.store, projection)
+            .await
+            .expect("rebuild");
     }
     core.caught_up().await.expect("caught up after rebuild");
 
     assert_eq!(snapshot(&pool).await, live);
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&pool).await.expect("count");
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
     for status in monkeyci_projections::status(&core.store).await.expect("status") {
         assert_eq!((status.events_processed, status.lag_events), (total, 0), "{status:?}");
     }
@@ -199,7 +270,10 @@ impl Worker {
 
 async fn builds_checkpoint(store: &EventStore) -> (monkeyci_eventstore::Cursor, i64) {
     let status = monkeyci_projections::status(store).await.expect("status");
-    let builds = status.into_iter().find(|s| s.name == "builds").expect("builds checkpoint");
+    let builds = status
+        .into_iter()
+        .find(|s| s.name == "builds")
+        .expect("builds checkpoint");
     (builds.checkpoint, builds.events_processed)
 }
 
@@ -208,7 +282,10 @@ async fn a_projection_killed_mid_batch_resumes_without_loss_or_double_counting(p
     let store = EventStore::new(pool.clone());
     let commands = monkeyci_commands::CommandHandler::new(store.clone());
     let workload = run_workload(&commands, 1, 2, 8).await.expect("workload");
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&pool).await.expect("count");
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
 
     // Batches of 25 events: the worker commits two, then dies inside the third.
     let mut worker = Worker::spawn(&pool, &["--stall-builds-at-batch", "3"]);
@@ -224,10 +301,11 @@ async fn a_projection_killed_mid_batch_resumes_without_loss_or_double_counting(p
     core.caught_up().await.expect("caught up");
     let (_, processed) = builds_checkpoint(&store).await;
     assert_eq!(processed, total, "every event applied exactly once");
-    let builds = sqlx::query_as::<_, (String, i64)>("SELECT status, count(*) FROM builds GROUP BY status ORDER BY status")
-        .fetch_all(&pool)
-        .await
-        .expect("builds");
+    let builds =
+        sqlx::query_as::<_, (String, i64)>("SELECT status, count(*) FROM builds GROUP BY status ORDER BY status")
+            .fetch_all(&pool)
+            .await
+            .expect("builds");
     let retries = workload.failed as i64;
     assert_eq!(
         builds,
@@ -238,11 +316,16 @@ async fn a_projection_killed_mid_batch_resumes_without_loss_or_double_counting(p
             ("succeeded".to_owned(), workload.succeeded as i64),
         ]
     );
-    let jobs: i64 = sqlx::query_scalar("SELECT sum(jobs_total) FROM builds").fetch_one(&pool).await.expect("jobs");
+    let jobs: i64 = sqlx::query_scalar("SELECT sum(jobs_total) FROM builds")
+        .fetch_one(&pool)
+        .await
+        .expect("jobs");
     assert_eq!(jobs, 3 * (workload.succeeded + workload.failed) as i64);
 
     let recovered = snapshot(&pool).await;
-    monkeyci_projections::rebuild(&store, &BuildsProjection).await.expect("rebuild");
+    monkeyci_projections::rebuild(&store, &BuildsProjection)
+        .await
+        .expect("rebuild");
     core.caught_up().await.expect("caught up after rebuild");
     assert_eq!(snapshot(&pool).await, recovered);
 }
@@ -254,9 +337,13 @@ async fn one_process_runs_each_projection_and_another_takes_over_when_it_dies(po
     run_workload(&commands, 1, 1, 2).await.expect("workload");
 
     let mut first = Worker::spawn(&pool, &[]);
-    first.expect_lines(&["active orgs", "active repos", "active builds"]).await;
+    first
+        .expect_lines(&["active orgs", "active repos", "active builds"])
+        .await;
     let mut second = Worker::spawn(&pool, &[]);
-    second.expect_lines(&["standby orgs", "standby repos", "standby builds"]).await;
+    second
+        .expect_lines(&["standby orgs", "standby repos", "standby builds"])
+        .await;
     wait_for_checkpoints(&store, &["orgs", "repos", "builds"], Duration::from_secs(30))
         .await
         .expect("first worker catches up");
@@ -272,12 +359,17 @@ async fn one_process_runs_each_projection_and_another_takes_over_when_it_dies(po
     assert_eq!(holders, [(first_name, 3)], "the first process holds all three leases");
 
     first.kill().await;
-    second.expect_lines(&["active orgs", "active repos", "active builds"]).await;
+    second
+        .expect_lines(&["active orgs", "active repos", "active builds"])
+        .await;
     run_workload(&commands, 1, 1, 2).await.expect("more work");
     wait_for_checkpoints(&store, &["orgs", "repos", "builds"], Duration::from_secs(30))
         .await
         .expect("second worker catches up");
-    let orgs: i64 = sqlx::query_scalar("SELECT count(*) FROM orgs").fetch_one(&pool).await.expect("orgs");
+    let orgs: i64 = sqlx::query_scalar("SELECT count(*) FROM orgs")
+        .fetch_one(&pool)
+        .await
+        .expect("orgs");
     assert_eq!(orgs, 2);
     second.kill().await;
 }

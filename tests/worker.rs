@@ -56,7 +56,9 @@ fn say(line: &str) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().context("usage: monkeyci-test-worker URL [--batch-size N] [--stall-builds-at-batch K]")?;
+    let url = args
+        .next()
+        .context("usage: monkeyci-test-worker URL [--batch-size N] [--stall-builds-at-batch K]")?;
     let mut batch_size = 500;
     let mut stall_at = None;
     while let Some(flag) = args.next() {

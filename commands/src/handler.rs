@@ -36,11 +36,14 @@ struct Loaded<A> {
     state: A,
 }
 
-/// What a command decided: the id it returns and the events for each stream.
+/// An event encoded for the log: type, schema version, payload.
+type Encoded = (String, i32, serde_json::Value);
+
+/// What a command decided: the id it returns and, per stream, the version read and new events.
 struct Decision<T> {
     result: T,
     org_id: Option<OrgId>,
-    writes: Vec<(StreamId, u64, Vec<(String, i32, serde_json::Value)>)>,
+    writes: Vec<(StreamId, u64, Vec<Encoded>)>,
 }
 
 impl<T> Decision<T> {
@@ -100,12 +103,13 @@ impl CommandHandler {
         let mut state = A::default();
         let mut version = 0;
         for recorded in &events {
-            let event = A::Event::decode(&recorded.event_type, recorded.schema_version, &recorded.data).map_err(
-                |source| CommandError::Corrupt {
-                    stream_id: stream.to_string(),
-                    source,
-                },
-            )?;
+            let event =
+                A::Event::decode(&recorded.event_type, recorded.schema_version, &recorded.data).map_err(|source| {
+                    CommandError::Corrupt {
+                        stream_id: stream.to_string(),
+                        source,
+                    }
+                })?;
             state.apply(&event);
             version = recorded.stream_version;
         }
@@ -274,7 +278,12 @@ impl CommandHandler {
             name: parse_opt(input.name.as_deref(), Name::parse)?,
             git_url: parse_opt(input.git_url.as_deref(), GitUrl::parse)?,
             main_branch: parse_opt(input.main_branch.as_deref(), RefName::parse)?,
-            labels: input.labels.clone().map(Labels::parse).transpose().map_err(DomainError::from)?,
+            labels: input
+                .labels
+                .clone()
+                .map(Labels::parse)
+                .transpose()
+                .map_err(DomainError::from)?,
         };
         let repo_id = input.repo_id;
         self.execute(ctx, "updateRepo", &input, async || {

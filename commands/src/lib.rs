@@ -14,6 +14,6 @@ pub use context::CommandContext;
 pub use error::CommandError;
 pub use handler::CommandHandler;
 pub use inputs::{
-    AddRepo, ArchiveRepo, CancelBuild, CreateOrg, DeleteOrg, FinishBuild, JobTransitionInput, QueueJob, RenameOrg, RetryBuild, StartBuild,
-    TransitionJob, TriggerBuild, UpdateRepo,
+    AddRepo, ArchiveRepo, CancelBuild, CreateOrg, DeleteOrg, FinishBuild, JobTransitionInput, QueueJob, RenameOrg,
+    RetryBuild, StartBuild, TransitionJob, TriggerBuild, UpdateRepo,
 };

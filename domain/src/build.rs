@@ -187,10 +187,7 @@ impl JobStatus {
 
     /// Whether the job has ended.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded | Self::Failed | Self::Skipped | Self::Canceled
-        )
+        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped | Self::Canceled)
     }
 }
 
@@ -284,9 +281,7 @@ impl Aggregate for Build {
             BuildEvent::JobSkipped { job_id, .. } => self.set_job(job_id, JobStatus::Skipped),
             BuildEvent::JobCanceled { job_id } => self.set_job(job_id, JobStatus::Canceled),
             BuildEvent::BuildCancelRequested => self.cancel_requested = true,
-            BuildEvent::BuildFinished { outcome, .. } => {
-                self.status = BuildStatus::Finished(*outcome)
-            }
+            BuildEvent::BuildFinished { outcome, .. } => self.status = BuildStatus::Finished(*outcome),
             BuildEvent::BuildRetried { .. } => {}
         }
     }
@@ -401,12 +396,7 @@ impl Build {
             return Err(Self::not_found(id));
         };
         let queued = new_build.queue(new_id, repo_id, repo, org, trigger, Some(id))?;
-        Ok((
-            vec![BuildEvent::BuildRetried {
-                new_build_id: new_id,
-            }],
-            queued,
-        ))
+        Ok((vec![BuildEvent::BuildRetried { new_build_id: new_id }], queued))
     }
 
     /// A runner takes the queued build.
@@ -442,10 +432,7 @@ impl Build {
                 id: missing.to_string(),
             });
         }
-        Ok(vec![BuildEvent::JobQueued {
-            job_id,
-            dependencies,
-        }])
+        Ok(vec![BuildEvent::JobQueued { job_id, dependencies }])
     }
 
     /// Moves a job of the running build on, if its current state allows it.
@@ -456,13 +443,10 @@ impl Build {
         transition: JobTransition,
     ) -> Result<Vec<BuildEvent>, DomainError> {
         self.ensure_running(id, transition.action())?;
-        let current = *self
-            .jobs
-            .get(&job_id)
-            .ok_or_else(|| DomainError::NotFound {
-                kind: "job",
-                id: job_id.to_string(),
-            })?;
+        let current = *self.jobs.get(&job_id).ok_or_else(|| DomainError::NotFound {
+            kind: "job",
+            id: job_id.to_string(),
+        })?;
         if !transition.allowed_from().contains(&current) {
             return Err(DomainError::IllegalJobTransition {
                 job_id: job_id.to_string(),
@@ -511,18 +495,15 @@ impl Build {
                 if !open.is_empty() {
                     return Err(DomainError::JobsUnfinished {
                         build_id: id.to_string(),
-                        jobs: open
-                            .iter()
-                            .map(|j| j.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        jobs: open.iter().map(|j| j.as_str()).collect::<Vec<_>>().join(", "),
                     });
                 }
             }
             BuildOutcome::Errored | BuildOutcome::Canceled => {
-                events.extend(open.into_iter().map(|job_id| BuildEvent::JobCanceled {
-                    job_id: job_id.clone(),
-                }));
+                events.extend(
+                    open.into_iter()
+                        .map(|job_id| BuildEvent::JobCanceled { job_id: job_id.clone() }),
+                );
             }
         }
         events.push(BuildEvent::BuildFinished { outcome, message });
@@ -530,11 +511,7 @@ impl Build {
     }
 }
 
-fn request_into_trigger(
-    repo: &Repo,
-    repo_id: RepoId,
-    request: TriggerRequest,
-) -> Result<Trigger, DomainError> {
+fn request_into_trigger(repo: &Repo, repo_id: RepoId, request: TriggerRequest) -> Result<Trigger, DomainError> {
     let git_ref = match request.git_ref {
         Some(git_ref) => git_ref,
         None => GitRef::Branch(repo.existing(repo_id)?.main_branch.clone()),
@@ -644,16 +621,11 @@ mod tests {
     }
 
     fn started() -> BuildEvent {
-        BuildEvent::BuildStarted {
-            runner: "r1".into(),
-        }
+        BuildEvent::BuildStarted { runner: "r1".into() }
     }
 
     fn finished(outcome: BuildOutcome) -> BuildEvent {
-        BuildEvent::BuildFinished {
-            outcome,
-            message: None,
-        }
+        BuildEvent::BuildFinished { outcome, message: None }
     }
 
     fn job_queued(raw: &str) -> BuildEvent {
@@ -778,15 +750,7 @@ mod tests {
     #[test]
     fn an_archived_repo_cannot_be_built() {
         given::<Build>([])
-            .when(|b| {
-                b.trigger(
-                    build_id(),
-                    repo_id(),
-                    &archived_repo(),
-                    &active_org(),
-                    request(),
-                )
-            })
+            .when(|b| b.trigger(build_id(), repo_id(), &archived_repo(), &active_org(), request()))
             .then_err(DomainError::RepoArchived {
                 repo_id: repo_id().to_string(),
             });
@@ -809,30 +773,14 @@ mod tests {
             id: repo_id().to_string(),
         };
         given::<Build>([])
-            .when(|b| {
-                b.trigger(
-                    build_id(),
-                    repo_id(),
-                    &Repo::default(),
-                    &active_org(),
-                    request(),
-                )
-            })
+            .when(|b| b.trigger(build_id(), repo_id(), &Repo::default(), &active_org(), request()))
             .then_err(repo_not_found.clone());
         let with_ref = TriggerRequest {
             git_ref: Some(branch("main")),
             ..request()
         };
         given::<Build>([])
-            .when(|b| {
-                b.trigger(
-                    build_id(),
-                    repo_id(),
-                    &Repo::default(),
-                    &active_org(),
-                    with_ref,
-                )
-            })
+            .when(|b| b.trigger(build_id(), repo_id(), &Repo::default(), &active_org(), with_ref))
             .then_err(repo_not_found);
     }
 
@@ -1072,10 +1020,7 @@ mod tests {
                     reason: "not needed".into(),
                 }],
             ),
-            (
-                "canceled",
-                vec![BuildEvent::JobCanceled { job_id: a.clone() }],
-            ),
+            ("canceled", vec![BuildEvent::JobCanceled { job_id: a.clone() }]),
         ];
         let transitions = [
             JobTransition::Block,
@@ -1122,10 +1067,7 @@ mod tests {
                 if from.contains(state) {
                     assert_eq!(outcome, Ok(vec![transition.clone().into_event(a.clone())]));
                 } else {
-                    assert_eq!(
-                        outcome,
-                        Err(illegal_job(state.as_str(), transition.action()))
-                    );
+                    assert_eq!(outcome, Err(illegal_job(state.as_str(), transition.action())));
                 }
             }
         }
@@ -1245,13 +1187,7 @@ mod tests {
                 message: "exit 1".into(),
             },
         ]))
-        .when(|b| {
-            b.finish(
-                build_id(),
-                BuildOutcome::Failed,
-                Some("job a failed".into()),
-            )
-        })
+        .when(|b| b.finish(build_id(), BuildOutcome::Failed, Some("job a failed".into())))
         .then(vec![BuildEvent::BuildFinished {
             outcome: BuildOutcome::Failed,
             message: Some("job a failed".into()),
@@ -1353,15 +1289,7 @@ mod tests {
             retry_of: None,
         };
         given::<Build>([queued_with_tag, started(), finished(BuildOutcome::Failed)])
-            .when(|b| {
-                b.retry(
-                    build_id(),
-                    new_build_id(),
-                    &Build::default(),
-                    &repo(),
-                    &active_org(),
-                )
-            })
+            .when(|b| b.retry(build_id(), new_build_id(), &Build::default(), &repo(), &active_org()))
             .then((
                 vec![BuildEvent::BuildRetried {
                     new_build_id: new_build_id(),
@@ -1378,15 +1306,7 @@ mod tests {
     #[test]
     fn a_build_canceled_before_it_started_can_be_retried() {
         given::<Build>([queued(), finished(BuildOutcome::Canceled)])
-            .when(|b| {
-                b.retry(
-                    build_id(),
-                    new_build_id(),
-                    &Build::default(),
-                    &repo(),
-                    &active_org(),
-                )
-            })
+            .when(|b| b.retry(build_id(), new_build_id(), &Build::default(), &repo(), &active_org()))
             .then((
                 vec![BuildEvent::BuildRetried {
                     new_build_id: new_build_id(),
@@ -1404,15 +1324,7 @@ mod tests {
     fn an_unfinished_build_cannot_be_retried() {
         for events in [vec![queued()], running([])] {
             given::<Build>(events)
-                .when(|b| {
-                    b.retry(
-                        build_id(),
-                        new_build_id(),
-                        &Build::default(),
-                        &repo(),
-                        &active_org(),
-                    )
-                })
+                .when(|b| b.retry(build_id(), new_build_id(), &Build::default(), &repo(), &active_org()))
                 .then_err(DomainError::BuildNotFinished {
                     build_id: build_id().to_string(),
                 });
@@ -1422,15 +1334,7 @@ mod tests {
     #[test]
     fn an_unknown_build_cannot_be_retried() {
         given::<Build>([])
-            .when(|b| {
-                b.retry(
-                    build_id(),
-                    new_build_id(),
-                    &Build::default(),
-                    &repo(),
-                    &active_org(),
-                )
-            })
+            .when(|b| b.retry(build_id(), new_build_id(), &Build::default(), &repo(), &active_org()))
             .then_err(build_not_found());
     }
 
@@ -1454,15 +1358,7 @@ mod tests {
     #[test]
     fn a_build_of_a_deleted_org_cannot_be_retried() {
         given::<Build>(running([finished(BuildOutcome::Failed)]))
-            .when(|b| {
-                b.retry(
-                    build_id(),
-                    new_build_id(),
-                    &Build::default(),
-                    &repo(),
-                    &deleted_org(),
-                )
-            })
+            .when(|b| b.retry(build_id(), new_build_id(), &Build::default(), &repo(), &deleted_org()))
             .then_err(DomainError::NotFound {
                 kind: "org",
                 id: org_id().to_string(),
@@ -1473,15 +1369,7 @@ mod tests {
     fn a_retry_cannot_reuse_an_existing_build_id() {
         let existing = Build::fold(&[queued()]);
         given::<Build>(running([finished(BuildOutcome::Failed)]))
-            .when(|b| {
-                b.retry(
-                    build_id(),
-                    new_build_id(),
-                    &existing,
-                    &repo(),
-                    &active_org(),
-                )
-            })
+            .when(|b| b.retry(build_id(), new_build_id(), &existing, &repo(), &active_org()))
             .then_err(DomainError::AlreadyExists {
                 kind: "build",
                 id: new_build_id().to_string(),
@@ -1505,10 +1393,7 @@ mod tests {
         assert!(build.cancel_requested);
         assert_eq!(
             build.jobs.into_iter().collect::<Vec<_>>(),
-            vec![
-                (job("a"), JobStatus::Running),
-                (job("b"), JobStatus::Blocked)
-            ]
+            vec![(job("a"), JobStatus::Running), (job("b"), JobStatus::Blocked)]
         );
         let done = Build::fold(&running([finished(BuildOutcome::Failed)]));
         assert_eq!(done.status, BuildStatus::Finished(BuildOutcome::Failed));

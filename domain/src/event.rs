@@ -30,9 +30,7 @@ pub enum DecodeError {
 /// Implementations are enums serialised with `#[serde(tag = "type")]`; the tag becomes the
 /// event-type column and the remaining fields the payload, so an event type's name is its
 /// variant's name.
-pub trait DomainEvent:
-    Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync
-{
+pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync {
     /// The schema version every event of this enum is written with today.
     ///
     /// Raise it for one event type by returning a higher number for that type, and teach
@@ -133,10 +131,7 @@ mod tests {
 
     fn round_trip<E: DomainEvent + PartialEq>(event: &E) {
         let (event_type, data) = event.encode();
-        assert!(
-            !data.as_object().is_some_and(|m| m.contains_key("type")),
-            "{data}"
-        );
+        assert!(!data.as_object().is_some_and(|m| m.contains_key("type")), "{data}");
         let decoded = E::decode(&event_type, E::schema_version(&event_type), &data)
             .unwrap_or_else(|e| panic!("{event_type} {data} did not decode: {e}"));
         assert_eq!(&decoded, event);
@@ -168,25 +163,15 @@ mod tests {
                 },
                 retry_of: None,
             },
-            BuildEvent::BuildStarted {
-                runner: "r1".into(),
-            },
+            BuildEvent::BuildStarted { runner: "r1".into() },
             BuildEvent::JobQueued {
                 job_id: job("test"),
                 dependencies: vec![job("build"), job("lint")],
             },
-            BuildEvent::JobBlocked {
-                job_id: job("deploy"),
-            },
-            BuildEvent::JobUnblocked {
-                job_id: job("deploy"),
-            },
-            BuildEvent::JobStarted {
-                job_id: job("test"),
-            },
-            BuildEvent::JobSucceeded {
-                job_id: job("test"),
-            },
+            BuildEvent::JobBlocked { job_id: job("deploy") },
+            BuildEvent::JobUnblocked { job_id: job("deploy") },
+            BuildEvent::JobStarted { job_id: job("test") },
+            BuildEvent::JobSucceeded { job_id: job("test") },
             BuildEvent::JobFailed {
                 job_id: job("test"),
                 message: "exit 1".into(),
@@ -195,9 +180,7 @@ mod tests {
                 job_id: job("deploy"),
                 reason: "dependency failed".into(),
             },
-            BuildEvent::JobCanceled {
-                job_id: job("deploy"),
-            },
+            BuildEvent::JobCanceled { job_id: job("deploy") },
             BuildEvent::BuildCancelRequested,
             BuildEvent::BuildFinished {
                 outcome: BuildOutcome::Errored,
@@ -230,10 +213,7 @@ mod tests {
             };
             seen[index] = true;
         }
-        assert!(
-            seen.iter().all(|s| *s),
-            "a build event variant has no sample"
-        );
+        assert!(seen.iter().all(|s| *s), "a build event variant has no sample");
         samples
     }
 
@@ -258,10 +238,7 @@ mod tests {
         ] {
             round_trip(&event);
         }
-        for event in [
-            SlugEvent::SlugClaimed { org_id },
-            SlugEvent::SlugReleased { org_id },
-        ] {
+        for event in [SlugEvent::SlugClaimed { org_id }, SlugEvent::SlugReleased { org_id }] {
             round_trip(&event);
         }
         let settings = RepoSettings {
@@ -328,8 +305,7 @@ mod tests {
 
     #[test]
     fn a_schema_version_newer_than_supported_is_refused() {
-        let error =
-            BuildEvent::decode("BuildStarted", 2, &json!({"runner": "r1"})).expect_err("refused");
+        let error = BuildEvent::decode("BuildStarted", 2, &json!({"runner": "r1"})).expect_err("refused");
         assert!(
             matches!(
                 &error,
@@ -350,8 +326,7 @@ mod tests {
 
     #[test]
     fn a_payload_with_a_field_of_the_wrong_type_is_malformed() {
-        let error =
-            BuildEvent::decode("BuildStarted", 1, &json!({"runner": 42})).expect_err("refused");
+        let error = BuildEvent::decode("BuildStarted", 1, &json!({"runner": 42})).expect_err("refused");
         assert!(matches!(&error, DecodeError::Malformed { .. }), "{error:?}");
     }
 
@@ -368,15 +343,13 @@ mod tests {
 
     #[test]
     fn a_payload_with_an_id_that_is_not_a_uuid_is_malformed() {
-        let error = BuildEvent::decode("BuildRetried", 1, &json!({"new_build_id": "not-a-uuid"}))
-            .expect_err("refused");
+        let error = BuildEvent::decode("BuildRetried", 1, &json!({"new_build_id": "not-a-uuid"})).expect_err("refused");
         assert!(matches!(&error, DecodeError::Malformed { .. }), "{error:?}");
     }
 
     #[test]
     fn a_known_event_with_an_unknown_enum_value_in_its_payload_is_malformed_not_unknown() {
-        let error = BuildEvent::decode("BuildFinished", 1, &json!({"outcome": "exploded"}))
-            .expect_err("refused");
+        let error = BuildEvent::decode("BuildFinished", 1, &json!({"outcome": "exploded"})).expect_err("refused");
         assert!(
             matches!(&error, DecodeError::Malformed { event_type, .. } if event_type == "BuildFinished"),
             "{error:?}"
@@ -414,19 +387,9 @@ mod tests {
     #[test]
     fn an_older_schema_version_is_upcast_before_decoding() {
         let decoded = Versioned::decode("Renamed", 1, &json!({"title": "Acme"})).expect("decodes");
-        assert_eq!(
-            decoded,
-            Versioned::Renamed {
-                name: "Acme".into()
-            }
-        );
+        assert_eq!(decoded, Versioned::Renamed { name: "Acme".into() });
         let decoded = Versioned::decode("Renamed", 2, &json!({"name": "Acme"})).expect("decodes");
-        assert_eq!(
-            decoded,
-            Versioned::Renamed {
-                name: "Acme".into()
-            }
-        );
+        assert_eq!(decoded, Versioned::Renamed { name: "Acme".into() });
         let error = Versioned::decode("Renamed", 3, &json!({"name": "Acme"})).expect_err("refused");
         assert!(
             matches!(

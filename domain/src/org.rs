@@ -37,9 +37,7 @@ impl Aggregate for Org {
 
     fn apply(&mut self, event: &OrgEvent) {
         match event {
-            OrgEvent::OrgCreated { name, slug } => {
-                self.created = Some((name.clone(), slug.clone()))
-            }
+            OrgEvent::OrgCreated { name, slug } => self.created = Some((name.clone(), slug.clone())),
             OrgEvent::OrgRenamed { name } => {
                 if let Some((current, _)) = &mut self.created {
                     *current = name.clone();
@@ -74,12 +72,7 @@ impl Org {
     }
 
     /// Creates the org. The slug's uniqueness is decided by [`SlugClaim::claim`].
-    pub fn create(
-        &self,
-        id: OrgId,
-        name: Name,
-        slug: OrgSlug,
-    ) -> Result<Vec<OrgEvent>, DomainError> {
+    pub fn create(&self, id: OrgId, name: Name, slug: OrgSlug) -> Result<Vec<OrgEvent>, DomainError> {
         if self.created.is_some() {
             return Err(DomainError::AlreadyExists {
                 kind: "org",
@@ -143,9 +136,7 @@ impl SlugClaim {
         match self.holder {
             None => Ok(vec![SlugEvent::SlugClaimed { org_id }]),
             Some(holder) if holder == org_id => Ok(vec![]),
-            Some(_) => Err(DomainError::SlugTaken {
-                slug: slug.to_string(),
-            }),
+            Some(_) => Err(DomainError::SlugTaken { slug: slug.to_string() }),
         }
     }
 
@@ -284,9 +275,7 @@ mod tests {
 
     #[test]
     fn an_unknown_org_cannot_be_deleted() {
-        given::<Org>([])
-            .when(|o| o.delete(org_id()))
-            .then_err(not_found());
+        given::<Org>([]).when(|o| o.delete(org_id())).then_err(not_found());
     }
 
     #[test]
@@ -328,9 +317,7 @@ mod tests {
     fn a_slug_held_by_another_org_cannot_be_claimed() {
         given::<SlugClaim>([SlugEvent::SlugClaimed { org_id: org_id() }])
             .when(|c| c.claim(&slug("acme"), other_org_id()))
-            .then_err(DomainError::SlugTaken {
-                slug: "acme".into(),
-            });
+            .then_err(DomainError::SlugTaken { slug: "acme".into() });
     }
 
     #[test]
@@ -347,9 +334,7 @@ mod tests {
             SlugEvent::SlugReleased { org_id: org_id() },
         ])
         .when(|c| c.claim(&slug("acme"), other_org_id()))
-        .then(vec![SlugEvent::SlugClaimed {
-            org_id: other_org_id(),
-        }]);
+        .then(vec![SlugEvent::SlugClaimed { org_id: other_org_id() }]);
     }
 
     #[test]
@@ -368,9 +353,7 @@ mod tests {
 
     #[test]
     fn releasing_a_free_slug_changes_nothing() {
-        given::<SlugClaim>([])
-            .when(|c| Ok(c.release(org_id())))
-            .then(vec![]);
+        given::<SlugClaim>([]).when(|c| Ok(c.release(org_id()))).then(vec![]);
         given::<SlugClaim>([
             SlugEvent::SlugClaimed { org_id: org_id() },
             SlugEvent::SlugReleased { org_id: org_id() },

@@ -126,19 +126,12 @@ impl Repo {
     }
 
     /// Changes settings; a change that changes nothing appends nothing.
-    pub fn update(
-        &self,
-        id: RepoId,
-        org: &Org,
-        changes: RepoChanges,
-    ) -> Result<Vec<RepoEvent>, DomainError> {
+    pub fn update(&self, id: RepoId, org: &Org, changes: RepoChanges) -> Result<Vec<RepoEvent>, DomainError> {
         let current = self.ensure_buildable(id, org)?;
         let next = RepoSettings {
             name: changes.name.unwrap_or_else(|| current.name.clone()),
             git_url: changes.git_url.unwrap_or_else(|| current.git_url.clone()),
-            main_branch: changes
-                .main_branch
-                .unwrap_or_else(|| current.main_branch.clone()),
+            main_branch: changes.main_branch.unwrap_or_else(|| current.main_branch.clone()),
             labels: changes.labels.unwrap_or_else(|| current.labels.clone()),
         };
         if next == *current {
@@ -364,21 +357,14 @@ mod tests {
     #[test]
     fn a_repo_is_buildable_only_while_it_and_its_org_are_active() {
         let repo = Repo::fold(&[added()]);
-        assert_eq!(
-            repo.ensure_buildable(repo_id(), &active_org()),
-            Ok(&settings())
-        );
-        assert_eq!(
-            repo.ensure_buildable(repo_id(), &deleted_org()),
-            Err(org_not_found())
-        );
+        assert_eq!(repo.ensure_buildable(repo_id(), &active_org()), Ok(&settings()));
+        assert_eq!(repo.ensure_buildable(repo_id(), &deleted_org()), Err(org_not_found()));
         assert_eq!(
             Repo::default().ensure_buildable(repo_id(), &active_org()),
             Err(repo_not_found())
         );
         assert_eq!(
-            Repo::fold(&[added(), RepoEvent::RepoArchived])
-                .ensure_buildable(repo_id(), &active_org()),
+            Repo::fold(&[added(), RepoEvent::RepoArchived]).ensure_buildable(repo_id(), &active_org()),
             Err(DomainError::RepoArchived {
                 repo_id: repo_id().to_string()
             })

@@ -74,16 +74,10 @@ impl Name {
             return Err(ValidationError::new("name", "must not be empty"));
         }
         if len > 100 {
-            return Err(ValidationError::new(
-                "name",
-                "must be at most 100 characters",
-            ));
+            return Err(ValidationError::new("name", "must be at most 100 characters"));
         }
         if has_control(trimmed) {
-            return Err(ValidationError::new(
-                "name",
-                "must not contain control characters",
-            ));
+            return Err(ValidationError::new("name", "must not contain control characters"));
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -94,10 +88,7 @@ impl OrgSlug {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let field = "slug";
         if !(2..=63).contains(&raw.len()) {
-            return Err(ValidationError::new(
-                field,
-                "must be 2 to 63 characters long",
-            ));
+            return Err(ValidationError::new(field, "must be 2 to 63 characters long"));
         }
         if !raw
             .bytes()
@@ -109,10 +100,7 @@ impl OrgSlug {
             ));
         }
         if raw.starts_with('-') || raw.ends_with('-') {
-            return Err(ValidationError::new(
-                field,
-                "must start and end with a letter or digit",
-            ));
+            return Err(ValidationError::new(field, "must start and end with a letter or digit"));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -123,10 +111,7 @@ impl GitUrl {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let field = "gitUrl";
         if raw.is_empty() || raw.len() > 2048 {
-            return Err(ValidationError::new(
-                field,
-                "must be 1 to 2048 characters long",
-            ));
+            return Err(ValidationError::new(field, "must be 1 to 2048 characters long"));
         }
         if has_control(raw) || raw.contains(char::is_whitespace) {
             return Err(ValidationError::new(
@@ -138,9 +123,7 @@ impl GitUrl {
             .iter()
             .find_map(|scheme| raw.strip_prefix(scheme));
         let ok = match schemed {
-            Some(rest) => {
-                !rest.is_empty() && (raw.starts_with("file://") || !rest.starts_with('/'))
-            }
+            Some(rest) => !rest.is_empty() && (raw.starts_with("file://") || !rest.starts_with('/')),
             None => is_scp_like(raw),
         };
         if !ok {
@@ -194,10 +177,7 @@ impl CommitSha {
     /// Parses a full or abbreviated commit hash.
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         if !(7..=64).contains(&raw.len()) || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ValidationError::new(
-                "commit",
-                "must be 7 to 64 hexadecimal digits",
-            ));
+            return Err(ValidationError::new("commit", "must be 7 to 64 hexadecimal digits"));
         }
         Ok(Self(raw.to_ascii_lowercase()))
     }
@@ -207,15 +187,9 @@ impl JobId {
     /// Parses a job id.
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         if raw.is_empty() || raw.len() > 100 {
-            return Err(ValidationError::new(
-                "jobId",
-                "must be 1 to 100 characters long",
-            ));
+            return Err(ValidationError::new("jobId", "must be 1 to 100 characters long"));
         }
-        if !raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        {
+        if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
             return Err(ValidationError::new(
                 "jobId",
                 "may contain only letters, digits, '_', '.' and '-'",
@@ -254,15 +228,9 @@ impl GitRef {
 
 fn validate_key(field: &'static str, key: &str) -> Result<(), ValidationError> {
     if key.is_empty() || key.len() > 128 {
-        return Err(ValidationError::new(
-            field,
-            "names must be 1 to 128 characters long",
-        ));
+        return Err(ValidationError::new(field, "names must be 1 to 128 characters long"));
     }
-    if !key
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b))
-    {
+    if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b)) {
         return Err(ValidationError::new(
             field,
             format!("name {key:?} may contain only letters, digits, '_', '.', '-' and '/'"),
@@ -271,12 +239,7 @@ fn validate_key(field: &'static str, key: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-fn validate_value(
-    field: &'static str,
-    key: &str,
-    value: &str,
-    max: usize,
-) -> Result<(), ValidationError> {
+fn validate_value(field: &'static str, key: &str, value: &str, max: usize) -> Result<(), ValidationError> {
     if value.len() > max {
         return Err(ValidationError::new(
             field,
@@ -305,17 +268,11 @@ impl Labels {
             }
             validate_value("labels", &k, &v, 256)?;
             if labels.insert(k.clone(), v).is_some() {
-                return Err(ValidationError::new(
-                    "labels",
-                    format!("{k:?} is given twice"),
-                ));
+                return Err(ValidationError::new("labels", format!("{k:?} is given twice")));
             }
         }
         if labels.len() > 64 {
-            return Err(ValidationError::new(
-                "labels",
-                "at most 64 labels are allowed",
-            ));
+            return Err(ValidationError::new("labels", "at most 64 labels are allowed"));
         }
         Ok(Self(labels))
     }
@@ -344,17 +301,11 @@ impl Params {
             validate_key("params", &k)?;
             validate_value("params", &k, &v, 64 * 1024)?;
             if params.insert(k.clone(), v).is_some() {
-                return Err(ValidationError::new(
-                    "params",
-                    format!("{k:?} is given twice"),
-                ));
+                return Err(ValidationError::new("params", format!("{k:?} is given twice")));
             }
         }
         if params.len() > 256 {
-            return Err(ValidationError::new(
-                "params",
-                "at most 256 parameters are allowed",
-            ));
+            return Err(ValidationError::new("params", "at most 256 parameters are allowed"));
         }
         Ok(Self(params))
     }
@@ -372,26 +323,14 @@ mod tests {
     #[test]
     fn slugs_are_lower_case_words_joined_by_dashes() {
         assert!(OrgSlug::parse("acme-corp-2").is_ok());
-        for bad in [
-            "",
-            "a",
-            "Acme",
-            "-acme",
-            "acme-",
-            "ac me",
-            "acmé",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "a", "Acme", "-acme", "acme-", "ac me", "acmé", &"a".repeat(64)] {
             assert!(OrgSlug::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }
 
     #[test]
     fn names_are_trimmed_and_bounded() {
-        assert_eq!(
-            Name::parse("  Acme  ").map(|n| n.to_string()),
-            Ok("Acme".to_owned())
-        );
+        assert_eq!(Name::parse("  Acme  ").map(|n| n.to_string()), Ok("Acme".to_owned()));
         assert!(Name::parse("   ").is_err());
         assert!(Name::parse(&"x".repeat(101)).is_err());
         assert!(Name::parse("a\u{0}b").is_err());
@@ -409,14 +348,7 @@ mod tests {
         ] {
             assert!(GitUrl::parse(good).is_ok(), "{good:?} was refused");
         }
-        for bad in [
-            "",
-            "github.com/x",
-            "https://",
-            "ftp://x/y",
-            "https://a b",
-            "/tmp/repo",
-        ] {
+        for bad in ["", "github.com/x", "https://", "ftp://x/y", "https://a b", "/tmp/repo"] {
             assert!(GitUrl::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }
@@ -426,9 +358,7 @@ mod tests {
         for good in ["main", "feature/x-1", "v1.2.0", "release_2026"] {
             assert!(RefName::parse(good).is_ok(), "{good:?} was refused");
         }
-        for bad in [
-            "", "-x", "a..b", "a b", "x.lock", "x/", "a:b", "a~1", "@", "a//b", ".x",
-        ] {
+        for bad in ["", "-x", "a..b", "a b", "x.lock", "x/", "a:b", "a~1", "@", "a//b", ".x"] {
             assert!(RefName::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }

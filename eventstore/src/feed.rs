@@ -87,7 +87,10 @@ impl EventFeed {
     ///
     /// The stream ends only if the database fails (the error is its last item) or the receiver
     /// is dropped.
-    pub fn subscribe(&self, after: Cursor) -> impl Stream<Item = Result<Arc<RecordedEvent>, ReadError>> + Send + 'static {
+    pub fn subscribe(
+        &self,
+        after: Cursor,
+    ) -> impl Stream<Item = Result<Arc<RecordedEvent>, ReadError>> + Send + 'static {
         let (tx, rx) = mpsc::channel(self.config.batch_size as usize);
         tokio::spawn(deliver(self.clone(), after, tx));
         ReceiverStream::new(rx)
@@ -130,7 +133,11 @@ async fn follow(
             Ok(head) => head > cursor,
             Err(_) => false,
         };
-        let wait = if held_back { config.held_back_poll } else { config.idle_poll };
+        let wait = if held_back {
+            config.held_back_poll
+        } else {
+            config.idle_poll
+        };
         match tokio::time::timeout(wait, listener.recv()).await {
             Ok(Ok(_)) | Err(_) => {}
             Ok(Err(error)) => {

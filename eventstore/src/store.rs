@@ -132,22 +132,19 @@ impl EventStore {
         }
         match tx.commit().await {
             Ok(()) => Ok(Attempt::Done(AppendResult::Appended { last })),
-            Err(e) if violates(&e, UNIQUE_IDEMPOTENCY_KEY) => {
-                Box::pin(self.try_append(writes, claim)).await
-            }
+            Err(e) if violates(&e, UNIQUE_IDEMPOTENCY_KEY) => Box::pin(self.try_append(writes, claim)).await,
             Err(e) => Err(e.into()),
         }
     }
 
     /// The command and fingerprint an idempotency key was first used with, and the id it returned.
     pub async fn find_idempotency_key(&self, scope: &str, key: &str) -> Result<Option<IdempotencyClaim>, ReadError> {
-        let row = sqlx::query(
-            "SELECT command, fingerprint, result_id FROM idempotency_keys WHERE scope = $1 AND key = $2",
-        )
-        .bind(scope)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT command, fingerprint, result_id FROM idempotency_keys WHERE scope = $1 AND key = $2")
+                .bind(scope)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|row| {
             Ok(IdempotencyClaim {
                 scope: scope.to_owned(),
@@ -180,10 +177,11 @@ impl EventStore {
 
     /// The version of a stream's last event; 0 if the stream has none.
     pub async fn stream_version(&self, stream_id: &str) -> Result<u64, ReadError> {
-        let version: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = $1")
-            .bind(stream_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let version: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = $1")
+                .bind(stream_id)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(to_u64(version))
     }
 
@@ -269,9 +267,15 @@ fn validate_event(event: &NewEvent) -> Result<(), AppendError> {
     let bad = |reason: String| Err(AppendError::Malformed(reason));
     if event.event_type.is_empty()
         || event.event_type.len() > 200
-        || !event.event_type.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.".contains(&b))
+        || !event
+            .event_type
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.".contains(&b))
     {
-        return bad(format!("event type {:?} must be 1-200 of A-Z a-z 0-9 _ .", event.event_type));
+        return bad(format!(
+            "event type {:?} must be 1-200 of A-Z a-z 0-9 _ .",
+            event.event_type
+        ));
     }
     if event.schema_version < 1 {
         return bad(format!("{}: schema version must be at least 1", event.event_type));

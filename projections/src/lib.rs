@@ -46,5 +46,9 @@ pub trait Projection: Send + Sync + std::fmt::Debug {
 
 /// MonkeyCI's read models.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(OrgsProjection), Arc::new(ReposProjection), Arc::new(BuildsProjection)]
+    vec![
+        Arc::new(OrgsProjection),
+        Arc::new(ReposProjection),
+        Arc::new(BuildsProjection),
+    ]
 }

@@ -88,7 +88,11 @@ pub(crate) fn decode_category<'a, E: DomainEvent>(
 /// The distinct ids in the order first seen.
 pub(crate) fn distinct_ids<T>(items: &[(Uuid, &RecordedEvent, T)]) -> Vec<Uuid> {
     let mut seen = std::collections::HashSet::new();
-    items.iter().map(|(id, _, _)| *id).filter(|id| seen.insert(*id)).collect()
+    items
+        .iter()
+        .map(|(id, _, _)| *id)
+        .filter(|id| seen.insert(*id))
+        .collect()
 }
 
 /// Rows indexed by their key.

@@ -1,0 +1,198 @@
+//! `monkeyci`: runs the MonkeyCI server and operates its database.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use monkeyci_eventstore::{EventFeed, EventStore, FeedConfig};
+use monkeyci_projections::{ProjectionRunner, RunnerConfig};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use tracing_subscriber::EnvFilter;
+
+/// MonkeyCI: a CI/CD server built on an event log in PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "monkeyci", version)]
+struct Cli {
+    /// The PostgreSQL database holding the event log and the read models. It is created if it
+    /// does not exist.
+    #[arg(
+        long,
+        global = true,
+        env = "MONKEYCI_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/monkeyci"
+    )]
+    database_url: String,
+
+    /// Database connections to keep open.
+    #[arg(long, global = true, env = "MONKEYCI_DATABASE_CONNECTIONS", default_value_t = 20)]
+    database_connections: u32,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server: creates and migrates the database, then keeps every projection current
+    /// until stopped with Ctrl-C or SIGTERM. Several servers may share one database; each
+    /// projection runs in one of them at a time.
+    Server {
+        /// How often a standby server tries to take over a projection, in milliseconds.
+        #[arg(long, env = "MONKEYCI_LEASE_RETRY_MS", default_value_t = 2000)]
+        lease_retry_ms: u64,
+    },
+    /// Creates the database if needed and applies pending migrations, then exits.
+    Migrate,
+    /// Inspects and rebuilds projections (read models).
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Shows each projection's checkpoint, events applied and lag.
+    Status,
+    /// Empties a projection's read model and replays the whole log into it. A running server
+    /// does the replay; queries see the model fill up again.
+    Rebuild {
+        /// The projection: orgs, repos or builds.
+        name: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let pool = connect(&cli.database_url, cli.database_connections).await?;
+    let store = EventStore::new(pool);
+    match cli.command {
+        Command::Migrate => {
+            println!("database is migrated");
+            Ok(())
+        }
+        Command::Server { lease_retry_ms } => serve(store, lease_retry_ms).await,
+        Command::Projections {
+            command: ProjectionsCommand::Status,
+        } => print_status(&store).await,
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild { name },
+        } => {
+            let projections = monkeyci_projections::all();
+            let Some(projection) = projections.iter().find(|p| p.name() == name) else {
+                let names: Vec<_> = projections.iter().map(|p| p.name()).collect();
+                bail!(
+                    "no projection is named {name:?}; the projections are {}",
+                    names.join(", ")
+                );
+            };
+            monkeyci_projections::rebuild(&store, projection.as_ref()).await?;
+            println!("projection {name} was reset; a running server replays the log into it");
+            Ok(())
+        }
+    }
+}
+
+/// Connects to the database, creating and migrating it first.
+async fn connect(url: &str, connections: u32) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url.parse().with_context(|| format!("invalid database URL {url:?}"))?;
+    let options = options.application_name("monkeyci");
+    create_database_if_missing(&options).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
+    monkeyci_eventstore::migrate(&pool)
+        .await
+        .context("migrating the database")?;
+    Ok(pool)
+}
+
+async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .context("cannot connect to PostgreSQL's `postgres` database to check that the database exists")?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        tracing::info!(database = %name, "creating the database");
+        sqlx::query(&format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\"")))
+            .execute(&mut admin)
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+async fn serve(store: EventStore, lease_retry_ms: u64) -> anyhow::Result<()> {
+    let feed = EventFeed::start(store.clone(), FeedConfig::default()).await?;
+    let config = RunnerConfig {
+        lease_retry: Duration::from_millis(lease_retry_ms),
+        ..RunnerConfig::default()
+    };
+    let runner = ProjectionRunner::new(store, feed, monkeyci_projections::all(), config).start();
+    tracing::info!("monkeyci server is running; projections follow the event log (Ctrl-C to stop)");
+    shutdown_signal().await?;
+    tracing::info!("stopping: finishing the current projection batches");
+    runner.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+async fn print_status(store: &EventStore) -> anyhow::Result<()> {
+    let statuses = monkeyci_projections::status(store).await?;
+    if statuses.is_empty() {
+        println!("no projection has run yet: start `monkeyci server`");
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:>22} {:>12} {:>10}  updated",
+        "projection", "checkpoint", "applied", "lag"
+    );
+    for s in statuses {
+        println!(
+            "{:<10} {:>22} {:>12} {:>10}  {}",
+            s.name,
+            s.checkpoint.to_string(),
+            s.events_processed,
+            s.lag_events,
+            s.updated_at.to_rfc3339()
+        );
+    }
+    Ok(())
+}
