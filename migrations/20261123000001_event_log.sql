@@ -40,17 +40,10 @@ CREATE TRIGGER events_no_truncate
     BEFORE TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION events_refuse_change();
 
--- Wakes live readers; the payload is empty because readers catch up from their own cursor.
-CREATE FUNCTION events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('monkeyci_events', '');
-    RETURN NULL;
-END;
-$$;
-
-CREATE TRIGGER events_notify_after_insert
-    AFTER INSERT ON events
-    FOR EACH STATEMENT EXECUTE FUNCTION events_notify();
+-- Live readers are woken by a NOTIFY on 'monkeyci_events' that each process sends after its
+-- appends, outside the appending transaction (see eventstore/src/signal.rs): a NOTIFY inside the
+-- append would hold PostgreSQL's cluster-wide notify lock across the commit's WAL flush and make
+-- all appends commit one at a time.
 
 -- Idempotency keys: the first command sent with a key records its fingerprint and the id it
 -- returned, in the same transaction as its events.

@@ -331,3 +331,199 @@ pub fn monkeyci_binary() -> anyhow::Result<std::path::PathBuf> {
         .clone()
         .map_err(anyhow::Error::msg)
 }
+
+/// The whole server in this process on a free port: projections plus the HTTP API.
+#[derive(Debug)]
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub core: Core,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    /// Starts the app with default API settings.
+    pub async fn spawn(pool: PgPool) -> anyhow::Result<Self> {
+        Self::spawn_with(pool, |_| {}).await
+    }
+
+    /// Starts the app after `configure` adjusted the API settings.
+    pub async fn spawn_with(
+        pool: PgPool,
+        configure: impl FnOnce(&mut monkeyci_api::ApiConfig),
+    ) -> anyhow::Result<Self> {
+        let core = Core::start(pool).await?;
+        let mut config = monkeyci_api::ApiConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..monkeyci_api::ApiConfig::default()
+        };
+        configure(&mut config);
+        let server = monkeyci_api::ApiServer::bind(core.store.clone(), core.feed.clone(), config).await?;
+        let addr = server.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            addr,
+            core,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+        })
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends a GraphQL request and returns the whole JSON response.
+    pub async fn graphql(&self, query: &str, variables: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let response = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&serde_json::json!({ "query": query, "variables": variables }))
+            .send()
+            .await?;
+        Ok(response.json().await?)
+    }
+
+    /// Runs a mutation that returns an id and returns that id, failing on any error.
+    pub async fn mutate_id(&self, field: &str, input_type: &str, input: serde_json::Value) -> anyhow::Result<String> {
+        let query = format!("mutation($input: {input_type}!) {{ {field}(input: $input) }}");
+        let response = self.graphql(&query, serde_json::json!({ "input": input })).await?;
+        match response["data"][field].as_str() {
+            Some(id) => Ok(id.to_owned()),
+            None => bail!("{field} failed: {response}"),
+        }
+    }
+
+    /// Creates an org and returns its id.
+    pub async fn create_org(&self, slug: &str) -> anyhow::Result<String> {
+        self.mutate_id(
+            "createOrg",
+            "CreateOrgInput",
+            serde_json::json!({ "name": format!("Org {slug}"), "slug": slug }),
+        )
+        .await
+    }
+
+    /// Creates a repo in an org and returns its id.
+    pub async fn create_repo(&self, org_id: &str, name: &str) -> anyhow::Result<String> {
+        self.mutate_id(
+            "createRepo",
+            "CreateRepoInput",
+            serde_json::json!({ "orgId": org_id, "name": name, "gitUrl": format!("https://git.example/{name}.git") }),
+        )
+        .await
+    }
+
+    /// Triggers a build of the repo's main branch and returns its id.
+    pub async fn trigger_build(&self, repo_id: &str) -> anyhow::Result<String> {
+        self.mutate_id(
+            "triggerBuild",
+            "TriggerBuildInput",
+            serde_json::json!({ "repoId": repo_id }),
+        )
+        .await
+    }
+
+    /// Opens a WebSocket speaking graphql-transport-ws (not yet initialised).
+    pub async fn websocket(&self) -> anyhow::Result<WsClient> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/graphql", self.addr).into_client_request()?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_static("graphql-transport-ws"),
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(WsClient { stream })
+    }
+
+    /// Stops the HTTP server and the projections.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.core.stop().await;
+    }
+}
+
+/// A graphql-transport-ws client for tests.
+#[derive(Debug)]
+pub struct WsClient {
+    stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+/// What the server sent next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WsEvent {
+    Message(serde_json::Value),
+    Closed(u16, String),
+}
+
+impl WsClient {
+    /// Sends one protocol message.
+    pub async fn send(&mut self, message: serde_json::Value) -> anyhow::Result<()> {
+        use futures::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::text(message.to_string()))
+            .await?;
+        Ok(())
+    }
+
+    /// The next message or the close frame, waiting up to 20 s.
+    pub async fn next(&mut self) -> anyhow::Result<WsEvent> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(20), self.stream.next())
+                .await
+                .map_err(|_| anyhow::anyhow!("nothing from the server within 20 s"))?;
+            match item {
+                Some(Ok(Message::Text(text))) => return Ok(WsEvent::Message(serde_json::from_str(text.as_str())?)),
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Ok(WsEvent::Closed(u16::from(frame.code), frame.reason.as_str().to_owned()))
+                }
+                Some(Ok(Message::Close(None))) | None => return Ok(WsEvent::Closed(1005, String::new())),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => bail!("websocket error: {e}"),
+            }
+        }
+    }
+
+    /// The next message, failing on a close.
+    pub async fn message(&mut self) -> anyhow::Result<serde_json::Value> {
+        match self.next().await? {
+            WsEvent::Message(m) => Ok(m),
+            WsEvent::Closed(code, reason) => bail!("closed with {code} {reason:?}"),
+        }
+    }
+
+    /// Sends `connection_init` and expects `connection_ack`.
+    pub async fn init(&mut self) -> anyhow::Result<()> {
+        self.send(serde_json::json!({ "type": "connection_init" })).await?;
+        let ack = self.message().await?;
+        if ack["type"] != "connection_ack" {
+            bail!("expected connection_ack, got {ack}");
+        }
+        Ok(())
+    }
+
+    /// Starts an operation with the given id.
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: serde_json::Value) -> anyhow::Result<()> {
+        self.send(serde_json::json!({
+            "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables }
+        }))
+        .await
+    }
+
+    /// The payload of the next `next` message of operation `id`; fails on anything else.
+    pub async fn next_data(&mut self, id: &str) -> anyhow::Result<serde_json::Value> {
+        let message = self.message().await?;
+        if message["type"] != "next" || message["id"] != id {
+            bail!("expected next for {id}, got {message}");
+        }
+        Ok(message["payload"].clone())
+    }
+}

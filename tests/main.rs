@@ -1,5 +1,6 @@
 //! End-to-end tests of MonkeyCI against real PostgreSQL; each test gets its own database.
 
+mod api;
 mod cli;
 mod commands;
 mod event_log;

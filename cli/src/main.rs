@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use monkeyci_api::{ApiConfig, ApiServer, QueryLimits, WsConfig};
 use monkeyci_eventstore::{EventFeed, EventStore, FeedConfig};
 use monkeyci_projections::{ProjectionRunner, RunnerConfig};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -35,14 +36,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the server: creates and migrates the database, then keeps every projection current
-    /// until stopped with Ctrl-C or SIGTERM. Several servers may share one database; each
-    /// projection runs in one of them at a time.
-    Server {
-        /// How often a standby server tries to take over a projection, in milliseconds.
-        #[arg(long, env = "MONKEYCI_LEASE_RETRY_MS", default_value_t = 2000)]
-        lease_retry_ms: u64,
-    },
+    /// Runs the server: creates and migrates the database, serves the GraphQL API and keeps
+    /// every projection current until stopped with Ctrl-C or SIGTERM. Several servers may share
+    /// one database; each projection runs in one of them at a time.
+    Server(ServerArgs),
     /// Creates the database if needed and applies pending migrations, then exits.
     Migrate,
     /// Inspects and rebuilds projections (read models).
@@ -50,6 +47,61 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+}
+
+/// Settings of `monkeyci server`.
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// Address and port of the HTTP API (GraphQL at /graphql, /health, /ready, /metrics).
+    #[arg(long, env = "MONKEYCI_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+
+    /// Largest request body and WebSocket message, in bytes.
+    #[arg(long, env = "MONKEYCI_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    body_limit: usize,
+
+    /// Deepest GraphQL query accepted.
+    #[arg(long, env = "MONKEYCI_MAX_QUERY_DEPTH", default_value_t = 12)]
+    max_query_depth: usize,
+
+    /// Most complex GraphQL query accepted (one point per field).
+    #[arg(long, env = "MONKEYCI_MAX_QUERY_COMPLEXITY", default_value_t = 1000)]
+    max_query_complexity: usize,
+
+    /// Operations one WebSocket connection may run at once.
+    #[arg(long, env = "MONKEYCI_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 100)]
+    max_subscriptions_per_connection: usize,
+
+    /// How long a WebSocket client may take to send connection_init, in milliseconds.
+    #[arg(long, env = "MONKEYCI_WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
+    ws_init_timeout_ms: u64,
+
+    /// How long a query waits for the read models to include earlier writes, in milliseconds.
+    #[arg(long, env = "MONKEYCI_READ_YOUR_WRITES_TIMEOUT_MS", default_value_t = 5_000)]
+    read_your_writes_timeout_ms: u64,
+
+    /// How often a standby server tries to take over a projection, in milliseconds.
+    #[arg(long, env = "MONKEYCI_LEASE_RETRY_MS", default_value_t = 2000)]
+    lease_retry_ms: u64,
+}
+
+impl ServerArgs {
+    fn api_config(&self) -> ApiConfig {
+        ApiConfig {
+            listen: self.listen,
+            body_limit: self.body_limit,
+            limits: QueryLimits {
+                max_depth: self.max_query_depth,
+                max_complexity: self.max_query_complexity,
+            },
+            ws: WsConfig {
+                init_timeout: Duration::from_millis(self.ws_init_timeout_ms),
+                max_subscriptions: self.max_subscriptions_per_connection,
+            },
+            read_your_writes_timeout: Duration::from_millis(self.read_your_writes_timeout_ms),
+            ..ApiConfig::default()
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,7 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("database is migrated");
             Ok(())
         }
-        Command::Server { lease_retry_ms } => serve(store, lease_retry_ms).await,
+        Command::Server(args) => serve(store, &args).await,
         Command::Projections {
             command: ProjectionsCommand::Status,
         } => print_status(&store).await,
@@ -151,16 +203,24 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
     Ok(())
 }
 
-async fn serve(store: EventStore, lease_retry_ms: u64) -> anyhow::Result<()> {
+async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
     let feed = EventFeed::start(store.clone(), FeedConfig::default()).await?;
     let config = RunnerConfig {
-        lease_retry: Duration::from_millis(lease_retry_ms),
+        lease_retry: Duration::from_millis(args.lease_retry_ms),
         ..RunnerConfig::default()
     };
-    let runner = ProjectionRunner::new(store, feed, monkeyci_projections::all(), config).start();
-    tracing::info!("monkeyci server is running; projections follow the event log (Ctrl-C to stop)");
+    let runner = ProjectionRunner::new(store.clone(), feed.clone(), monkeyci_projections::all(), config).start();
+    let api = ApiServer::bind(store, feed, args.api_config()).await?;
+    let addr = api.local_addr()?;
+    tracing::info!(%addr, "monkeyci server is listening: GraphQL on http://{addr}/graphql (Ctrl-C to stop)");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(api.serve(async {
+        let _ = stop_rx.await;
+    }));
     shutdown_signal().await?;
-    tracing::info!("stopping: finishing the current projection batches");
+    tracing::info!("stopping: finishing requests in flight and the current projection batches");
+    let _ = stop_tx.send(());
+    serving.await??;
     runner.shutdown().await;
     Ok(())
 }

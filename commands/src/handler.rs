@@ -1,4 +1,6 @@
 use std::fmt::Display;
+
+use futures::future::BoxFuture;
 use std::str::FromStr;
 
 use monkeyci_domain::build::{Build, JobTransition, TriggerRequest};
@@ -117,12 +119,12 @@ impl CommandHandler {
     }
 
     /// Checks the idempotency key, decides (again after each lost race) and appends.
-    async fn execute<T>(
-        &self,
+    async fn execute<'a, T>(
+        &'a self,
         ctx: &CommandContext,
         command: &'static str,
         input: &impl Serialize,
-        mut decide: impl AsyncFnMut() -> Result<Decision<T>, CommandError>,
+        mut decide: impl FnMut() -> BoxFuture<'a, Result<Decision<T>, CommandError>>,
     ) -> Result<T, CommandError>
     where
         T: Display + FromStr,
@@ -212,14 +214,17 @@ impl CommandHandler {
         let name = parse(Name::parse(&input.name))?;
         let slug = parse(OrgSlug::parse(&input.slug))?;
         let org_id = OrgId::from_uuid(Uuid::now_v7());
-        self.execute(ctx, "createOrg", &input, async || {
-            let org = self.load::<Org>(org_id).await?;
-            let claim = self.load::<SlugClaim>(&slug).await?;
-            let claimed = claim.state.claim(&slug, org_id)?;
-            let created = org.state.create(org_id, name.clone(), slug.clone())?;
-            Ok(Decision::new(org_id, Some(org_id))
-                .with(&claim, claimed)
-                .with(&org, created))
+        let (name, slug) = (&name, &slug);
+        self.execute(ctx, "createOrg", &input, move || {
+            Box::pin(async move {
+                let org = self.load::<Org>(org_id).await?;
+                let claim = self.load::<SlugClaim>(slug).await?;
+                let claimed = claim.state.claim(slug, org_id)?;
+                let created = org.state.create(org_id, name.clone(), slug.clone())?;
+                Ok(Decision::new(org_id, Some(org_id))
+                    .with(&claim, claimed)
+                    .with(&org, created))
+            })
         })
         .await
     }
@@ -228,10 +233,13 @@ impl CommandHandler {
     pub async fn rename_org(&self, ctx: &CommandContext, input: RenameOrg) -> Result<OrgId, CommandError> {
         let name = parse(Name::parse(&input.name))?;
         let org_id = input.org_id;
-        self.execute(ctx, "renameOrg", &input, async || {
-            let org = self.load::<Org>(org_id).await?;
-            let events = org.state.rename(org_id, name.clone())?;
-            Ok(Decision::new(org_id, Some(org_id)).with(&org, events))
+        let name = &name;
+        self.execute(ctx, "renameOrg", &input, move || {
+            Box::pin(async move {
+                let org = self.load::<Org>(org_id).await?;
+                let events = org.state.rename(org_id, name.clone())?;
+                Ok(Decision::new(org_id, Some(org_id)).with(&org, events))
+            })
         })
         .await
     }
@@ -239,16 +247,18 @@ impl CommandHandler {
     /// Deletes an org and frees its slug.
     pub async fn delete_org(&self, ctx: &CommandContext, input: DeleteOrg) -> Result<OrgId, CommandError> {
         let org_id = input.org_id;
-        self.execute(ctx, "deleteOrg", &input, async || {
-            let org = self.load::<Org>(org_id).await?;
-            let deleted = org.state.delete(org_id)?;
-            let mut decision = Decision::new(org_id, Some(org_id)).with(&org, deleted);
-            if let Some(slug) = org.state.slug() {
-                let claim = self.load::<SlugClaim>(slug).await?;
-                let released = claim.state.release(org_id);
-                decision = decision.with(&claim, released);
-            }
-            Ok(decision)
+        self.execute(ctx, "deleteOrg", &input, move || {
+            Box::pin(async move {
+                let org = self.load::<Org>(org_id).await?;
+                let deleted = org.state.delete(org_id)?;
+                let mut decision = Decision::new(org_id, Some(org_id)).with(&org, deleted);
+                if let Some(slug) = org.state.slug() {
+                    let claim = self.load::<SlugClaim>(slug).await?;
+                    let released = claim.state.release(org_id);
+                    decision = decision.with(&claim, released);
+                }
+                Ok(decision)
+            })
         })
         .await
     }
@@ -263,11 +273,14 @@ impl CommandHandler {
         };
         let org_id = input.org_id;
         let repo_id = RepoId::from_uuid(Uuid::now_v7());
-        self.execute(ctx, "addRepo", &input, async || {
-            let org = self.load::<Org>(org_id).await?;
-            let repo = self.load::<Repo>(repo_id).await?;
-            let events = repo.state.add(repo_id, org_id, &org.state, settings.clone())?;
-            Ok(Decision::new(repo_id, Some(org_id)).with(&repo, events))
+        let settings = &settings;
+        self.execute(ctx, "addRepo", &input, move || {
+            Box::pin(async move {
+                let org = self.load::<Org>(org_id).await?;
+                let repo = self.load::<Repo>(repo_id).await?;
+                let events = repo.state.add(repo_id, org_id, &org.state, settings.clone())?;
+                Ok(Decision::new(repo_id, Some(org_id)).with(&repo, events))
+            })
         })
         .await
     }
@@ -286,10 +299,13 @@ impl CommandHandler {
                 .map_err(DomainError::from)?,
         };
         let repo_id = input.repo_id;
-        self.execute(ctx, "updateRepo", &input, async || {
-            let (repo, org) = self.load_repo_and_org(repo_id).await?;
-            let events = repo.state.update(repo_id, &org.state, changes.clone())?;
-            Ok(Decision::new(repo_id, repo.state.org_id).with(&repo, events))
+        let changes = &changes;
+        self.execute(ctx, "updateRepo", &input, move || {
+            Box::pin(async move {
+                let (repo, org) = self.load_repo_and_org(repo_id).await?;
+                let events = repo.state.update(repo_id, &org.state, changes.clone())?;
+                Ok(Decision::new(repo_id, repo.state.org_id).with(&repo, events))
+            })
         })
         .await
     }
@@ -297,10 +313,12 @@ impl CommandHandler {
     /// Archives a repo.
     pub async fn archive_repo(&self, ctx: &CommandContext, input: ArchiveRepo) -> Result<RepoId, CommandError> {
         let repo_id = input.repo_id;
-        self.execute(ctx, "archiveRepo", &input, async || {
-            let repo = self.load::<Repo>(repo_id).await?;
-            let events = repo.state.archive(repo_id)?;
-            Ok(Decision::new(repo_id, repo.state.org_id).with(&repo, events))
+        self.execute(ctx, "archiveRepo", &input, move || {
+            Box::pin(async move {
+                let repo = self.load::<Repo>(repo_id).await?;
+                let events = repo.state.archive(repo_id)?;
+                Ok(Decision::new(repo_id, repo.state.org_id).with(&repo, events))
+            })
         })
         .await
     }
@@ -337,13 +355,16 @@ impl CommandHandler {
         };
         let repo_id = input.repo_id;
         let build_id = BuildId::from_uuid(Uuid::now_v7());
-        self.execute(ctx, "triggerBuild", &input, async || {
-            let (repo, org) = self.load_repo_and_org(repo_id).await?;
-            let build = self.load::<Build>(build_id).await?;
-            let events = build
-                .state
-                .trigger(build_id, repo_id, &repo.state, &org.state, request.clone())?;
-            Ok(Decision::new(build_id, repo.state.org_id).with(&build, events))
+        let request = &request;
+        self.execute(ctx, "triggerBuild", &input, move || {
+            Box::pin(async move {
+                let (repo, org) = self.load_repo_and_org(repo_id).await?;
+                let build = self.load::<Build>(build_id).await?;
+                let events = build
+                    .state
+                    .trigger(build_id, repo_id, &repo.state, &org.state, request.clone())?;
+                Ok(Decision::new(build_id, repo.state.org_id).with(&build, events))
+            })
         })
         .await
     }
@@ -351,10 +372,12 @@ impl CommandHandler {
     /// Cancels a queued or running build.
     pub async fn cancel_build(&self, ctx: &CommandContext, input: CancelBuild) -> Result<BuildId, CommandError> {
         let build_id = input.build_id;
-        self.execute(ctx, "cancelBuild", &input, async || {
-            let build = self.load::<Build>(build_id).await?;
-            let events = build.state.cancel(build_id)?;
-            Ok(Decision::new(build_id, build.state.org_id).with(&build, events))
+        self.execute(ctx, "cancelBuild", &input, move || {
+            Box::pin(async move {
+                let build = self.load::<Build>(build_id).await?;
+                let events = build.state.cancel(build_id)?;
+                Ok(Decision::new(build_id, build.state.org_id).with(&build, events))
+            })
         })
         .await
     }
@@ -363,21 +386,23 @@ impl CommandHandler {
     pub async fn retry_build(&self, ctx: &CommandContext, input: RetryBuild) -> Result<BuildId, CommandError> {
         let build_id = input.build_id;
         let new_id = BuildId::from_uuid(Uuid::now_v7());
-        self.execute(ctx, "retryBuild", &input, async || {
-            let build = self.load::<Build>(build_id).await?;
-            let repo_id = build.state.repo_id.ok_or_else(|| DomainError::NotFound {
-                kind: "build",
-                id: build_id.to_string(),
-            })?;
-            let (repo, org) = self.load_repo_and_org(repo_id).await?;
-            let new_build = self.load::<Build>(new_id).await?;
-            let (old_events, new_events) =
-                build
-                    .state
-                    .retry(build_id, new_id, &new_build.state, &repo.state, &org.state)?;
-            Ok(Decision::new(new_id, build.state.org_id)
-                .with(&build, old_events)
-                .with(&new_build, new_events))
+        self.execute(ctx, "retryBuild", &input, move || {
+            Box::pin(async move {
+                let build = self.load::<Build>(build_id).await?;
+                let repo_id = build.state.repo_id.ok_or_else(|| DomainError::NotFound {
+                    kind: "build",
+                    id: build_id.to_string(),
+                })?;
+                let (repo, org) = self.load_repo_and_org(repo_id).await?;
+                let new_build = self.load::<Build>(new_id).await?;
+                let (old_events, new_events) =
+                    build
+                        .state
+                        .retry(build_id, new_id, &new_build.state, &repo.state, &org.state)?;
+                Ok(Decision::new(new_id, build.state.org_id)
+                    .with(&build, old_events)
+                    .with(&new_build, new_events))
+            })
         })
         .await
     }
@@ -385,10 +410,13 @@ impl CommandHandler {
     /// A runner takes a queued build.
     pub async fn start_build(&self, ctx: &CommandContext, input: StartBuild) -> Result<BuildId, CommandError> {
         let build_id = input.build_id;
-        self.execute(ctx, "startBuild", &input, async || {
-            let build = self.load::<Build>(build_id).await?;
-            let events = build.state.start(build_id, input.runner.clone())?;
-            Ok(Decision::new(build_id, build.state.org_id).with(&build, events))
+        let runner = &input.runner;
+        self.execute(ctx, "startBuild", &input, move || {
+            Box::pin(async move {
+                let build = self.load::<Build>(build_id).await?;
+                let events = build.state.start(build_id, runner.clone())?;
+                Ok(Decision::new(build_id, build.state.org_id).with(&build, events))
+            })
         })
         .await
     }
@@ -402,10 +430,13 @@ impl CommandHandler {
             .iter()
             .map(|d| parse(JobId::parse(d)))
             .collect::<Result<Vec<_>, _>>()?;
-        self.execute(ctx, "queueJob", &input, async || {
-            let build = self.load::<Build>(build_id).await?;
-            let events = build.state.queue_job(build_id, job_id.clone(), dependencies.clone())?;
-            Ok(Decision::new(build_id, build.state.org_id).with(&build, events))
+        let (job_id, dependencies) = (&job_id, &dependencies);
+        self.execute(ctx, "queueJob", &input, move || {
+            Box::pin(async move {
+                let build = self.load::<Build>(build_id).await?;
+                let events = build.state.queue_job(build_id, job_id.clone(), dependencies.clone())?;
+                Ok(Decision::new(build_id, build.state.org_id).with(&build, events))
+            })
         })
         .await
     }
@@ -425,12 +456,15 @@ impl CommandHandler {
             JobTransitionInput::Skipped { reason } => JobTransition::Skip { reason: reason.clone() },
             JobTransitionInput::Canceled => JobTransition::Cancel,
         };
-        self.execute(ctx, "transitionJob", &input, async || {
-            let build = self.load::<Build>(build_id).await?;
-            let events = build
-                .state
-                .transition_job(build_id, job_id.clone(), transition.clone())?;
-            Ok(Decision::new(build_id, build.state.org_id).with(&build, events))
+        let (job_id, transition) = (&job_id, &transition);
+        self.execute(ctx, "transitionJob", &input, move || {
+            Box::pin(async move {
+                let build = self.load::<Build>(build_id).await?;
+                let events = build
+                    .state
+                    .transition_job(build_id, job_id.clone(), transition.clone())?;
+                Ok(Decision::new(build_id, build.state.org_id).with(&build, events))
+            })
         })
         .await
     }
@@ -438,10 +472,13 @@ impl CommandHandler {
     /// Ends a build.
     pub async fn finish_build(&self, ctx: &CommandContext, input: FinishBuild) -> Result<BuildId, CommandError> {
         let build_id = input.build_id;
-        self.execute(ctx, "finishBuild", &input, async || {
-            let build = self.load::<Build>(build_id).await?;
-            let events = build.state.finish(build_id, input.outcome, input.message.clone())?;
-            Ok(Decision::new(build_id, build.state.org_id).with(&build, events))
+        let (outcome, message) = (input.outcome, &input.message);
+        self.execute(ctx, "finishBuild", &input, move || {
+            Box::pin(async move {
+                let build = self.load::<Build>(build_id).await?;
+                let events = build.state.finish(build_id, outcome, message.clone())?;
+                Ok(Decision::new(build_id, build.state.org_id).with(&build, events))
+            })
         })
         .await
     }

@@ -15,9 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ReadError;
 use crate::model::{Cursor, RecordedEvent};
+use crate::signal::CHANNEL;
 use crate::store::EventStore;
-
-const CHANNEL: &str = "monkeyci_events";
 
 /// Tuning of the live feed.
 #[derive(Debug, Clone)]
@@ -105,6 +104,7 @@ async fn follow(
     head_tx: watch::Sender<Cursor>,
     mut cursor: Cursor,
 ) {
+    let mut local = store.appended();
     loop {
         if sender.receiver_count() == 0 && head_tx.is_closed() {
             return;
@@ -138,12 +138,15 @@ async fn follow(
         } else {
             config.idle_poll
         };
-        match tokio::time::timeout(wait, listener.recv()).await {
-            Ok(Ok(_)) | Err(_) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "event feed lost its LISTEN connection; reconnecting");
-                tokio::time::sleep(config.held_back_poll).await;
+        tokio::select! {
+            received = listener.recv() => {
+                if let Err(error) = received {
+                    tracing::warn!(%error, "event feed lost its LISTEN connection; reconnecting");
+                    tokio::time::sleep(config.held_back_poll).await;
+                }
             }
+            _ = local.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -7,6 +7,7 @@
 mod error;
 mod feed;
 mod model;
+mod signal;
 mod store;
 
 pub use error::{AppendError, EventStoreError, ReadError};

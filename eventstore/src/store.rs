@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 
@@ -5,6 +7,7 @@ use crate::error::{AppendError, ReadError};
 use crate::model::{
     AppendResult, Cursor, ExpectedVersion, IdempotencyClaim, Metadata, NewEvent, RecordedEvent, StreamAppend,
 };
+use crate::signal::LogSignal;
 
 /// How often an `ExpectedVersion::Any` append is retried when a concurrent append takes its
 /// version first.
@@ -50,6 +53,7 @@ const EVENT_COLUMNS: &str = "position, transaction_id::text::bigint AS tx, strea
 #[derive(Debug, Clone)]
 pub struct EventStore {
     pool: PgPool,
+    signal: Arc<LogSignal>,
 }
 
 enum Attempt {
@@ -61,7 +65,15 @@ enum Attempt {
 impl EventStore {
     /// An event store on `pool`. The database must be migrated ([`crate::migrate`]).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            signal: LogSignal::new(),
+        }
+    }
+
+    /// Changes after every append made through this store (or a clone of it).
+    pub(crate) fn appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signal.watch()
     }
 
     /// The connection pool.
@@ -85,7 +97,12 @@ impl EventStore {
         loop {
             attempt += 1;
             match self.try_append(writes, claim).await? {
-                Attempt::Done(result) => return Ok(result),
+                Attempt::Done(result) => {
+                    if let AppendResult::Appended { last: Some(_) } = result {
+                        self.signal.appended(&self.pool);
+                    }
+                    return Ok(result);
+                }
                 // Losing a race for a stream that accepts any version is no conflict: go again.
                 Attempt::Raced(AppendError::WrongExpectedVersion {
                     expected: ExpectedVersion::Any,

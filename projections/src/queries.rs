@@ -1,7 +1,10 @@
-//! Reads of the read models.
+//! Reads of the read models. Lists are keyset-paginated on ids, which are UUIDv7 and therefore
+//! sort by creation time.
 
 use serde::de::DeserializeOwned;
-use sqlx::PgPool;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryScalar;
+use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
 use crate::builds::{BuildRow, JobRow};
@@ -9,57 +12,132 @@ use crate::error::ProjectionError;
 use crate::orgs::OrgRow;
 use crate::repos::RepoRow;
 
-async fn fetch<'q, R: DeserializeOwned>(
+type JsonQuery<'q> = QueryScalar<'q, Postgres, serde_json::Value, PgArguments>;
+
+async fn rows<R: DeserializeOwned>(
     pool: &PgPool,
     table: &'static str,
-    sql: &'q str,
-    id: impl sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + 'q,
+    query: JsonQuery<'_>,
 ) -> Result<Vec<R>, ProjectionError> {
-    let values: Vec<serde_json::Value> = sqlx::query_scalar(sql).bind(id).fetch_all(pool).await?;
-    values
+    query
+        .fetch_all(pool)
+        .await?
         .into_iter()
         .map(|v| serde_json::from_value(v).map_err(|source| ProjectionError::Row { table, source }))
         .collect()
 }
 
+/// One page of a list: up to `limit` rows, and whether more follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<R> {
+    pub rows: Vec<R>,
+    pub has_more: bool,
+}
+
+impl<R> Page<R> {
+    fn of(mut rows: Vec<R>, limit: usize) -> Self {
+        let has_more = rows.len() > limit;
+        rows.truncate(limit);
+        Self { rows, has_more }
+    }
+}
+
+fn limit_plus_one(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1
+}
+
 /// An org that is not deleted.
 pub async fn org(pool: &PgPool, id: Uuid) -> Result<Option<OrgRow>, ProjectionError> {
-    let sql = "SELECT to_jsonb(o) FROM orgs o WHERE id = $1 AND NOT deleted";
-    Ok(fetch(pool, "orgs", sql, id).await?.pop())
+    let q = sqlx::query_scalar("SELECT to_jsonb(o) FROM orgs o WHERE id = $1 AND NOT deleted").bind(id);
+    Ok(rows(pool, "orgs", q).await?.pop())
 }
 
 /// The org that holds `slug`, unless deleted.
 pub async fn org_by_slug(pool: &PgPool, slug: &str) -> Result<Option<OrgRow>, ProjectionError> {
-    let sql = "SELECT to_jsonb(o) FROM orgs o WHERE slug = $1 AND NOT deleted";
-    Ok(fetch(pool, "orgs", sql, slug).await?.pop())
+    let q = sqlx::query_scalar("SELECT to_jsonb(o) FROM orgs o WHERE slug = $1 AND NOT deleted").bind(slug);
+    Ok(rows(pool, "orgs", q).await?.pop())
+}
+
+/// Orgs that are not deleted, oldest first, after the org `after`.
+pub async fn orgs(pool: &PgPool, after: Option<Uuid>, limit: usize) -> Result<Page<OrgRow>, ProjectionError> {
+    let q = sqlx::query_scalar(
+        "SELECT to_jsonb(o) FROM orgs o WHERE NOT deleted AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit_plus_one(limit));
+    Ok(Page::of(rows(pool, "orgs", q).await?, limit))
 }
 
 /// A repo, archived or not.
 pub async fn repo(pool: &PgPool, id: Uuid) -> Result<Option<RepoRow>, ProjectionError> {
-    let sql = "SELECT to_jsonb(r) FROM repos r WHERE id = $1";
-    Ok(fetch(pool, "repos", sql, id).await?.pop())
+    let q = sqlx::query_scalar("SELECT to_jsonb(r) FROM repos r WHERE id = $1").bind(id);
+    Ok(rows(pool, "repos", q).await?.pop())
 }
 
-/// The repos of an org, oldest first.
-pub async fn repos_of_org(pool: &PgPool, org_id: Uuid) -> Result<Vec<RepoRow>, ProjectionError> {
-    let sql = "SELECT to_jsonb(r) FROM repos r WHERE org_id = $1 ORDER BY created_at, id";
-    fetch(pool, "repos", sql, org_id).await
+/// The repos of an org, oldest first, after the repo `after`.
+pub async fn repos_of_org(
+    pool: &PgPool,
+    org_id: Uuid,
+    after: Option<Uuid>,
+    limit: usize,
+) -> Result<Page<RepoRow>, ProjectionError> {
+    let q = sqlx::query_scalar(
+        "SELECT to_jsonb(r) FROM repos r WHERE org_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
+    )
+    .bind(org_id)
+    .bind(after)
+    .bind(limit_plus_one(limit));
+    Ok(Page::of(rows(pool, "repos", q).await?, limit))
 }
 
 /// A build.
 pub async fn build(pool: &PgPool, id: Uuid) -> Result<Option<BuildRow>, ProjectionError> {
-    let sql = "SELECT to_jsonb(b) FROM builds b WHERE id = $1";
-    Ok(fetch(pool, "builds", sql, id).await?.pop())
+    let q = sqlx::query_scalar("SELECT to_jsonb(b) FROM builds b WHERE id = $1").bind(id);
+    Ok(rows(pool, "builds", q).await?.pop())
 }
 
-/// The builds of a repo, newest first.
-pub async fn builds_of_repo(pool: &PgPool, repo_id: Uuid) -> Result<Vec<BuildRow>, ProjectionError> {
-    let sql = "SELECT to_jsonb(b) FROM builds b WHERE repo_id = $1 ORDER BY queued_at DESC, id DESC";
-    fetch(pool, "builds", sql, repo_id).await
+/// Which builds of a repo to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildFilter {
+    /// Only builds in this status (`queued`, `running`, `succeeded`, …).
+    pub status: Option<String>,
+    /// Only builds of this branch.
+    pub branch: Option<String>,
+}
+
+/// The builds of a repo, newest first, before the build `after` in that order.
+pub async fn builds_of_repo(
+    pool: &PgPool,
+    repo_id: Uuid,
+    filter: &BuildFilter,
+    after: Option<Uuid>,
+    limit: usize,
+) -> Result<Page<BuildRow>, ProjectionError> {
+    let q = sqlx::query_scalar(
+        "SELECT to_jsonb(b) FROM builds b WHERE repo_id = $1 \
+           AND ($2::text IS NULL OR status = $2) \
+           AND ($3::text IS NULL OR (ref_kind = 'branch' AND ref_name = $3)) \
+           AND ($4::uuid IS NULL OR id < $4) \
+         ORDER BY id DESC LIMIT $5",
+    )
+    .bind(repo_id)
+    .bind(filter.status.as_deref())
+    .bind(filter.branch.as_deref())
+    .bind(after)
+    .bind(limit_plus_one(limit));
+    Ok(Page::of(rows(pool, "builds", q).await?, limit))
 }
 
 /// The jobs of a build, by job id.
 pub async fn jobs_of_build(pool: &PgPool, build_id: Uuid) -> Result<Vec<JobRow>, ProjectionError> {
-    let sql = "SELECT to_jsonb(j) FROM jobs j WHERE build_id = $1 ORDER BY job_id";
-    fetch(pool, "jobs", sql, build_id).await
+    let q = sqlx::query_scalar("SELECT to_jsonb(j) FROM jobs j WHERE build_id = $1 ORDER BY job_id").bind(build_id);
+    rows(pool, "jobs", q).await
+}
+
+/// One job of a build.
+pub async fn job(pool: &PgPool, build_id: Uuid, job_id: &str) -> Result<Option<JobRow>, ProjectionError> {
+    let q = sqlx::query_scalar("SELECT to_jsonb(j) FROM jobs j WHERE build_id = $1 AND job_id = $2")
+        .bind(build_id)
+        .bind(job_id);
+    Ok(rows(pool, "jobs", q).await?.pop())
 }

@@ -28,7 +28,7 @@ pub struct RunnerConfig {
 impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
-            batch_size: 1000,
+            batch_size: 5000,
             lease_retry: Duration::from_secs(2),
             error_backoff: Duration::from_secs(1),
             idle_poll: Duration::from_secs(1),
@@ -188,6 +188,13 @@ impl Worker {
             .bind(lease_key(self.projection.name()))
             .fetch_one(&mut *conn)
             .await?;
+        if taken {
+            // Read-model tables grow from empty during a replay; a generic plan cached while
+            // they were small (a sequential scan) would stay in use as they grow.
+            sqlx::query("SET plan_cache_mode = force_custom_plan")
+                .execute(&mut *conn)
+                .await?;
+        }
         Ok(taken.then_some(conn))
     }
 

@@ -1,0 +1,108 @@
+//! Relay global ids: `base64url("<Type>:<id>")`, so an id alone says what it names.
+
+use async_graphql::{Error, ID};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use uuid::Uuid;
+
+use crate::errors::bad_input;
+
+/// The kinds of objects with global ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Org,
+    Repo,
+    Build,
+    Job,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Org => "Org",
+            Self::Repo => "Repo",
+            Self::Build => "Build",
+            Self::Job => "Job",
+        }
+    }
+}
+
+/// The global id of an org, repo or build.
+pub fn encode(kind: Kind, id: Uuid) -> ID {
+    ID(URL_SAFE_NO_PAD.encode(format!("{}:{id}", kind.as_str())))
+}
+
+/// The global id of a job: its build and its pipeline id.
+pub fn encode_job(build_id: Uuid, job_id: &str) -> ID {
+    ID(URL_SAFE_NO_PAD.encode(format!("Job:{build_id}:{job_id}")))
+}
+
+/// What a global id names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    Org(Uuid),
+    Repo(Uuid),
+    Build(Uuid),
+    Job(Uuid, String),
+}
+
+/// Decodes any global id.
+pub fn decode(id: &ID) -> Result<Decoded, Error> {
+    let invalid = || bad_input(format!("{:?} is not a valid id", id.as_str()));
+    let raw = URL_SAFE_NO_PAD.decode(id.as_bytes()).map_err(|_| invalid())?;
+    let text = String::from_utf8(raw).map_err(|_| invalid())?;
+    let (kind, rest) = text.split_once(':').ok_or_else(invalid)?;
+    let uuid = |s: &str| Uuid::parse_str(s).map_err(|_| invalid());
+    Ok(match kind {
+        "Org" => Decoded::Org(uuid(rest)?),
+        "Repo" => Decoded::Repo(uuid(rest)?),
+        "Build" => Decoded::Build(uuid(rest)?),
+        "Job" => {
+            let (build, job) = rest.split_once(':').ok_or_else(invalid)?;
+            if job.is_empty() {
+                return Err(invalid());
+            }
+            Decoded::Job(uuid(build)?, job.to_owned())
+        }
+        _ => return Err(invalid()),
+    })
+}
+
+/// Decodes a global id that must name a `kind` (not a job).
+pub fn decode_as(id: &ID, kind: Kind) -> Result<Uuid, Error> {
+    match (decode(id)?, kind) {
+        (Decoded::Org(u), Kind::Org) | (Decoded::Repo(u), Kind::Repo) | (Decoded::Build(u), Kind::Build) => Ok(u),
+        _ => Err(bad_input(format!(
+            "{:?} is not the id of a {}",
+            id.as_str(),
+            kind.as_str()
+        ))),
+    }
+}
+
+/// Decodes a job's global id.
+pub fn decode_job(id: &ID) -> Result<(Uuid, String), Error> {
+    match decode(id)? {
+        Decoded::Job(build, job) => Ok((build, job)),
+        _ => Err(bad_input(format!("{:?} is not the id of a Job", id.as_str()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_say_what_they_name() {
+        let u = Uuid::now_v7();
+        assert_eq!(decode(&encode(Kind::Repo, u)).ok(), Some(Decoded::Repo(u)));
+        assert_eq!(
+            decode_job(&encode_job(u, "test.unit")).ok(),
+            Some((u, "test.unit".to_owned()))
+        );
+        assert!(decode_as(&encode(Kind::Repo, u), Kind::Org).is_err());
+        for bad in ["", "!!", "T3Jn", "Zm9vOmJhcg"] {
+            assert!(decode(&ID(bad.into())).is_err(), "{bad:?} was accepted");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! MonkeyCI's HTTP API: GraphQL (queries on read models, id-returning mutations, subscriptions
+//! over WebSocket), health, readiness and metrics.
+
+mod consistency;
+pub mod errors;
+mod http;
+pub mod ids;
+mod metrics;
+pub mod schema;
+mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use futures::StreamExt;
+use monkeyci_commands::CommandHandler;
+use monkeyci_eventstore::{EventFeed, EventStore, ReadError};
+use tokio::net::TcpListener;
+
+pub use consistency::{Consistency, ConsistencyError};
+pub use metrics::Metrics;
+pub use schema::{AppSchema, QueryLimits};
+pub use ws::WsConfig;
+
+/// How the API behaves.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Where to listen; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The largest request body (and WebSocket message), in bytes.
+    pub body_limit: usize,
+    /// Query depth and complexity limits.
+    pub limits: QueryLimits,
+    /// WebSocket rules.
+    pub ws: WsConfig,
+    /// How long a query waits for the read models to include earlier writes.
+    pub read_your_writes_timeout: Duration,
+    /// `/ready` fails while a projection is more than this many events behind.
+    pub ready_max_lag: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit: 1024 * 1024,
+            limits: QueryLimits {
+                max_depth: 12,
+                max_complexity: 1000,
+            },
+            ws: WsConfig {
+                init_timeout: Duration::from_secs(10),
+                max_subscriptions: 100,
+            },
+            read_your_writes_timeout: Duration::from_secs(5),
+            ready_max_lag: 1000,
+        }
+    }
+}
+
+/// Shared by every route.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    schema: AppSchema,
+    context: schema::ApiContext,
+    ws: WsConfig,
+    body_limit: usize,
+    ready_max_lag: u64,
+}
+
+/// A bound, not yet serving API server.
+#[derive(Debug)]
+pub struct ApiServer {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl ApiServer {
+    /// Binds the listener and wires the schema to the store, feed and read models.
+    pub async fn bind(store: EventStore, feed: EventFeed, config: ApiConfig) -> Result<Self, ApiError> {
+        let names = monkeyci_projections::all().iter().map(|p| p.name()).collect();
+        let consistency = Consistency::start(store.clone(), names, config.read_your_writes_timeout).await?;
+        let metrics = Arc::new(Metrics::default());
+        spawn_event_counter(&feed, &store, metrics.clone()).await?;
+        let context = schema::ApiContext {
+            pool: store.pool().clone(),
+            commands: CommandHandler::new(store.clone()),
+            store,
+            feed,
+            consistency,
+            metrics,
+        };
+        let state = AppState {
+            schema: schema::build(context.clone(), config.limits),
+            context,
+            ws: config.ws,
+            body_limit: config.body_limit,
+            ready_max_lag: config.ready_max_lag,
+        };
+        let router = Router::new()
+            .route("/graphql", post(http::graphql_post).get(http::graphql_get))
+            .route("/health", get(http::health))
+            .route("/ready", get(http::ready))
+            .route("/metrics", get(http::metrics))
+            .layer(axum::middleware::from_fn_with_state(state.clone(), http::record))
+            .layer(DefaultBodyLimit::max(config.body_limit))
+            .with_state(state);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ApiError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        Ok(Self { listener, router })
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+async fn spawn_event_counter(feed: &EventFeed, store: &EventStore, metrics: Arc<Metrics>) -> Result<(), ReadError> {
+    let start = store.readable_head().await?;
+    let events = feed.subscribe(start);
+    tokio::spawn(async move {
+        let mut events = pin!(events);
+        while let Some(Ok(_)) = events.next().await {
+            metrics.events(1);
+        }
+    });
+    Ok(())
+}
+
+/// The API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the event log")]
+    Read(#[from] ReadError),
+}

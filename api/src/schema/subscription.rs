@@ -1,0 +1,250 @@
+use std::pin::pin;
+use std::sync::Arc;
+
+use async_graphql::{Context, Json, Result, SimpleObject, Subscription, ID};
+use async_stream::stream;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use monkeyci_eventstore::{Cursor, RecordedEvent};
+use monkeyci_projections::queries;
+use uuid::Uuid;
+
+use super::types::Build;
+use super::{api, ApiContext};
+use crate::errors::{bad_input, client, internal, not_found, Code};
+use crate::ids::{self, Kind};
+use crate::metrics::Metrics;
+
+/// Live updates, on the event feed.
+#[derive(Debug, Default)]
+pub struct SubscriptionRoot;
+
+/// One event of the log, with the cursor to resume after it.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct LogEvent {
+    /// Pass as `after` to receive only what follows this event.
+    pub cursor: String,
+    pub stream_id: String,
+    pub stream_version: i64,
+    #[graphql(name = "type")]
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: Json<serde_json::Value>,
+    /// Who caused the event.
+    pub actor: String,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    pub command_id: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl From<&RecordedEvent> for LogEvent {
+    fn from(e: &RecordedEvent) -> Self {
+        Self {
+            cursor: e.cursor.to_string(),
+            stream_id: e.stream_id.clone(),
+            stream_version: i64::try_from(e.stream_version).unwrap_or(i64::MAX),
+            event_type: e.event_type.clone(),
+            schema_version: e.schema_version,
+            data: Json(e.data.clone()),
+            actor: e.metadata.actor.clone(),
+            correlation_id: e.metadata.correlation_id.to_string(),
+            causation_id: e.metadata.causation_id.map(|c| c.to_string()),
+            command_id: e.metadata.command_id.to_string(),
+            recorded_at: e.recorded_at,
+        }
+    }
+}
+
+/// Counts an open subscription for as long as its stream lives.
+struct Open(Arc<Metrics>);
+
+impl Open {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.subscriptions(1);
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.subscriptions(-1);
+    }
+}
+
+fn build_stream_id(id: Uuid) -> String {
+    format!("build-{id}")
+}
+
+/// The build row once the builds projection has applied `cursor`.
+async fn build_at(api: &ApiContext, id: Uuid, cursor: Cursor) -> Result<Option<Build>> {
+    api.consistency
+        .wait_for(cursor, &["builds"])
+        .await
+        .map_err(|e| client(Code::Unavailable, e.to_string()))?;
+    Ok(queries::build(&api.pool, id)
+        .await
+        .map_err(|e| internal(&e))?
+        .map(Build))
+}
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// The build's state now and after every change; completes once the build has finished.
+    /// Changes that reach the read model together arrive as one state; no state repeats.
+    async fn build_updated(&self, ctx: &Context<'_>, build_id: ID) -> Result<impl Stream<Item = Result<Build>>> {
+        let id = ids::decode_as(&build_id, Kind::Build)?;
+        let api = api(ctx).clone();
+        let start = api.store.readable_head().await.map_err(|e| internal(&e))?;
+        let first = build_at(&api, id, start).await?.ok_or_else(|| not_found("build"))?;
+        let open = Open::new(&api.metrics);
+        let first_version = first.0.version;
+        Ok(stream! {
+            let _open = open;
+            let finished = first.status().is_terminal();
+            yield Ok(first);
+            if finished {
+                return;
+            }
+            let stream_id = build_stream_id(id);
+            let mut last_version = first_version;
+            let mut events = pin!(api.feed.subscribe(start));
+            while let Some(event) = events.next().await {
+                let event = match event {
+                    Ok(event) if event.stream_id == stream_id => event,
+                    Ok(_) => continue,
+                    Err(error) => {
+                        yield Err(internal(&error));
+                        return;
+                    }
+                };
+                match build_at(&api, id, event.cursor).await {
+                    // Changes applied in one projection batch arrive as one state, once.
+                    Ok(Some(build)) if build.0.version > last_version => {
+                        last_version = build.0.version;
+                        let finished = build.status().is_terminal();
+                        yield Ok(build);
+                        if finished {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        yield Err(error);
+                        return;
+                    }
+                }
+            }
+        })
+    }
+
+    /// Every change of every build of an org or of a repo (give exactly one), as the build's
+    /// new state.
+    async fn builds_updated(
+        &self,
+        ctx: &Context<'_>,
+        org_id: Option<ID>,
+        repo_id: Option<ID>,
+    ) -> Result<impl Stream<Item = Result<Build>>> {
+        let api = api(ctx).clone();
+        let (org, repo) = match (org_id, repo_id) {
+            (Some(org), None) => {
+                let org = ids::decode_as(&org, Kind::Org)?;
+                queries::org(&api.pool, org)
+                    .await
+                    .map_err(|e| internal(&e))?
+                    .ok_or_else(|| not_found("org"))?;
+                (org, None)
+            }
+            (None, Some(repo)) => {
+                let repo = ids::decode_as(&repo, Kind::Repo)?;
+                let row = queries::repo(&api.pool, repo)
+                    .await
+                    .map_err(|e| internal(&e))?
+                    .ok_or_else(|| not_found("repo"))?;
+                (row.org_id, Some(repo))
+            }
+            _ => return Err(bad_input("give either `orgId` or `repoId`")),
+        };
+        let start = api.store.readable_head().await.map_err(|e| internal(&e))?;
+        let open = Open::new(&api.metrics);
+        Ok(stream! {
+            let _open = open;
+            let mut events = pin!(api.feed.subscribe(start));
+            while let Some(event) = events.next().await {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(error) => {
+                        yield Err(internal(&error));
+                        return;
+                    }
+                };
+                let Some(build_id) = event.stream_id.strip_prefix("build-").and_then(|id| Uuid::parse_str(id).ok()) else {
+                    continue;
+                };
+                if event.metadata.org_id != Some(org) {
+                    continue;
+                }
+                match build_at(&api, build_id, event.cursor).await {
+                    Ok(Some(build)) if repo.is_none_or(|r| r == build.0.repo_id) => yield Ok(build),
+                    Ok(_) => {}
+                    Err(error) => {
+                        yield Err(error);
+                        return;
+                    }
+                }
+            }
+        })
+    }
+
+    /// The raw events of an org or of one stream (give exactly one), after `after` if given
+    /// (else from now on). Reconnecting with the last cursor received delivers exactly the
+    /// events missed, then live ones.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        org_id: Option<ID>,
+        stream_id: Option<String>,
+        after: Option<String>,
+    ) -> Result<impl Stream<Item = Result<LogEvent>>> {
+        let api = api(ctx).clone();
+        let filter = match (org_id, stream_id) {
+            (Some(org), None) => Filter::Org(ids::decode_as(&org, Kind::Org)?),
+            (None, Some(stream)) if !stream.is_empty() => Filter::Stream(stream),
+            _ => return Err(bad_input("give either `orgId` or `streamId`")),
+        };
+        let start = match after {
+            Some(cursor) => cursor.parse::<Cursor>().map_err(|e| bad_input(e.to_string()))?,
+            None => api.store.readable_head().await.map_err(|e| internal(&e))?,
+        };
+        let open = Open::new(&api.metrics);
+        Ok(stream! {
+            let _open = open;
+            let mut events = pin!(api.feed.subscribe(start));
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(event) if filter.matches(&event) => yield Ok(LogEvent::from(event.as_ref())),
+                    Ok(_) => {}
+                    Err(error) => {
+                        yield Err(internal(&error));
+                        return;
+                    }
+                }
+            }
+        })
+    }
+}
+
+enum Filter {
+    Org(Uuid),
+    Stream(String),
+}
+
+impl Filter {
+    fn matches(&self, event: &RecordedEvent) -> bool {
+        match self {
+            Self::Org(org) => event.metadata.org_id == Some(*org),
+            Self::Stream(stream) => event.stream_id == *stream,
+        }
+    }
+}

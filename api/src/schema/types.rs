@@ -1,0 +1,416 @@
+//! The GraphQL object types, each a view of one read-model row.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Enum, Interface, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use monkeyci_projections::queries::{self, BuildFilter, Page};
+use monkeyci_projections::{BuildRow, JobRow, OrgRow, RepoRow};
+use uuid::Uuid;
+
+use super::{api, page_args, projection_error};
+use crate::ids::{self, Kind};
+
+/// An object with a global id (Relay).
+#[derive(Interface, Debug)]
+#[graphql(field(name = "id", ty = "ID", desc = "The global id."))]
+pub enum Node {
+    Org(Org),
+    Repo(Repo),
+    Build(Build),
+    Job(Job),
+}
+
+/// A `name = value` pair (labels, build parameters).
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Pair {
+    pub name: String,
+    pub value: String,
+}
+
+fn pairs(map: &std::collections::BTreeMap<String, String>) -> Vec<Pair> {
+    map.iter()
+        .map(|(name, value)| Pair {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+/// Turns a page of rows into a Relay connection whose cursors are the rows' ids.
+pub fn connection<R, N: async_graphql::OutputType>(
+    page: Page<R>,
+    had_cursor: bool,
+    id: impl Fn(&R) -> Uuid,
+    node: impl Fn(R) -> N,
+) -> Connection<String, N> {
+    let mut conn = Connection::new(had_cursor, page.has_more);
+    conn.edges
+        .extend(page.rows.into_iter().map(|r| Edge::new(id(&r).to_string(), node(r))));
+    conn
+}
+
+/// An organisation: owns repos, parameters and members.
+#[derive(Debug, Clone)]
+pub struct Org(pub OrgRow);
+
+#[Object]
+impl Org {
+    /// The global id.
+    async fn id(&self) -> ID {
+        ids::encode(Kind::Org, self.0.id)
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The org's unique handle.
+    async fn slug(&self) -> &str {
+        &self.0.slug
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    /// The org's repos, oldest first.
+    async fn repos(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Repo>> {
+        let (limit, after_id) = page_args(first, after.as_deref())?;
+        let page = queries::repos_of_org(&api(ctx).pool, self.0.id, after_id, limit)
+            .await
+            .map_err(projection_error)?;
+        Ok(connection(page, after_id.is_some(), |r| r.id, Repo))
+    }
+}
+
+/// A repository that MonkeyCI builds.
+#[derive(Debug, Clone)]
+pub struct Repo(pub RepoRow);
+
+/// Build states.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Errored,
+    Canceled,
+}
+
+impl BuildStatus {
+    fn parse(s: &str) -> Self {
+        match s {
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "errored" => Self::Errored,
+            "canceled" => Self::Canceled,
+            _ => Self::Queued,
+        }
+    }
+
+    /// The read-model word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Errored => "errored",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    /// Whether the build has ended.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+}
+
+#[Object]
+impl Repo {
+    /// The global id.
+    async fn id(&self) -> ID {
+        ids::encode(Kind::Repo, self.0.id)
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn git_url(&self) -> &str {
+        &self.0.git_url
+    }
+
+    /// The branch built when a trigger names no ref.
+    async fn main_branch(&self) -> &str {
+        &self.0.main_branch
+    }
+
+    async fn labels(&self) -> Vec<Pair> {
+        pairs(&self.0.labels)
+    }
+
+    /// An archived repo keeps its history and takes no more builds.
+    async fn archived(&self) -> bool {
+        self.0.archived
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    async fn org(&self, ctx: &Context<'_>) -> Result<Option<Org>> {
+        let row = queries::org(&api(ctx).pool, self.0.org_id)
+            .await
+            .map_err(projection_error)?;
+        Ok(row.map(Org))
+    }
+
+    /// The repo's builds, newest first, optionally only of one status or branch.
+    async fn builds(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        status: Option<BuildStatus>,
+        branch: Option<String>,
+    ) -> Result<Connection<String, Build>> {
+        let (limit, after_id) = page_args(first, after.as_deref())?;
+        let filter = BuildFilter {
+            status: status.map(|s| s.as_str().to_owned()),
+            branch,
+        };
+        let page = queries::builds_of_repo(&api(ctx).pool, self.0.id, &filter, after_id, limit)
+            .await
+            .map_err(projection_error)?;
+        Ok(connection(page, after_id.is_some(), |b| b.id, Build))
+    }
+}
+
+/// Who or what started a build.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerSource {
+    Api,
+    Cli,
+    Webhook,
+    Schedule,
+}
+
+/// How many of a build's jobs are in each state.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct JobCounts {
+    pub total: i32,
+    pub queued: i32,
+    pub blocked: i32,
+    pub running: i32,
+    pub succeeded: i32,
+    pub failed: i32,
+    pub skipped: i32,
+    pub canceled: i32,
+}
+
+/// One run of a repo's pipeline.
+#[derive(Debug, Clone)]
+pub struct Build(pub BuildRow);
+
+impl Build {
+    /// The build's status.
+    pub fn status(&self) -> BuildStatus {
+        BuildStatus::parse(&self.0.status)
+    }
+}
+
+#[Object]
+impl Build {
+    /// The global id.
+    async fn id(&self) -> ID {
+        ids::encode(Kind::Build, self.0.id)
+    }
+
+    #[graphql(name = "status")]
+    async fn status_field(&self) -> BuildStatus {
+        self.status()
+    }
+
+    async fn source(&self) -> TriggerSource {
+        match self.0.source.as_str() {
+            "cli" => TriggerSource::Cli,
+            "webhook" => TriggerSource::Webhook,
+            "schedule" => TriggerSource::Schedule,
+            _ => TriggerSource::Api,
+        }
+    }
+
+    /// The branch built, if the build is of a branch.
+    async fn branch(&self) -> Option<&str> {
+        (self.0.ref_kind == "branch").then_some(self.0.ref_name.as_str())
+    }
+
+    /// The tag built, if the build is of a tag.
+    async fn tag(&self) -> Option<&str> {
+        (self.0.ref_kind == "tag").then_some(self.0.ref_name.as_str())
+    }
+
+    /// The commit asked for, if one was.
+    async fn commit(&self) -> Option<&str> {
+        self.0.commit_sha.as_deref()
+    }
+
+    async fn params(&self) -> Vec<Pair> {
+        pairs(&self.0.params)
+    }
+
+    /// Why the build ended as it did, when there is more to say than the status.
+    async fn message(&self) -> Option<&str> {
+        self.0.message.as_deref()
+    }
+
+    /// The runner that took the build.
+    async fn runner(&self) -> Option<&str> {
+        self.0.runner.as_deref()
+    }
+
+    /// Whether somebody asked to cancel the running build.
+    async fn cancel_requested(&self) -> bool {
+        self.0.cancel_requested
+    }
+
+    async fn queued_at(&self) -> DateTime<Utc> {
+        self.0.queued_at
+    }
+
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at
+    }
+
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finished_at
+    }
+
+    async fn job_counts(&self) -> JobCounts {
+        let b = &self.0;
+        JobCounts {
+            total: b.jobs_total,
+            queued: b.jobs_queued,
+            blocked: b.jobs_blocked,
+            running: b.jobs_running,
+            succeeded: b.jobs_succeeded,
+            failed: b.jobs_failed,
+            skipped: b.jobs_skipped,
+            canceled: b.jobs_canceled,
+        }
+    }
+
+    /// The build's jobs, by job id.
+    async fn jobs(&self, ctx: &Context<'_>) -> Result<Vec<Job>> {
+        let rows = queries::jobs_of_build(&api(ctx).pool, self.0.id)
+            .await
+            .map_err(projection_error)?;
+        Ok(rows.into_iter().map(Job).collect())
+    }
+
+    async fn repo(&self, ctx: &Context<'_>) -> Result<Option<Repo>> {
+        let row = queries::repo(&api(ctx).pool, self.0.repo_id)
+            .await
+            .map_err(projection_error)?;
+        Ok(row.map(Repo))
+    }
+
+    /// The build this one retries.
+    async fn retry_of(&self, ctx: &Context<'_>) -> Result<Option<Build>> {
+        linked_build(ctx, self.0.retry_of).await
+    }
+
+    /// The build that retried this one.
+    async fn retried_by(&self, ctx: &Context<'_>) -> Result<Option<Build>> {
+        linked_build(ctx, self.0.retried_by).await
+    }
+}
+
+async fn linked_build(ctx: &Context<'_>, id: Option<Uuid>) -> Result<Option<Build>> {
+    let Some(id) = id else { return Ok(None) };
+    let row = queries::build(&api(ctx).pool, id).await.map_err(projection_error)?;
+    Ok(row.map(Build))
+}
+
+/// Job states.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Queued,
+    Blocked,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+    Canceled,
+}
+
+/// One job of a build's pipeline.
+#[derive(Debug, Clone)]
+pub struct Job(pub JobRow);
+
+#[Object]
+impl Job {
+    /// The global id.
+    async fn id(&self) -> ID {
+        ids::encode_job(self.0.build_id, &self.0.job_id)
+    }
+
+    /// The job's id in the pipeline.
+    async fn job_id(&self) -> &str {
+        &self.0.job_id
+    }
+
+    async fn status(&self) -> JobStatus {
+        match self.0.status.as_str() {
+            "blocked" => JobStatus::Blocked,
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            "skipped" => JobStatus::Skipped,
+            "canceled" => JobStatus::Canceled,
+            _ => JobStatus::Queued,
+        }
+    }
+
+    /// The ids of the jobs this one waits for.
+    async fn dependencies(&self) -> &[String] {
+        &self.0.dependencies
+    }
+
+    /// Why the job failed or was skipped.
+    async fn message(&self) -> Option<&str> {
+        self.0.message.as_deref()
+    }
+
+    async fn queued_at(&self) -> DateTime<Utc> {
+        self.0.queued_at
+    }
+
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at
+    }
+
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finished_at
+    }
+
+    async fn build(&self, ctx: &Context<'_>) -> Result<Option<Build>> {
+        linked_build(ctx, Some(self.0.build_id)).await
+    }
+}

@@ -1,0 +1,258 @@
+//! GraphQL over WebSocket, `graphql-transport-ws` protocol (the one of the graphql-ws library).
+//!
+//! The server enforces the protocol's rules with its close codes: no `connection_init` in time
+//! (4408), an operation before the connection was acknowledged (4401), a second
+//! `connection_init` (4429), an id already in use (4409), an unreadable message (4400).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::Data;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::errors::{self, Code};
+use crate::schema::{AppSchema, Caller, ReadBarrier};
+
+/// The sub-protocol name clients must ask for.
+pub const PROTOCOL: &str = "graphql-transport-ws";
+
+/// Per-connection rules.
+#[derive(Debug, Clone, Copy)]
+pub struct WsConfig {
+    /// How long a client may take to send `connection_init`.
+    pub init_timeout: Duration,
+    /// Operations one connection may run at once.
+    pub max_subscriptions: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    ConnectionInit {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Subscribe {
+        id: String,
+        payload: Box<async_graphql::Request>,
+    },
+    Complete {
+        id: String,
+    },
+    Ping {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Pong {
+        #[serde(default)]
+        #[allow(dead_code)]
+        payload: Option<Value>,
+    },
+}
+
+enum Outgoing {
+    Message(Value),
+    /// The operation `id` (of generation `generation`) ended by itself.
+    Done(String, u64),
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+async fn send(sink: &mut Sink, message: Value) -> bool {
+    sink.send(Message::Text(message.to_string().into())).await.is_ok()
+}
+
+async fn close(mut sink: Sink, code: u16, reason: &str) {
+    // A close frame's reason may hold at most 123 bytes.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame {
+        code,
+        reason: reason[..end].to_owned().into(),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = sink.close().await;
+}
+
+enum Read {
+    Message(ClientMessage),
+    Invalid(String),
+    Closed,
+}
+
+async fn read(source: &mut SplitStream<WebSocket>) -> Read {
+    loop {
+        match source.next().await {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Read::Closed,
+            Some(Ok(Message::Text(text))) => {
+                return match serde_json::from_str::<ClientMessage>(text.as_str()) {
+                    Ok(message) => Read::Message(message),
+                    Err(error) => Read::Invalid(format!("Invalid message received: {error}")),
+                }
+            }
+            Some(Ok(Message::Binary(_))) => return Read::Invalid("Invalid message received: binary".into()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+        }
+    }
+}
+
+/// Serves one WebSocket connection until either side closes it.
+pub async fn serve(socket: WebSocket, schema: AppSchema, config: WsConfig) {
+    let (mut sink, mut source) = socket.split();
+    let deadline = tokio::time::Instant::now() + config.init_timeout;
+    let session = loop {
+        match tokio::time::timeout_at(deadline, read(&mut source)).await {
+            Err(_) => return close(sink, 4408, "Connection initialisation timeout").await,
+            Ok(Read::Closed) => return,
+            Ok(Read::Invalid(reason)) => return close(sink, 4400, &reason).await,
+            Ok(Read::Message(ClientMessage::ConnectionInit { payload })) => break session_data(payload),
+            Ok(Read::Message(ClientMessage::Ping { payload })) => {
+                if !send(&mut sink, pong(payload)).await {
+                    return;
+                }
+            }
+            Ok(Read::Message(ClientMessage::Pong { .. })) => {}
+            Ok(Read::Message(ClientMessage::Subscribe { .. } | ClientMessage::Complete { .. })) => {
+                return close(sink, 4401, "Unauthorized").await
+            }
+        }
+    };
+    if !send(&mut sink, json!({ "type": "connection_ack" })).await {
+        return;
+    }
+    let session = Arc::new(session);
+    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(256);
+    let mut active: HashMap<String, (u64, AbortHandle)> = HashMap::new();
+    let mut generation = 0u64;
+    let closing = loop {
+        tokio::select! {
+            incoming = read(&mut source) => match incoming {
+                Read::Closed => break None,
+                Read::Invalid(reason) => break Some((4400, reason)),
+                Read::Message(ClientMessage::ConnectionInit { .. }) => {
+                    break Some((4429, "Too many initialisation requests".into()))
+                }
+                Read::Message(ClientMessage::Ping { payload }) => {
+                    if !send(&mut sink, pong(payload)).await {
+                        break None;
+                    }
+                }
+                Read::Message(ClientMessage::Pong { .. }) => {}
+                Read::Message(ClientMessage::Complete { id }) => {
+                    if let Some((_, handle)) = active.remove(&id) {
+                        handle.abort();
+                    }
+                }
+                Read::Message(ClientMessage::Subscribe { id, payload }) => {
+                    if active.contains_key(&id) {
+                        break Some((4409, format!("Subscriber for {id} already exists")));
+                    }
+                    if active.len() >= config.max_subscriptions {
+                        let error = errors::client(
+                            Code::BadUserInput,
+                            format!("at most {} operations may run on one connection", config.max_subscriptions),
+                        );
+                        let payload = json!([error.into_server_error(async_graphql::Pos::default())]);
+                        if !send(&mut sink, json!({ "type": "error", "id": id, "payload": payload })).await {
+                            break None;
+                        }
+                        continue;
+                    }
+                    generation += 1;
+                    let task = tokio::spawn(run_operation(
+                        schema.clone(),
+                        session.clone(),
+                        id.clone(),
+                        generation,
+                        payload,
+                        out_tx.clone(),
+                    ));
+                    active.insert(id, (generation, task.abort_handle()));
+                }
+            },
+            outgoing = out_rx.recv() => match outgoing {
+                Some(Outgoing::Message(message)) => {
+                    if !send(&mut sink, message).await {
+                        break None;
+                    }
+                }
+                Some(Outgoing::Done(id, done)) => {
+                    if active.get(&id).is_some_and(|(current, _)| *current == done) {
+                        active.remove(&id);
+                    }
+                }
+                None => break None,
+            },
+        }
+    };
+    for (_, (_, handle)) in active.drain() {
+        handle.abort();
+    }
+    if let Some((code, reason)) = closing {
+        close(sink, code, &reason).await;
+    }
+}
+
+fn pong(payload: Option<Value>) -> Value {
+    match payload {
+        Some(payload) => json!({ "type": "pong", "payload": payload }),
+        None => json!({ "type": "pong" }),
+    }
+}
+
+fn session_data(_payload: Option<Value>) -> Data {
+    let mut data = Data::default();
+    data.insert(Caller::default());
+    data
+}
+
+async fn run_operation(
+    schema: AppSchema,
+    session: Arc<Data>,
+    id: String,
+    generation: u64,
+    request: Box<async_graphql::Request>,
+    out: mpsc::Sender<Outgoing>,
+) {
+    let request = (*request).data(ReadBarrier::default());
+    let mut responses = schema.execute_stream_with_session_data(request, session);
+    let mut first = true;
+    while let Some(mut response) = responses.next().await {
+        errors::normalize(&mut response);
+        // Refused before it ran (syntax, validation): the protocol's `error` message, no `complete`.
+        if first && response.data == async_graphql::Value::Null && !response.errors.is_empty() {
+            let payload = serde_json::to_value(&response.errors).unwrap_or(Value::Null);
+            let _ = out
+                .send(Outgoing::Message(
+                    json!({ "type": "error", "id": id, "payload": payload }),
+                ))
+                .await;
+            let _ = out.send(Outgoing::Done(id, generation)).await;
+            return;
+        }
+        first = false;
+        let payload = serde_json::to_value(&response).unwrap_or(Value::Null);
+        if out
+            .send(Outgoing::Message(
+                json!({ "type": "next", "id": id, "payload": payload }),
+            ))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let _ = out
+        .send(Outgoing::Message(json!({ "type": "complete", "id": id })))
+        .await;
+    let _ = out.send(Outgoing::Done(id, generation)).await;
+}

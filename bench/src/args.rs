@@ -1,0 +1,267 @@
+//! Command-line arguments, parsed by hand (no extra dependency in the workspace lock file).
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+pub const USAGE: &str = "\
+monkeyci-bench: benchmarks of the MonkeyCI event log and projections
+
+USAGE:
+    cargo run --release -p monkeyci-bench -- [OPTIONS]
+
+OPTIONS:
+    --scenarios LIST          Comma-separated, default all of: append, ceiling, notify-ceiling,
+                              async-notify-ceiling, lag, rebuild (the two notify ones are
+                              diagnostics: the ceiling plus a NOTIFY, in or after the insert)
+    --seconds N               Measured seconds per append/ceiling shape (default 10)
+    --warmup N                Unmeasured warm-up seconds before each shape (default 1)
+    --writers LIST            Writer counts for append/ceiling (default 1,16,64)
+    --events-per-command LIST Events per command for append/ceiling (default 1,10)
+    --lag-seconds N           Measured seconds of the projection-lag scenario (default 10)
+    --lag-writers N           Writers of the projection-lag scenario (default 16)
+    --lag-rate N              Commands/s for the lag scenario; default: half of the append rate
+                              measured for 16 writers and 1 event per command (measured briefly
+                              if the append scenario is not selected)
+    --rebuild-events N        Events in the log before the rebuild (default 1000000)
+    --catch-up                Before the rebuilds, also time a fresh runner replaying the whole
+                              log into all projections at once (default: start them at the head)
+    --load-writers N          Writers that load the rebuild log (default 16)
+    --batch-size N            Events per projection transaction (default 1000, the runner's default)
+    --pool-size N             Connections per pool (default 80; capped by free server slots)
+    --database-url URL        Server to use; a fresh database is created on it and dropped at
+                              the end (default postgres://postgres@127.0.0.1:5432/postgres)
+    --keep-database           Do not drop the benchmark databases at the end
+    -h, --help                This text
+";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    Append,
+    Ceiling,
+    NotifyCeiling,
+    AsyncNotifyCeiling,
+    Lag,
+    Rebuild,
+}
+
+impl Scenario {
+    fn parse(raw: &str) -> anyhow::Result<Self> {
+        Ok(match raw {
+            "append" => Self::Append,
+            "ceiling" => Self::Ceiling,
+            "notify-ceiling" => Self::NotifyCeiling,
+            "async-notify-ceiling" => Self::AsyncNotifyCeiling,
+            "lag" => Self::Lag,
+            "rebuild" => Self::Rebuild,
+            other => bail!(
+                "unknown scenario {other:?} (append, ceiling, notify-ceiling, async-notify-ceiling, lag, rebuild)"
+            ),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub scenarios: Vec<Scenario>,
+    pub seconds: Duration,
+    pub warmup: Duration,
+    pub writers: Vec<usize>,
+    pub events_per_command: Vec<usize>,
+    pub lag_seconds: Duration,
+    pub lag_writers: usize,
+    pub lag_rate: Option<f64>,
+    pub rebuild_events: u64,
+    pub load_writers: usize,
+    pub catch_up: bool,
+    pub batch_size: u32,
+    pub pool_size: u32,
+    pub database_url: String,
+    pub keep_database: bool,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Self {
+            scenarios: vec![
+                Scenario::Append,
+                Scenario::Ceiling,
+                Scenario::NotifyCeiling,
+                Scenario::AsyncNotifyCeiling,
+                Scenario::Lag,
+                Scenario::Rebuild,
+            ],
+            seconds: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            writers: vec![1, 16, 64],
+            events_per_command: vec![1, 10],
+            lag_seconds: Duration::from_secs(10),
+            lag_writers: 16,
+            lag_rate: None,
+            rebuild_events: 1_000_000,
+            load_writers: 16,
+            catch_up: false,
+            batch_size: 1000,
+            pool_size: 80,
+            database_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            keep_database: false,
+        }
+    }
+}
+
+impl Args {
+    pub fn has(&self, scenario: Scenario) -> bool {
+        self.scenarios.contains(&scenario)
+    }
+
+    /// Parses the arguments after the program name; `Ok(None)` means help was asked for.
+    pub fn parse(raw: impl IntoIterator<Item = String>) -> anyhow::Result<Option<Self>> {
+        let mut args = Self::default();
+        let mut raw = raw.into_iter();
+        while let Some(flag) = raw.next() {
+            // Accept both `--flag value` and `--flag=value`.
+            let (flag, inline) = match flag.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+                _ => (flag, None),
+            };
+            let mut value = || -> anyhow::Result<String> {
+                match inline.clone() {
+                    Some(v) => Ok(v),
+                    None => raw.next().with_context(|| format!("{flag} needs a value")),
+                }
+            };
+            match flag.as_str() {
+                "-h" | "--help" => return Ok(None),
+                "--scenarios" => {
+                    args.scenarios = list(&value()?, "--scenarios", Scenario::parse)?;
+                }
+                "--seconds" => args.seconds = seconds(&value()?, "--seconds")?,
+                "--warmup" => args.warmup = seconds(&value()?, "--warmup")?,
+                "--writers" => args.writers = list(&value()?, "--writers", |s| positive(s, "--writers"))?,
+                "--events-per-command" => {
+                    args.events_per_command = list(&value()?, "--events-per-command", |s| {
+                        positive(s, "--events-per-command")
+                    })?;
+                    if args.events_per_command.iter().any(|k| *k > 12) {
+                        bail!("--events-per-command: at most 12 (the events of one build's life)");
+                    }
+                }
+                "--lag-seconds" => args.lag_seconds = seconds(&value()?, "--lag-seconds")?,
+                "--lag-writers" => args.lag_writers = positive(&value()?, "--lag-writers")?,
+                "--lag-rate" => {
+                    let v = value()?;
+                    let rate: f64 = v
+                        .parse()
+                        .with_context(|| format!("--lag-rate: {v:?} is not a number"))?;
+                    if !(rate.is_finite() && rate > 0.0) {
+                        bail!("--lag-rate must be positive");
+                    }
+                    args.lag_rate = Some(rate);
+                }
+                "--rebuild-events" => {
+                    let v = value()?;
+                    args.rebuild_events = v
+                        .replace('_', "")
+                        .parse()
+                        .with_context(|| format!("--rebuild-events: {v:?}"))?;
+                }
+                "--load-writers" => args.load_writers = positive(&value()?, "--load-writers")?,
+                "--pool-size" => {
+                    let n = positive(&value()?, "--pool-size")?;
+                    args.pool_size = u32::try_from(n).context("--pool-size is too large")?;
+                }
+                "--batch-size" => {
+                    let n = positive(&value()?, "--batch-size")?;
+                    args.batch_size = u32::try_from(n).context("--batch-size is too large")?;
+                }
+                "--database-url" => args.database_url = value()?,
+                "--keep-database" => args.keep_database = true,
+                "--catch-up" => args.catch_up = true,
+                other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+            }
+        }
+        if args.scenarios.is_empty() {
+            bail!("--scenarios: nothing selected");
+        }
+        Ok(Some(args))
+    }
+}
+
+fn list<T>(raw: &str, flag: &str, parse: impl Fn(&str) -> anyhow::Result<T>) -> anyhow::Result<Vec<T>> {
+    let items: Vec<T> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(parse)
+        .collect::<anyhow::Result<_>>()?;
+    if items.is_empty() {
+        bail!("{flag}: empty list");
+    }
+    Ok(items)
+}
+
+fn positive(raw: &str, flag: &str) -> anyhow::Result<usize> {
+    let n: usize = raw
+        .parse()
+        .with_context(|| format!("{flag}: {raw:?} is not a whole number"))?;
+    if n == 0 {
+        bail!("{flag} must be at least 1");
+    }
+    Ok(n)
+}
+
+fn seconds(raw: &str, flag: &str) -> anyhow::Result<Duration> {
+    let s: f64 = raw
+        .parse()
+        .with_context(|| format!("{flag}: {raw:?} is not a number"))?;
+    if !(s.is_finite() && s >= 0.0) {
+        bail!("{flag} must be a non-negative number of seconds");
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Option<Args>> {
+        Args::parse(args.iter().map(|s| (*s).to_owned()))
+    }
+
+    #[test]
+    fn defaults_select_every_scenario() -> anyhow::Result<()> {
+        let args = parse(&[])?.context("not help")?;
+        assert_eq!(args.writers, vec![1, 16, 64]);
+        assert_eq!(args.events_per_command, vec![1, 10]);
+        assert!(args.has(Scenario::Rebuild));
+        Ok(())
+    }
+
+    #[test]
+    fn flags_take_separate_or_inline_values() -> anyhow::Result<()> {
+        let args = parse(&[
+            "--seconds",
+            "5",
+            "--writers=2,4",
+            "--scenarios",
+            "lag",
+            "--rebuild-events=1_000",
+        ])?
+        .context("not help")?;
+        assert_eq!(args.seconds, Duration::from_secs(5));
+        assert_eq!(args.writers, vec![2, 4]);
+        assert_eq!(args.scenarios, vec![Scenario::Lag]);
+        assert_eq!(args.rebuild_events, 1000);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        assert!(parse(&["--seconds"]).is_err());
+        assert!(parse(&["--writers", "0"]).is_err());
+        assert!(parse(&["--scenarios", "nope"]).is_err());
+        assert!(parse(&["--lag-rate", "-1"]).is_err());
+        assert!(parse(&["--frobnicate"]).is_err());
+        assert!(matches!(parse(&["--help"]), Ok(None)));
+    }
+}
