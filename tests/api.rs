@@ -459,3 +459,80 @@ async fn health_readiness_metrics_and_graphiql_answer(pool: PgPool) {
     assert!(page.text().await.expect("html").to_lowercase().contains("graphiql"));
     app.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_builds_updated_subscriber_follows_the_builds_of_one_repo_only(pool: PgPool) {
+    let app = TestApp::spawn(pool).await.expect("app");
+    let org = app.create_org("acme").await.expect("org");
+    let repo = app.create_repo(&org, "app").await.expect("repo");
+    let other = app.create_repo(&org, "other").await.expect("other repo");
+    let mut ws = app.websocket().await.expect("ws");
+    ws.init().await.expect("init");
+    ws.subscribe(
+        "r",
+        "subscription($r: ID!) { buildsUpdated(repoId: $r) { id status } }",
+        json!({ "r": repo }),
+    )
+    .await
+    .expect("subscribe");
+
+    // The subscription starts at the log's end when the server runs it; trigger builds until
+    // one arrives, then every later change must arrive too.
+    let mut first = None;
+    for _ in 0..20 {
+        app.trigger_build(&other).await.expect("other build");
+        let build = app.trigger_build(&repo).await.expect("build");
+        if let Some(WsEvent::Message(message)) = ws.next_within(Duration::from_secs(1)).await.expect("read") {
+            let update = message["payload"]["data"]["buildsUpdated"].clone();
+            assert_eq!(update["status"], json!("QUEUED"), "{message}");
+            first = Some(update["id"].as_str().expect("id").to_owned());
+            if update["id"] == json!(build) {
+                break;
+            }
+        }
+    }
+    let build = first.expect("an update for a build of the repo");
+    // Updates of builds triggered before the one that arrived may still be queued: drain them.
+    while ws
+        .next_within(Duration::from_millis(500))
+        .await
+        .expect("read")
+        .is_some()
+    {}
+    app.mutate_id("cancelBuild", "BuildInput", json!({ "id": build }))
+        .await
+        .expect("cancel");
+    let update = ws.next_data("r").await.expect("canceled")["data"]["buildsUpdated"].clone();
+    assert_eq!(update, json!({ "id": build, "status": "CANCELED" }));
+    app.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_internal_failure_is_reported_as_internal_without_its_details(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await.expect("app");
+    let org = app.create_org("acme").await.expect("org");
+    let repo = app.create_repo(&org, "app").await.expect("repo");
+    let build = app.trigger_build(&repo).await.expect("build");
+    // A stored event that no longer decodes (here: written by hand without its field).
+    sqlx::query(
+        "INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata) \
+         VALUES ($1, 2, 'BuildStarted', 1, '{}', '{\"actor\": \"test\", \"correlation_id\": \"00000000-0000-0000-0000-000000000000\", \"command_id\": \"00000000-0000-0000-0000-000000000000\"}')",
+    )
+    .bind(format!("build-{}", build_uuid(&build)))
+    .execute(&pool)
+    .await
+    .expect("insert");
+
+    let response = app
+        .graphql(
+            &format!("mutation {{ cancelBuild(input: {{id: \"{build}\"}}) }}"),
+            json!({}),
+        )
+        .await
+        .expect("cancel");
+
+    assert_eq!(code(&response), Some("INTERNAL"), "{response}");
+    assert_eq!(response["errors"][0]["message"], json!("internal error"));
+    assert!(!response.to_string().contains("runner"), "details leaked: {response}");
+    app.stop().await;
+}

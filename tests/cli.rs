@@ -4,10 +4,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use monkeyci_commands::{CommandHandler, CreateOrg};
-use monkeyci_eventstore::EventStore;
-use monkeyci_tests::{monkeyci_binary, user, wait_for_checkpoints};
+use monkeyci_tests::monkeyci_binary;
 use sqlx::PgPool;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 /// A database URL on the test server for a database that does not exist yet.
@@ -33,7 +32,7 @@ async fn monkeyci(url: &str, args: &[&str]) -> std::process::Output {
 }
 
 #[sqlx::test(migrations = false)]
-async fn server_creates_its_database_projects_events_and_stops_on_sigterm(pool: PgPool) {
+async fn server_creates_its_database_serves_graphql_and_stops_on_sigterm(pool: PgPool) {
     let (name, url) = fresh_database(&pool);
 
     let migrated = monkeyci(&url, &["migrate"]).await;
@@ -43,33 +42,46 @@ async fn server_creates_its_database_projects_events_and_stops_on_sigterm(pool: 
         String::from_utf8_lossy(&migrated.stderr)
     );
     let mut server = Command::new(monkeyci_binary().expect("binary"))
-        .args(["server", "--lease-retry-ms", "100"])
+        .args(["server", "--lease-retry-ms", "100", "--listen", "127.0.0.1:0"])
         .env("MONKEYCI_DATABASE_URL", &url)
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn server");
+    let mut stdout = BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+        .await
+        .expect("the server says where it listens within 30 s")
+        .expect("read")
+        .expect("a line");
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && !w.contains("/graphql"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
 
-    let app = PgPool::connect(&url).await.expect("connect");
-    let store = EventStore::new(app.clone());
-    CommandHandler::new(store.clone())
-        .create_org(
-            &user(),
-            CreateOrg {
-                name: "Acme".into(),
-                slug: "acme".into(),
-            },
-        )
-        .await
-        .expect("create org");
-    wait_for_checkpoints(&store, &["orgs", "repos", "builds"], Duration::from_secs(30))
-        .await
-        .expect("the server's projections catch up");
-    let orgs: Vec<String> = sqlx::query_scalar("SELECT slug FROM orgs")
-        .fetch_all(&app)
-        .await
-        .expect("orgs");
-    assert_eq!(orgs, ["acme"]);
+    let http = reqwest::Client::new();
+    let graphql = |query: &'static str| {
+        let request = http
+            .post(format!("{base}/graphql"))
+            .json(&serde_json::json!({ "query": query }));
+        async move {
+            request
+                .send()
+                .await
+                .expect("send")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let created = graphql("mutation { createOrg(input: {name: \"Acme\", slug: \"acme\"}) }").await;
+    assert!(created["data"]["createOrg"].is_string(), "{created}");
+    let found = graphql("{ org(slug: \"acme\") { name } }").await;
+    assert_eq!(found["data"]["org"]["name"], "Acme", "{found}");
+    let health = http.get(format!("{base}/health")).send().await.expect("health");
+    assert_eq!(health.status(), 200);
 
     let pid = server.id().expect("pid").to_string();
     let killed = std::process::Command::new("kill")
@@ -95,7 +107,6 @@ async fn server_creates_its_database_projects_events_and_stops_on_sigterm(pool: 
         assert_eq!(lag, Some("0"), "{line}");
     }
 
-    app.close().await;
     sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
         .execute(&pool)
         .await

@@ -474,18 +474,31 @@ impl WsClient {
 
     /// The next message or the close frame, waiting up to 20 s.
     pub async fn next(&mut self) -> anyhow::Result<WsEvent> {
+        match self.next_within(Duration::from_secs(20)).await? {
+            Some(event) => Ok(event),
+            None => bail!("nothing from the server within 20 s"),
+        }
+    }
+
+    /// The next message or the close frame, or `None` if nothing arrives within `limit`.
+    pub async fn next_within(&mut self, limit: Duration) -> anyhow::Result<Option<WsEvent>> {
         use futures::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
         loop {
-            let item = tokio::time::timeout(Duration::from_secs(20), self.stream.next())
-                .await
-                .map_err(|_| anyhow::anyhow!("nothing from the server within 20 s"))?;
+            let Ok(item) = tokio::time::timeout(limit, self.stream.next()).await else {
+                return Ok(None);
+            };
             match item {
-                Some(Ok(Message::Text(text))) => return Ok(WsEvent::Message(serde_json::from_str(text.as_str())?)),
-                Some(Ok(Message::Close(Some(frame)))) => {
-                    return Ok(WsEvent::Closed(u16::from(frame.code), frame.reason.as_str().to_owned()))
+                Some(Ok(Message::Text(text))) => {
+                    return Ok(Some(WsEvent::Message(serde_json::from_str(text.as_str())?)))
                 }
-                Some(Ok(Message::Close(None))) | None => return Ok(WsEvent::Closed(1005, String::new())),
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Ok(Some(WsEvent::Closed(
+                        u16::from(frame.code),
+                        frame.reason.as_str().to_owned(),
+                    )))
+                }
+                Some(Ok(Message::Close(None))) | None => return Ok(Some(WsEvent::Closed(1005, String::new()))),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => bail!("websocket error: {e}"),
             }

@@ -212,7 +212,8 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
     let runner = ProjectionRunner::new(store.clone(), feed.clone(), monkeyci_projections::all(), config).start();
     let api = ApiServer::bind(store, feed, args.api_config()).await?;
     let addr = api.local_addr()?;
-    tracing::info!(%addr, "monkeyci server is listening: GraphQL on http://{addr}/graphql (Ctrl-C to stop)");
+    // On stdout, for people and for scripts that start the server on port 0.
+    println!("monkeyci server listening on http://{addr} (GraphQL at http://{addr}/graphql); Ctrl-C stops it");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(api.serve(async {
         let _ = stop_rx.await;

@@ -96,7 +96,17 @@ impl SubscriptionRoot {
         let id = ids::decode_as(&build_id, Kind::Build)?;
         let api = api(ctx).clone();
         let start = api.store.readable_head().await.map_err(|e| internal(&e))?;
-        let first = build_at(&api, id, start).await?.ok_or_else(|| not_found("build"))?;
+        // The first state includes every write made before the subscription (read-your-writes);
+        // changes after `start` that it already shows are skipped by their version below.
+        api.consistency
+            .read_your_writes()
+            .await
+            .map_err(|e| client(Code::Unavailable, e.to_string()))?;
+        let first = queries::build(&api.pool, id)
+            .await
+            .map_err(|e| internal(&e))?
+            .map(Build)
+            .ok_or_else(|| not_found("build"))?;
         let open = Open::new(&api.metrics);
         let first_version = first.0.version;
         Ok(stream! {
@@ -147,6 +157,10 @@ impl SubscriptionRoot {
         repo_id: Option<ID>,
     ) -> Result<impl Stream<Item = Result<Build>>> {
         let api = api(ctx).clone();
+        api.consistency
+            .read_your_writes()
+            .await
+            .map_err(|e| client(Code::Unavailable, e.to_string()))?;
         let (org, repo) = match (org_id, repo_id) {
             (Some(org), None) => {
                 let org = ids::decode_as(&org, Kind::Org)?;
