@@ -221,7 +221,11 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
     shutdown_signal().await?;
     tracing::info!("stopping: finishing requests in flight and the current projection batches");
     let _ = stop_tx.send(());
-    serving.await??;
+    // Requests in flight get a bounded time; open WebSockets end with the process.
+    match tokio::time::timeout(Duration::from_secs(30), serving).await {
+        Ok(result) => result??,
+        Err(_) => tracing::warn!("requests still running after 30 s; stopping anyway"),
+    }
     runner.shutdown().await;
     Ok(())
 }
