@@ -177,7 +177,12 @@ async fn deliver(feed: EventFeed, mut cursor: Cursor, tx: mpsc::Sender<Result<Ar
             }
         }
         loop {
-            match live.recv().await {
+            let received = tokio::select! {
+                received = live.recv() => received,
+                // The subscriber went away while the log was quiet.
+                () = tx.closed() => return,
+            };
+            match received {
                 Ok(event) if event.cursor <= cursor => {}
                 Ok(event) => {
                     cursor = event.cursor;
