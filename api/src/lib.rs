@@ -3,6 +3,7 @@
 
 mod consistency;
 pub mod errors;
+mod fanout;
 mod http;
 pub mod ids;
 mod metrics;
@@ -95,6 +96,7 @@ impl ApiServer {
             feed,
             consistency,
             metrics,
+            builds: Arc::new(fanout::BuildReads::default()),
         };
         let state = AppState {
             schema: schema::build(context.clone(), config.limits),

@@ -22,6 +22,7 @@ pub use subscription::SubscriptionRoot;
 
 use crate::consistency::Consistency;
 use crate::errors::{bad_input, client, internal, Code};
+use crate::fanout::BuildReads;
 use crate::metrics::Metrics;
 
 /// The schema type served by the API.
@@ -36,6 +37,7 @@ pub struct ApiContext {
     pub feed: EventFeed,
     pub consistency: Consistency,
     pub metrics: Arc<Metrics>,
+    pub builds: Arc<BuildReads>,
 }
 
 /// Who sends a request. Until tokens exist every caller is the same anonymous actor.

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::types::Build;
 use super::{api, ApiContext};
 use crate::errors::{bad_input, client, internal, not_found, Code};
+use crate::fanout::BuildReadError;
 use crate::ids::{self, Kind};
 use crate::metrics::Metrics;
 
@@ -76,16 +77,14 @@ fn build_stream_id(id: Uuid) -> String {
     format!("build-{id}")
 }
 
-/// The build row once the builds projection has applied `cursor`.
+/// The build row once the builds projection has applied `cursor` (one read shared by all
+/// subscribers that need it).
 async fn build_at(api: &ApiContext, id: Uuid, cursor: Cursor) -> Result<Option<Build>> {
-    api.consistency
-        .wait_for(cursor, &["builds"])
-        .await
-        .map_err(|e| client(Code::Unavailable, e.to_string()))?;
-    Ok(queries::build(&api.pool, id)
-        .await
-        .map_err(|e| internal(&e))?
-        .map(Build))
+    match api.builds.at(&api.pool, &api.consistency, id, cursor).await {
+        Ok(row) => Ok(row.map(Build)),
+        Err(BuildReadError::Behind(e)) => Err(client(Code::Unavailable, e.to_string())),
+        Err(e) => Err(internal(&e)),
+    }
 }
 
 #[Subscription]
