@@ -6,3 +6,4 @@ mod commands;
 mod event_log;
 mod log_order;
 mod projections;
+mod runner;

@@ -1,0 +1,180 @@
+//! Executors run jobs as real processes: output streamed line by line, the first failing command
+//! fails the job, and cancel and timeouts stop every process the job started.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use monkeyci_runner::{
+    CancellationToken, ExecutionError, Executor, JobOutcome, JobSpec, LocalExecutor, LogLine, LogStream,
+};
+use tokio::sync::mpsc;
+
+fn spec(dir: &Path, script: &[&str]) -> JobSpec {
+    JobSpec {
+        job_id: "test".into(),
+        script: script.iter().map(|s| (*s).to_owned()).collect(),
+        env: BTreeMap::new(),
+        work_dir: dir.to_path_buf(),
+        image: None,
+        timeout: None,
+    }
+}
+
+fn executor() -> LocalExecutor {
+    LocalExecutor {
+        grace: Duration::from_millis(500),
+    }
+}
+
+/// Runs the job to its end and returns its outcome and every log line.
+async fn run(spec: JobSpec) -> (Result<JobOutcome, ExecutionError>, Vec<LogLine>) {
+    let (tx, mut rx) = mpsc::channel(1024);
+    let outcome = executor().run(&spec, tx, CancellationToken::new()).await;
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.try_recv() {
+        lines.push(line);
+    }
+    (outcome, lines)
+}
+
+fn texts(lines: &[LogLine], stream: LogStream) -> Vec<&str> {
+    lines
+        .iter()
+        .filter(|l| l.stream == stream)
+        .map(|l| l.text.as_str())
+        .collect()
+}
+
+/// Whether a process has ended (gone, or a zombie waiting to be reaped).
+fn ended(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[tokio::test]
+async fn a_script_runs_in_its_work_dir_with_its_env_and_its_output_is_streamed_line_by_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut job = spec(
+        dir.path(),
+        &["echo out-$GREETING", "echo err >&2", "pwd", "printf 'no newline'"],
+    );
+    job.env.insert("GREETING".into(), "hi".into());
+
+    let (outcome, lines) = run(job).await;
+
+    assert_eq!(outcome.expect("ran"), JobOutcome::Succeeded);
+    let work_dir = dir.path().canonicalize().expect("canonical");
+    assert_eq!(
+        texts(&lines, LogStream::Stdout),
+        ["out-hi", work_dir.to_str().expect("utf8"), "no newline"]
+    );
+    assert_eq!(texts(&lines, LogStream::Stderr), ["err"]);
+    let stdout: Vec<_> = lines.iter().filter(|l| l.stream == LogStream::Stdout).collect();
+    assert!(stdout.windows(2).all(|w| w[0].at <= w[1].at));
+}
+
+#[tokio::test]
+async fn the_first_failing_command_fails_the_job_and_later_ones_do_not_run() {
+    let dir = tempfile::tempdir().expect("dir");
+
+    let (outcome, lines) = run(spec(dir.path(), &["echo one", "exit 3", "echo never"])).await;
+
+    assert_eq!(
+        outcome.expect("ran"),
+        JobOutcome::Failed {
+            exit_code: Some(3),
+            signal: None
+        }
+    );
+    assert_eq!(texts(&lines, LogStream::Stdout), ["one"]);
+}
+
+#[tokio::test]
+async fn cancel_stops_the_job_and_every_process_it_started() {
+    let dir = tempfile::tempdir().expect("dir");
+    let job = spec(
+        dir.path(),
+        &["sleep 300 & echo $! > background.pid", "echo started", "sleep 300"],
+    );
+    let (tx, mut rx) = mpsc::channel(1024);
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { executor().run(&job, tx, cancel).await }
+    });
+
+    let started = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("output within 20 s");
+    assert_eq!(started.map(|l| l.text), Some("started".to_owned()));
+    cancel.cancel();
+    let outcome = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the job stops within 20 s of cancel")
+        .expect("task");
+
+    assert_eq!(outcome.expect("ran"), JobOutcome::Canceled);
+    let background = std::fs::read_to_string(dir.path().join("background.pid")).expect("pid file");
+    assert!(
+        ended(&background),
+        "the background sleep {background} survived the cancel"
+    );
+}
+
+#[tokio::test]
+async fn a_job_that_runs_out_of_time_is_stopped() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut job = spec(dir.path(), &["echo started", "sleep 300"]);
+    job.timeout = Some(Duration::from_millis(300));
+
+    let (outcome, lines) = tokio::time::timeout(Duration::from_secs(20), run(job))
+        .await
+        .expect("within 20 s");
+
+    assert_eq!(outcome.expect("ran"), JobOutcome::TimedOut);
+    assert_eq!(texts(&lines, LogStream::Stdout), ["started"]);
+    assert_eq!(
+        texts(&lines, LogStream::System),
+        ["the job ran out of time and was stopped"]
+    );
+}
+
+#[tokio::test]
+async fn a_job_asking_for_an_image_runs_on_the_host_and_its_log_says_so() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut job = spec(dir.path(), &["echo hi"]);
+    job.image = Some("docker.io/alpine:3".into());
+
+    let (outcome, lines) = run(job).await;
+
+    assert_eq!(outcome.expect("ran"), JobOutcome::Succeeded);
+    assert_eq!(lines[0].stream, LogStream::System);
+    assert!(
+        lines[0]
+            .text
+            .contains("running on the host instead of in docker.io/alpine:3"),
+        "{:?}",
+        lines[0]
+    );
+}
+
+#[tokio::test]
+async fn a_missing_work_dir_is_an_error_and_runs_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let missing = dir.path().join("nope");
+
+    let (outcome, lines) = run(spec(&missing, &["touch ../ran"])).await;
+
+    assert!(
+        matches!(outcome, Err(ExecutionError::NoWorkDir(ref p)) if *p == missing),
+        "{outcome:?}"
+    );
+    assert!(lines.is_empty());
+    assert!(!dir.path().join("ran").exists());
+}
