@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use monkeyci_runner::{
-    CancellationToken, ExecutionError, Executor, JobOutcome, JobSpec, LocalExecutor, LogLine, LogStream,
+    checkout, CancellationToken, ExecutionError, Executor, GitAuth, GitTarget, JobOutcome, JobSpec, LocalExecutor,
+    LogLine, LogStream,
 };
 use tokio::sync::mpsc;
 
@@ -177,4 +178,123 @@ async fn a_missing_work_dir_is_an_error_and_runs_nothing() {
     );
     assert!(lines.is_empty());
     assert!(!dir.path().join("ran").exists());
+}
+
+/// A real repository with two commits on `main`, a tag on the first and a branch `feature`.
+struct Repo {
+    dir: tempfile::TempDir,
+    first: String,
+    second: String,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.org")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.org")
+        .output()
+        .expect("git");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn repo() -> Repo {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = dir.path();
+    git(p, &["init", "--quiet", "--initial-branch", "main"]);
+    std::fs::write(p.join("file.txt"), "one\n").expect("write");
+    git(p, &["add", "."]);
+    git(p, &["commit", "--quiet", "-m", "first"]);
+    let first = git(p, &["rev-parse", "HEAD"]);
+    git(p, &["tag", "v1.0.0"]);
+    git(p, &["checkout", "--quiet", "-b", "feature"]);
+    std::fs::write(p.join("feature.txt"), "feature\n").expect("write");
+    git(p, &["add", "."]);
+    git(p, &["commit", "--quiet", "-m", "feature"]);
+    git(p, &["checkout", "--quiet", "main"]);
+    std::fs::write(p.join("file.txt"), "two\n").expect("write");
+    git(p, &["commit", "--quiet", "-am", "second"]);
+    let second = git(p, &["rev-parse", "HEAD"]);
+    Repo { dir, first, second }
+}
+
+async fn check_out(
+    repo: &Repo,
+    target: GitTarget,
+) -> (Result<String, monkeyci_runner::CheckoutError>, tempfile::TempDir) {
+    let dest = tempfile::tempdir().expect("dest");
+    let url = format!("file://{}", repo.dir.path().display());
+    let result = checkout(&url, &target, &dest.path().join("src"), &GitAuth::default()).await;
+    (result, dest)
+}
+
+#[tokio::test]
+async fn a_branch_a_tag_and_a_commit_are_checked_out_from_a_real_repository() {
+    let repo = repo();
+    let branch = |name: &str, commit: Option<&str>| GitTarget::Branch {
+        name: name.into(),
+        commit: commit.map(Into::into),
+    };
+
+    let (main, main_dir) = check_out(&repo, branch("main", None)).await;
+    let (tag, tag_dir) = check_out(
+        &repo,
+        GitTarget::Tag {
+            name: "v1.0.0".into(),
+            commit: None,
+        },
+    )
+    .await;
+    let (old, old_dir) = check_out(&repo, branch("main", Some(&repo.first))).await;
+    let (feature, feature_dir) = check_out(&repo, branch("feature", None)).await;
+
+    assert_eq!(main.expect("main"), repo.second);
+    let read = |dir: &tempfile::TempDir, file: &str| std::fs::read_to_string(dir.path().join("src").join(file)).ok();
+    assert_eq!(read(&main_dir, "file.txt").as_deref(), Some("two\n"));
+    assert_eq!(tag.expect("tag"), repo.first);
+    assert_eq!(read(&tag_dir, "file.txt").as_deref(), Some("one\n"));
+    assert_eq!(old.expect("old commit"), repo.first);
+    assert_eq!(read(&old_dir, "file.txt").as_deref(), Some("one\n"));
+    assert!(feature.is_ok());
+    assert_eq!(read(&feature_dir, "feature.txt").as_deref(), Some("feature\n"));
+}
+
+#[tokio::test]
+async fn an_unknown_branch_or_a_commit_outside_the_branch_is_a_clear_error() {
+    let repo = repo();
+    let feature_tip = git(repo.dir.path(), &["rev-parse", "feature"]);
+
+    let (unknown, _a) = check_out(
+        &repo,
+        GitTarget::Branch {
+            name: "nope".into(),
+            commit: None,
+        },
+    )
+    .await;
+    let (foreign, _b) = check_out(
+        &repo,
+        GitTarget::Branch {
+            name: "main".into(),
+            commit: Some(feature_tip.clone()),
+        },
+    )
+    .await;
+
+    let unknown = unknown.expect_err("unknown branch").to_string();
+    assert!(unknown.contains("fetching refs/heads/nope"), "{unknown}");
+    let foreign = foreign.expect_err("commit of another branch").to_string();
+    assert!(
+        foreign.contains(&format!(
+            "finding commit {feature_tip} in the history of refs/heads/main"
+        )),
+        "{foreign}"
+    );
 }

@@ -1,10 +1,12 @@
-//! Build execution. This first part holds the executors: an [`Executor`] runs one job's script
-//! as real processes, streams its output line by line, and honours cancel and timeouts by
-//! stopping the job's whole process group.
+//! Build execution. So far: [`checkout`] fetches the code a build asks for with git, and an
+//! [`Executor`] runs one job's script as real processes, streams its output line by line, and
+//! honours cancel and timeouts by stopping the job's whole process group.
 
+mod checkout;
 mod executor;
 mod local;
 
+pub use checkout::{checkout, CheckoutError, GitAuth, GitTarget};
 pub use executor::{ExecutionError, Executor, JobOutcome, JobSpec, LogLine, LogStream};
 pub use local::LocalExecutor;
 pub use tokio_util::sync::CancellationToken;

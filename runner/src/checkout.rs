@@ -1,0 +1,104 @@
+//! Checking out the code a build asks for, with git itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use thiserror::Error;
+use tokio::process::Command;
+
+/// What to check out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitTarget {
+    /// The tip of a branch, or the given commit of its history.
+    Branch { name: String, commit: Option<String> },
+    /// A tag, or the given commit of its history.
+    Tag { name: String, commit: Option<String> },
+}
+
+/// How to reach the remote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitAuth {
+    /// A private key file for ssh URLs.
+    pub ssh_key: Option<PathBuf>,
+}
+
+/// The checkout failed; the message says which git step and what git said.
+#[derive(Debug, Error)]
+pub enum CheckoutError {
+    #[error("cannot run git: {0}")]
+    Git(#[source] std::io::Error),
+    #[error("{step} failed: {stderr}")]
+    Step { step: String, stderr: String },
+    #[error("the destination {0} is not empty")]
+    NotEmpty(PathBuf),
+}
+
+/// Runs one git command in `dir`; its stderr becomes the error message.
+async fn git(dir: &Path, auth: &GitAuth, step: &str, args: &[&str]) -> Result<String, CheckoutError> {
+    let mut command = Command::new("git");
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null());
+    if let Some(key) = &auth.ssh_key {
+        command.env(
+            "GIT_SSH_COMMAND",
+            format!("ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes", key.display()),
+        );
+    }
+    let output = command.output().await.map_err(CheckoutError::Git)?;
+    if !output.status.success() {
+        return Err(CheckoutError::Step {
+            step: step.to_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Checks out `target` of the repository at `url` into the empty or missing directory `dest`
+/// and returns the commit that was checked out.
+///
+/// Works with every URL git itself understands: https, ssh (with `auth.ssh_key`), file paths.
+pub async fn checkout(url: &str, target: &GitTarget, dest: &Path, auth: &GitAuth) -> Result<String, CheckoutError> {
+    if dest.exists() && dest.read_dir().map_err(CheckoutError::Git)?.next().is_some() {
+        return Err(CheckoutError::NotEmpty(dest.to_path_buf()));
+    }
+    tokio::fs::create_dir_all(dest).await.map_err(CheckoutError::Git)?;
+    let (refspec, commit) = match target {
+        GitTarget::Branch { name, commit } => (format!("refs/heads/{name}"), commit),
+        GitTarget::Tag { name, commit } => (format!("refs/tags/{name}"), commit),
+    };
+    git(dest, auth, "git init", &["init", "--quiet"]).await?;
+    git(dest, auth, "git remote add", &["remote", "add", "origin", url]).await?;
+    let mut fetch = vec!["fetch", "--quiet", "--no-tags"];
+    if commit.is_none() {
+        fetch.extend(["--depth", "1"]);
+    }
+    fetch.extend(["origin", refspec.as_str()]);
+    git(dest, auth, &format!("fetching {refspec} from {url}"), &fetch).await?;
+    let wanted = match commit {
+        Some(commit) => {
+            // The commit must belong to the ref's history, not just exist somewhere.
+            let step = format!("finding commit {commit} in the history of {refspec}");
+            git(
+                dest,
+                auth,
+                &step,
+                &["merge-base", "--is-ancestor", commit, "FETCH_HEAD"],
+            )
+            .await?;
+            commit.clone()
+        }
+        None => "FETCH_HEAD".to_owned(),
+    };
+    git(
+        dest,
+        auth,
+        &format!("checking out {wanted}"),
+        &["checkout", "--quiet", "--detach", &wanted],
+    )
+    .await?;
+    git(dest, auth, "git rev-parse", &["rev-parse", "HEAD"]).await
+}
