@@ -10,6 +10,7 @@ mod error;
 mod event;
 mod ids;
 pub mod org;
+pub mod pipeline;
 pub mod repo;
 pub mod testing;
 mod values;
