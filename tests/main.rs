@@ -7,3 +7,4 @@ mod event_log;
 mod log_order;
 mod projections;
 mod runner;
+mod scheduler;
