@@ -1,6 +1,7 @@
 //! End-to-end tests of MonkeyCI against real PostgreSQL; each test gets its own database.
 
 mod api;
+mod builds;
 mod cli;
 mod commands;
 mod event_log;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use monkeyci_api::{ApiConfig, ApiServer, QueryLimits, WsConfig};
 use monkeyci_eventstore::{EventFeed, EventStore, FeedConfig};
 use monkeyci_projections::{ProjectionRunner, RunnerConfig};
+use monkeyci_runner::{CancellationToken, LocalExecutor, Runner, RunnerSettings};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tracing_subscriber::EnvFilter;
@@ -40,6 +41,9 @@ enum Command {
     /// every projection current until stopped with Ctrl-C or SIGTERM. Several servers may share
     /// one database; each projection runs in one of them at a time.
     Server(ServerArgs),
+    /// Runs builds only (no API, no projections): claims queued builds from the database the
+    /// servers use. Several runners may share one database; each build runs exactly once.
+    Runner(RunnerArgs),
     /// Creates the database if needed and applies pending migrations, then exits.
     Migrate,
     /// Inspects and rebuilds projections (read models).
@@ -83,6 +87,13 @@ struct ServerArgs {
     /// How often a standby server tries to take over a projection, in milliseconds.
     #[arg(long, env = "MONKEYCI_LEASE_RETRY_MS", default_value_t = 2000)]
     lease_retry_ms: u64,
+
+    /// Do not run builds in this server (run `monkeyci runner` elsewhere).
+    #[arg(long, env = "MONKEYCI_NO_RUNNER")]
+    no_runner: bool,
+
+    #[command(flatten)]
+    runner: RunnerArgs,
 }
 
 impl ServerArgs {
@@ -100,6 +111,50 @@ impl ServerArgs {
             },
             read_your_writes_timeout: Duration::from_millis(self.read_your_writes_timeout_ms),
             ..ApiConfig::default()
+        }
+    }
+}
+
+/// Settings of the build runner (in `monkeyci runner` and in `monkeyci server`).
+#[derive(Debug, Clone, clap::Args)]
+struct RunnerArgs {
+    /// This runner's name in the build history; defaults to host name and process id.
+    #[arg(long, env = "MONKEYCI_RUNNER_ID")]
+    runner_id: Option<String>,
+
+    /// Directory where builds are checked out and run (each in a directory of its own, removed
+    /// when the build ends).
+    #[arg(long, env = "MONKEYCI_WORKSPACE", default_value_os_t = std::env::temp_dir().join("monkeyci-builds"))]
+    workspace: std::path::PathBuf,
+
+    /// Jobs of one build that may run at once.
+    #[arg(long, env = "MONKEYCI_PARALLELISM", default_value_t = 2)]
+    parallelism: usize,
+
+    /// Builds this runner runs at once.
+    #[arg(long, env = "MONKEYCI_MAX_BUILDS", default_value_t = 2)]
+    max_builds: usize,
+
+    /// How long a build's lease lasts without renewal; a build whose runner stops renewing is
+    /// ended as errored by another runner, in milliseconds.
+    #[arg(long, env = "MONKEYCI_LEASE_TTL_MS", default_value_t = 30_000)]
+    lease_ttl_ms: u64,
+}
+
+impl RunnerArgs {
+    fn settings(&self) -> RunnerSettings {
+        let runner_id = self.runner_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        RunnerSettings {
+            runner_id,
+            workspace_root: self.workspace.clone(),
+            parallelism: self.parallelism,
+            max_builds: self.max_builds,
+            lease_ttl: Duration::from_millis(self.lease_ttl_ms),
+            poll: Duration::from_secs(1)
+                .min(Duration::from_millis(self.lease_ttl_ms / 2).max(Duration::from_millis(50))),
         }
     }
 }
@@ -140,6 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Server(args) => serve(store, &args).await,
+        Command::Runner(args) => run_builds(store, &args).await,
         Command::Projections {
             command: ProjectionsCommand::Status,
         } => print_status(&store).await,
@@ -210,6 +266,16 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
         ..RunnerConfig::default()
     };
     let runner = ProjectionRunner::new(store.clone(), feed.clone(), monkeyci_projections::all(), config).start();
+    let stop_runner = CancellationToken::new();
+    let builds = (!args.no_runner).then(|| {
+        let runner = Runner::new(
+            store.clone(),
+            feed.clone(),
+            LocalExecutor::default(),
+            args.runner.settings(),
+        );
+        tokio::spawn(runner.run(stop_runner.clone()))
+    });
     let api = ApiServer::bind(store, feed, args.api_config()).await?;
     let addr = api.local_addr()?;
     // On stdout, for people and for scripts that start the server on port 0.
@@ -226,7 +292,27 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
         Ok(result) => result??,
         Err(_) => tracing::warn!("requests still running after 30 s; stopping anyway"),
     }
+    stop_runner.cancel();
+    if let Some(builds) = builds {
+        builds.await?;
+    }
     runner.shutdown().await;
+    Ok(())
+}
+
+async fn run_builds(store: EventStore, args: &RunnerArgs) -> anyhow::Result<()> {
+    let feed = EventFeed::start(store.clone(), FeedConfig::default()).await?;
+    let settings = args.settings();
+    println!(
+        "monkeyci runner {} is waiting for builds; Ctrl-C stops it",
+        settings.runner_id
+    );
+    let stop = CancellationToken::new();
+    let runner = tokio::spawn(Runner::new(store, feed, LocalExecutor::default(), settings).run(stop.clone()));
+    shutdown_signal().await?;
+    tracing::info!("stopping: canceling the builds this runner runs");
+    stop.cancel();
+    runner.await?;
     Ok(())
 }
 

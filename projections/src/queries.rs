@@ -141,3 +141,11 @@ pub async fn job(pool: &PgPool, build_id: Uuid, job_id: &str) -> Result<Option<J
         .bind(job_id);
     Ok(rows(pool, "jobs", q).await?.pop())
 }
+
+/// The oldest queued builds, oldest first: what runners claim.
+pub async fn queued_builds(pool: &PgPool, limit: usize) -> Result<Vec<BuildRow>, ProjectionError> {
+    let q =
+        sqlx::query_scalar("SELECT to_jsonb(b) FROM builds b WHERE status = 'queued' ORDER BY queued_at, id LIMIT $1")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    rows(pool, "builds", q).await
+}

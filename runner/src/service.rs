@@ -1,0 +1,369 @@
+//! The runner: claims queued builds, checks out their code, runs their pipeline and recovers
+//! builds whose runner died.
+//!
+//! Claiming is the `StartBuild` command: it succeeds only for a queued build and appends with the
+//! version it read, so when several runners race for one build exactly one wins. The winner
+//! holds a lease in `runner_leases` and renews it while the build runs; any runner that finds an
+//! expired lease (or a running build without one) ends that build as errored, naming the runner.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use monkeyci_commands::{CommandContext, CommandError, CommandHandler, FinishBuild, StartBuild};
+use monkeyci_domain::build::{BuildOutcome, Trigger, TriggerSource};
+use monkeyci_domain::pipeline::{self, PIPELINE_DIR, PIPELINE_FILES};
+use monkeyci_domain::{BuildId, CommitSha, DomainError, GitRef, Params, RefName};
+use monkeyci_eventstore::{EventFeed, EventStore};
+use monkeyci_projections::{queries, BuildRow};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::checkout::{checkout, GitAuth, GitTarget};
+use crate::executor::Executor;
+use crate::scheduler::{run_pipeline, unblocked_jobs, BuildPlan};
+
+/// How a runner behaves.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    /// This runner's name in events and leases.
+    pub runner_id: String,
+    /// Builds are checked out and run below this directory.
+    pub workspace_root: PathBuf,
+    /// Jobs of one build that may run at once.
+    pub parallelism: usize,
+    /// Builds this runner runs at once.
+    pub max_builds: usize,
+    /// How long a lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// How often the queue and the leases are looked at when nothing wakes the runner.
+    pub poll: Duration,
+}
+
+/// A runner on one database.
+#[derive(Debug, Clone)]
+pub struct Runner<E> {
+    store: EventStore,
+    feed: EventFeed,
+    commands: CommandHandler,
+    executor: E,
+    settings: RunnerSettings,
+}
+
+impl<E: Executor + Clone + 'static> Runner<E> {
+    /// A runner appending to `store`, woken by `feed`.
+    pub fn new(store: EventStore, feed: EventFeed, executor: E, settings: RunnerSettings) -> Self {
+        Self {
+            commands: CommandHandler::new(store.clone()),
+            store,
+            feed,
+            executor,
+            settings,
+        }
+    }
+
+    fn pool(&self) -> &PgPool {
+        self.store.pool()
+    }
+
+    fn context(&self) -> CommandContext {
+        CommandContext::new(format!("runner:{}", self.settings.runner_id))
+    }
+
+    /// Claims and runs builds until `shutdown` fires; running builds are then canceled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            if let Err(error) = self.recover_lost_builds().await {
+                tracing::warn!(%error, "could not look for builds of lost runners");
+            }
+            while running.len() < self.settings.max_builds.max(1) {
+                match self.claim().await {
+                    Ok(Some(build)) => {
+                        let runner = self.clone();
+                        let stop = shutdown.child_token();
+                        running.spawn(async move { runner.run_build(build, stop).await });
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not claim a build");
+                        break;
+                    }
+                }
+            }
+            let head = self.feed.head();
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                () = self.feed.wait_for(monkeyci_eventstore::Cursor { tx: head.tx, position: head.position + 1 }) => {}
+                () = tokio::time::sleep(self.settings.poll) => {}
+            }
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    /// Takes the oldest queued build another runner has not taken first.
+    async fn claim(&self) -> Result<Option<BuildRow>, String> {
+        let queued = queries::queued_builds(self.pool(), 20)
+            .await
+            .map_err(|e| e.to_string())?;
+        for build in queued {
+            let build_id = BuildId::from_uuid(build.id);
+            let start = StartBuild {
+                build_id,
+                runner: self.settings.runner_id.clone(),
+            };
+            match self.commands.start_build(&self.context(), start).await {
+                Ok(_) => {
+                    // Without a lease the build is recovered as errored after one lease time.
+                    if let Err(error) = self.renew_lease(build_id).await {
+                        tracing::warn!(%error, build = %build_id, "could not take the lease");
+                    }
+                    return Ok(Some(build));
+                }
+                // Another runner was first, or the build was canceled meanwhile.
+                Err(CommandError::Domain(_) | CommandError::Conflict { .. }) => continue,
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        Ok(None)
+    }
+
+    async fn renew_lease(&self, build_id: BuildId) -> Result<(), sqlx::Error> {
+        let ttl = self.settings.lease_ttl.as_secs_f64();
+        sqlx::query(
+            "INSERT INTO runner_leases (build_id, runner_id, expires_at) \
+             VALUES ($1, $2, now() + make_interval(secs => $3)) \
+             ON CONFLICT (build_id) DO UPDATE SET runner_id = $2, expires_at = EXCLUDED.expires_at",
+        )
+        .bind(build_id.as_uuid())
+        .bind(&self.settings.runner_id)
+        .bind(ttl)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Ends as errored every running build whose runner stopped renewing its lease.
+    async fn recover_lost_builds(&self) -> Result<(), sqlx::Error> {
+        let lost: Vec<(Uuid, Option<String>)> = sqlx::query_as(
+            "SELECT b.id, b.runner FROM builds b LEFT JOIN runner_leases l ON l.build_id = b.id \
+             WHERE b.status = 'running' \
+               AND (l.expires_at < now() OR (l.build_id IS NULL AND b.started_at < now() - make_interval(secs => $1)))",
+        )
+        .bind(self.settings.lease_ttl.as_secs_f64())
+        .fetch_all(self.pool())
+        .await?;
+        for (id, runner) in lost {
+            let build_id = BuildId::from_uuid(id);
+            let runner = runner.unwrap_or_else(|| "unknown".into());
+            let message = format!(
+                "runner {runner} stopped responding; the build was ended by runner {}",
+                self.settings.runner_id
+            );
+            tracing::warn!(build = %build_id, %runner, "recovering a build of a lost runner");
+            let finish = FinishBuild {
+                build_id,
+                outcome: BuildOutcome::Errored,
+                message: Some(message),
+            };
+            match self.commands.finish_build(&self.context(), finish).await {
+                Ok(_) | Err(CommandError::Domain(DomainError::BuildFinished { .. })) => {
+                    sqlx::query("DELETE FROM runner_leases WHERE build_id = $1")
+                        .bind(id)
+                        .execute(self.pool())
+                        .await?;
+                }
+                Err(error) => tracing::warn!(%error, build = %build_id, "could not end a lost build"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks out, runs and finishes one claimed build; any failure before the pipeline runs
+    /// ends the build as errored with the reason.
+    async fn run_build(&self, build: BuildRow, stop: CancellationToken) {
+        let build_id = BuildId::from_uuid(build.id);
+        let renewing = {
+            let runner = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let every = runner.settings.lease_ttl / 3;
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(every) => {}
+                    }
+                    if let Err(error) = runner.renew_lease(build_id).await {
+                        tracing::warn!(%error, build = %build_id, "could not renew the lease");
+                    }
+                }
+            })
+        };
+        let workspace = self.settings.workspace_root.join(build.id.to_string());
+        let result = self.prepare_and_run(&build, &workspace, stop.clone()).await;
+        if let Err(message) = result {
+            tracing::warn!(build = %build_id, %message, "build errored");
+            let finish = FinishBuild {
+                build_id,
+                outcome: BuildOutcome::Errored,
+                message: Some(message),
+            };
+            if let Err(error) = self.commands.finish_build(&self.context(), finish).await {
+                tracing::warn!(%error, build = %build_id, "could not end an errored build");
+            }
+        }
+        renewing.abort();
+        let _ = sqlx::query("DELETE FROM runner_leases WHERE build_id = $1")
+            .bind(build.id)
+            .execute(self.pool())
+            .await;
+        let _ = tokio::fs::remove_dir_all(&workspace).await;
+    }
+
+    async fn prepare_and_run(&self, build: &BuildRow, workspace: &Path, stop: CancellationToken) -> Result<(), String> {
+        let build_id = BuildId::from_uuid(build.id);
+        let repo = queries::repo(self.pool(), build.repo_id)
+            .await
+            .map_err(|e| format!("reading the repo failed: {e}"))?
+            .ok_or("the build's repo does not exist")?;
+        let (git_ref, target) = git_target(build)?;
+        let source = checkout_dir(workspace);
+        let commit = checkout(&repo.git_url, &target, &source, &GitAuth::default())
+            .await
+            .map_err(|e| format!("checkout failed: {e}"))?;
+        let pipeline = load_pipeline(&source).await?;
+        let trigger = Trigger {
+            source: match build.source.as_str() {
+                "cli" => TriggerSource::Cli,
+                "webhook" => TriggerSource::Webhook,
+                "schedule" => TriggerSource::Schedule,
+                _ => TriggerSource::Api,
+            },
+            git_ref,
+            commit: CommitSha::parse(&commit).ok(),
+            params: Params::parse(build.params.clone()).map_err(|e| e.to_string())?,
+        };
+        let plan = BuildPlan {
+            build_id,
+            pipeline,
+            trigger,
+            commit,
+            changed_paths: None,
+            checkout: source,
+            parallelism: self.settings.parallelism,
+        };
+        let head = self.store.readable_head().await.map_err(|e| e.to_string())?;
+        let unblocked = unblocked_jobs(&self.feed, build_id, head);
+        let cancel = self.watch_cancel(build_id, stop);
+        let (logs, mut lines) = mpsc::channel::<(monkeyci_domain::JobId, crate::executor::LogLine)>(1024);
+        let printer = tokio::spawn(async move {
+            while let Some((job, line)) = lines.recv().await {
+                tracing::debug!(build = %build_id, %job, text = %line.text, "job output");
+            }
+        });
+        let outcome = run_pipeline(
+            &self.executor,
+            &self.commands,
+            self.context(),
+            &plan,
+            logs,
+            unblocked,
+            cancel,
+        )
+        .await
+        .map_err(|e| {
+            let mut message = e.to_string();
+            if let Some(source) = std::error::Error::source(&e) {
+                message.push_str(&format!(": {source}"));
+            }
+            message
+        })?;
+        let _ = printer.await;
+        tracing::info!(build = %build_id, outcome = outcome.as_str(), "build finished");
+        Ok(())
+    }
+
+    /// A token that fires when the build is asked to cancel (or the runner stops).
+    fn watch_cancel(&self, build_id: BuildId, stop: CancellationToken) -> CancellationToken {
+        let token = stop.child_token();
+        let stream_id = format!("build-{build_id}");
+        let pool = self.pool().clone();
+        let feed = self.feed.clone();
+        let fire = token.clone();
+        tokio::spawn(async move {
+            // The request may already be in the read model before this watch starts.
+            let requested: Option<bool> = sqlx::query_scalar("SELECT cancel_requested FROM builds WHERE id = $1")
+                .bind(build_id.as_uuid())
+                .fetch_optional(&pool)
+                .await
+                .ok()
+                .flatten();
+            if requested == Some(true) {
+                fire.cancel();
+                return;
+            }
+            let events = feed.subscribe(feed.head());
+            let mut events = std::pin::pin!(events);
+            loop {
+                tokio::select! {
+                    () = fire.cancelled() => return,
+                    event = futures::StreamExt::next(&mut events) => match event {
+                        Some(Ok(e)) if e.stream_id == stream_id && e.event_type == "BuildCancelRequested" => {
+                            fire.cancel();
+                            return;
+                        }
+                        Some(Ok(_)) => {}
+                        _ => return,
+                    },
+                }
+            }
+        });
+        token
+    }
+}
+
+fn checkout_dir(workspace: &Path) -> PathBuf {
+    workspace.join("src")
+}
+
+fn git_target(build: &BuildRow) -> Result<(GitRef, GitTarget), String> {
+    let name = RefName::parse(&build.ref_name).map_err(|e| e.to_string())?;
+    let commit = build.commit_sha.clone();
+    Ok(match build.ref_kind.as_str() {
+        "tag" => (
+            GitRef::Tag(name.clone()),
+            GitTarget::Tag {
+                name: name.to_string(),
+                commit,
+            },
+        ),
+        _ => (
+            GitRef::Branch(name.clone()),
+            GitTarget::Branch {
+                name: name.to_string(),
+                commit,
+            },
+        ),
+    })
+}
+
+/// Reads and parses the first pipeline file found in `.monkeyci/`.
+async fn load_pipeline(source: &Path) -> Result<pipeline::Pipeline, String> {
+    let dir = source.join(PIPELINE_DIR);
+    for name in PIPELINE_FILES {
+        let path = dir.join(name);
+        match tokio::fs::read_to_string(&path).await {
+            Ok(contents) => {
+                return pipeline::parse(&format!("{PIPELINE_DIR}/{name}"), &contents).map_err(|e| e.to_string())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("cannot read {PIPELINE_DIR}/{name}: {e}")),
+        }
+    }
+    Err(format!(
+        "no pipeline found: add {PIPELINE_DIR}/{} to the repository",
+        PIPELINE_FILES.join(" or ")
+    ))
+}

@@ -1,0 +1,279 @@
+//! Builds run end to end: a runner claims a queued build, checks out a real git repository,
+//! runs its `.monkeyci/` pipeline with real processes, and the outcome lands in the read models.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use monkeyci_commands::{AddRepo, CancelBuild, CreateOrg, TriggerBuild};
+use monkeyci_domain::build::TriggerSource;
+use monkeyci_domain::BuildId;
+use monkeyci_projections::{queries, BuildRow};
+use monkeyci_runner::{CancellationToken, LocalExecutor, Runner, RunnerSettings};
+use monkeyci_tests::{database_url, monkeyci_binary, user, Core};
+use sqlx::PgPool;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+fn git(dir: &Path, args: &[&str]) {
+    let output = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.org")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.org")
+        .output()
+        .expect("git");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A repository on `main` whose `.monkeyci/<file>` holds `pipeline`.
+fn repo_with(file: &str, pipeline: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = dir.path();
+    git(p, &["init", "--quiet", "--initial-branch", "main"]);
+    std::fs::create_dir(p.join(".monkeyci")).expect("mkdir");
+    std::fs::write(p.join(".monkeyci").join(file), pipeline).expect("pipeline");
+    std::fs::write(p.join("app.txt"), "the app\n").expect("app");
+    git(p, &["add", "."]);
+    git(p, &["commit", "--quiet", "-m", "initial"]);
+    dir
+}
+
+/// Creates an org and a repo pointing at `repo`, and triggers a build of `main`.
+async fn trigger(core: &Core, repo: &Path) -> BuildId {
+    let c = &core.commands;
+    let ctx = user();
+    let org_id = c
+        .create_org(
+            &ctx,
+            CreateOrg {
+                name: "Acme".into(),
+                slug: format!("acme-{}", uuid::Uuid::now_v7().simple()),
+            },
+        )
+        .await
+        .expect("org");
+    let repo_id = c
+        .add_repo(
+            &ctx,
+            AddRepo {
+                org_id,
+                name: "app".into(),
+                git_url: format!("file://{}", repo.display()),
+                main_branch: None,
+                labels: BTreeMap::new(),
+            },
+        )
+        .await
+        .expect("repo");
+    c.trigger_build(
+        &ctx,
+        TriggerBuild {
+            repo_id,
+            source: TriggerSource::Api,
+            branch: None,
+            tag: None,
+            commit: None,
+            params: BTreeMap::new(),
+        },
+    )
+    .await
+    .expect("trigger")
+}
+
+fn settings(workspace: &Path, id: &str) -> RunnerSettings {
+    RunnerSettings {
+        runner_id: id.into(),
+        workspace_root: workspace.to_path_buf(),
+        parallelism: 2,
+        max_builds: 2,
+        lease_ttl: Duration::from_secs(2),
+        poll: Duration::from_millis(100),
+    }
+}
+
+/// Waits until the build satisfies `done` in the read model, up to 60 s.
+async fn wait_for_build(core: &Core, id: BuildId, done: impl Fn(&BuildRow) -> bool) -> BuildRow {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        core.caught_up().await.expect("caught up");
+        let build = queries::build(core.store.pool(), id.as_uuid()).await.expect("query");
+        if let Some(build) = build.filter(|b| done(b)) {
+            return build;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "build {id} did not get there within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn finished(build: &BuildRow) -> bool {
+    build.finished_at.is_some()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_runner_checks_out_the_repository_and_runs_its_pipeline(pool: PgPool) {
+    let repo = repo_with(
+        "build.yaml",
+        r#"
+- id: check
+  script:
+    - test "$(cat app.txt)" = "the app"
+    - test "$MONKEYCI_BRANCH" = main
+    - test -n "$MONKEYCI_COMMIT"
+- id: package
+  dependencies: [check]
+  script: ["echo packaged"]
+"#,
+    );
+    let core = Core::start(pool).await.expect("core");
+    let workspace = tempfile::tempdir().expect("workspace");
+    let stop = CancellationToken::new();
+    let runner = Runner::new(
+        core.store.clone(),
+        core.feed.clone(),
+        LocalExecutor::default(),
+        settings(workspace.path(), "r1"),
+    );
+    let running = tokio::spawn(runner.run(stop.clone()));
+
+    let build_id = trigger(&core, repo.path()).await;
+    let build = wait_for_build(&core, build_id, finished).await;
+
+    assert_eq!(
+        (build.status.as_str(), build.jobs_succeeded, build.runner.as_deref()),
+        ("succeeded", 2, Some("r1"))
+    );
+    stop.cancel();
+    running.await.expect("runner");
+    assert!(
+        !workspace.path().join(build_id.to_string()).exists(),
+        "the build's workspace is removed"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_broken_or_missing_pipeline_ends_the_build_as_errored_with_the_reason(pool: PgPool) {
+    let broken = repo_with("build.yaml", "- id: a\n  script: [\"true\"]\n  colour: blue\n");
+    let missing = tempfile::tempdir().expect("dir");
+    git(missing.path(), &["init", "--quiet", "--initial-branch", "main"]);
+    std::fs::write(missing.path().join("README"), "no pipeline\n").expect("write");
+    git(missing.path(), &["add", "."]);
+    git(missing.path(), &["commit", "--quiet", "-m", "initial"]);
+    let core = Core::start(pool).await.expect("core");
+    let workspace = tempfile::tempdir().expect("workspace");
+    let stop = CancellationToken::new();
+    let runner = Runner::new(
+        core.store.clone(),
+        core.feed.clone(),
+        LocalExecutor::default(),
+        settings(workspace.path(), "r1"),
+    );
+    let running = tokio::spawn(runner.run(stop.clone()));
+
+    let broken_build = trigger(&core, broken.path()).await;
+    let missing_build = trigger(&core, missing.path()).await;
+    let broken_build = wait_for_build(&core, broken_build, finished).await;
+    let missing_build = wait_for_build(&core, missing_build, finished).await;
+
+    assert_eq!(broken_build.status, "errored");
+    let message = broken_build.message.unwrap_or_default();
+    assert!(
+        message.contains(".monkeyci/build.yaml:3") && message.contains("colour"),
+        "{message}"
+    );
+    assert_eq!(missing_build.status, "errored");
+    assert!(missing_build
+        .message
+        .unwrap_or_default()
+        .starts_with("no pipeline found"));
+    stop.cancel();
+    running.await.expect("runner");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn canceling_a_running_build_kills_its_job(pool: PgPool) {
+    let repo = repo_with("build.yml", "- id: slow\n  script: [\"sleep 300\"]\n");
+    let core = Core::start(pool).await.expect("core");
+    let workspace = tempfile::tempdir().expect("workspace");
+    let stop = CancellationToken::new();
+    let runner = Runner::new(
+        core.store.clone(),
+        core.feed.clone(),
+        LocalExecutor::default(),
+        settings(workspace.path(), "r1"),
+    );
+    let running = tokio::spawn(runner.run(stop.clone()));
+    let build_id = trigger(&core, repo.path()).await;
+    wait_for_build(&core, build_id, |b| b.jobs_running == 1).await;
+
+    core.commands
+        .cancel_build(&user(), CancelBuild { build_id })
+        .await
+        .expect("cancel");
+    let build = wait_for_build(&core, build_id, finished).await;
+
+    assert_eq!((build.status.as_str(), build.jobs_canceled), ("canceled", 1));
+    stop.cancel();
+    running.await.expect("runner");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_build_whose_runner_is_killed_is_ended_by_another_runner(pool: PgPool) {
+    let repo = repo_with(
+        "build.yaml",
+        "- id: slow\n  script: [\"echo $$ > $MONKEYCI_JOB_ID.pid\", \"sleep 300\"]\n",
+    );
+    let core = Core::start(pool.clone()).await.expect("core");
+    let workspace = tempfile::tempdir().expect("workspace");
+    let spawn_runner = |id: &str| {
+        let mut child = Command::new(monkeyci_binary().expect("binary"))
+            .args(["runner", "--runner-id", id, "--lease-ttl-ms", "1000"])
+            .arg("--workspace")
+            .arg(workspace.path())
+            .env("MONKEYCI_DATABASE_URL", database_url(&pool))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn runner");
+        let stdout = child.stdout.take().expect("stdout");
+        (child, BufReader::new(stdout).lines())
+    };
+    let (mut first, mut first_out) = spawn_runner("first");
+    let ready = tokio::time::timeout(Duration::from_secs(60), first_out.next_line())
+        .await
+        .expect("ready");
+    assert!(ready.expect("read").is_some_and(|l| l.contains("waiting for builds")));
+
+    let build_id = trigger(&core, repo.path()).await;
+    let build = wait_for_build(&core, build_id, |b| b.jobs_running == 1).await;
+    assert_eq!(build.runner.as_deref(), Some("first"));
+    first.kill().await.expect("SIGKILL");
+    // The job's shell outlived its runner; clean it up like an operator would.
+    let pid_file = workspace.path().join(build_id.to_string()).join("src").join("slow.pid");
+    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &format!("-{}", pid.trim())])
+            .status();
+    }
+
+    let (_second, _second_out) = spawn_runner("second");
+    let build = wait_for_build(&core, build_id, finished).await;
+
+    assert_eq!(build.status, "errored");
+    assert_eq!(
+        build.message.as_deref(),
+        Some("runner first stopped responding; the build was ended by runner second")
+    );
+    assert_eq!(build.jobs_canceled, 1);
+}
