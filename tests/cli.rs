@@ -139,3 +139,74 @@ async fn bad_input_is_explained_on_stderr_with_a_failing_exit_status(pool: PgPoo
         .await
         .expect("drop");
 }
+
+/// A directory with `.monkeyci/build.yaml` holding `pipeline`.
+fn local_checkout(pipeline: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir(dir.path().join(".monkeyci")).expect("mkdir");
+    std::fs::write(dir.path().join(".monkeyci/build.yaml"), pipeline).expect("write");
+    dir
+}
+
+async fn build_run(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(monkeyci_binary().expect("binary"))
+        .args(["build", "run", "--dir"])
+        .arg(dir)
+        .args(extra)
+        .env("MONKEYCI_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .await
+        .expect("run monkeyci build run")
+}
+
+#[tokio::test]
+async fn build_run_runs_a_local_pipeline_with_prefixed_output_a_summary_and_the_builds_exit_status() {
+    let dir = local_checkout(
+        "- id: hello\n  script: [\"echo hello from $MONKEYCI_JOB_ID\", \"touch made-by-hello\"]\n\
+         - id: broken\n  dependencies: [hello]\n  script: [\"exit 4\"]\n\
+         - id: after\n  dependencies: [broken]\n  script: [\"true\"]\n",
+    );
+
+    let failed = build_run(dir.path(), &[]).await;
+    let only = build_run(dir.path(), &["--job", "hello"]).await;
+    let unknown = build_run(dir.path(), &["--job", "nope"]).await;
+
+    let out = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(1), "{out}");
+    assert!(out.contains("[hello] hello from hello"), "{out}");
+    assert!(out.contains("broken failed: exited with status 4"), "{out}");
+    assert!(
+        out.contains("after  skipped") && out.contains("dependency broken did not succeed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("build failed in") && out.contains("1 failed, 1 skipped, 1 succeeded"),
+        "{out}"
+    );
+    assert!(
+        dir.path().join("made-by-hello").exists(),
+        "jobs run in the directory itself"
+    );
+    assert_eq!(only.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&only.stdout).contains("build succeeded"));
+    let unknown_err = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        unknown_err.contains("the pipeline has no job \"nope\"; its jobs are hello, broken, after"),
+        "{unknown_err}"
+    );
+}
+
+#[tokio::test]
+async fn build_run_names_the_file_and_line_of_a_broken_pipeline() {
+    let dir = local_checkout("- id: a\n  script: [\"true\"]\n- id: a\n  script: [\"true\"]\n");
+
+    let output = build_run(dir.path(), &[]).await;
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains(".monkeyci/build.yaml:3") && stderr.contains("a"),
+        "{stderr}"
+    );
+}

@@ -8,7 +8,9 @@ use monkeyci_domain::build::{BuildOutcome, Trigger, TriggerSource};
 use monkeyci_domain::pipeline;
 use monkeyci_domain::{BuildId, GitRef, JobId, Params, RefName};
 use monkeyci_projections::queries;
-use monkeyci_runner::{run_pipeline, unblocked_jobs, BuildPlan, CancellationToken, LocalExecutor, LogLine};
+use monkeyci_runner::{
+    run_pipeline, unblocked_jobs, BuildPlan, CancellationToken, CommandRecorder, LocalExecutor, LogLine,
+};
 use monkeyci_tests::{user, Core};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -93,6 +95,14 @@ fn plan(f: &Fixture, yaml: &str, branch: &str) -> BuildPlan {
     }
 }
 
+fn recorder(f: &Fixture) -> CommandRecorder {
+    CommandRecorder {
+        commands: f.core.commands.clone(),
+        ctx: user(),
+        build_id: f.build_id,
+    }
+}
+
 fn executor() -> LocalExecutor {
     LocalExecutor {
         grace: Duration::from_millis(500),
@@ -107,8 +117,7 @@ async fn run(f: &Fixture, plan: &BuildPlan) -> (BuildOutcome, Vec<(JobId, LogLin
         Duration::from_secs(60),
         run_pipeline(
             &executor(),
-            &f.core.commands,
-            user(),
+            &recorder(f),
             plan,
             logs,
             unblocked,
@@ -264,19 +273,11 @@ async fn a_blocked_job_waits_until_it_is_unblocked(pool: PgPool) {
     let head = f.core.store.readable_head().await.expect("head");
     let unblocked = unblocked_jobs(&f.core.feed, f.build_id, head);
     let (logs, mut lines) = mpsc::channel(64);
-    let commands = f.core.commands.clone();
-    let pipeline = tokio::spawn(async move {
-        run_pipeline(
-            &executor(),
-            &commands,
-            user(),
-            &plan,
-            logs,
-            unblocked,
-            CancellationToken::new(),
-        )
-        .await
-    });
+    let rec = recorder(&f);
+    let pipeline =
+        tokio::spawn(
+            async move { run_pipeline(&executor(), &rec, &plan, logs, unblocked, CancellationToken::new()).await },
+        );
 
     // The deploy job is blocked once build has succeeded and the scheduler waits.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -333,10 +334,10 @@ async fn canceling_a_build_stops_its_running_job_and_cancels_the_rest(pool: PgPo
     let (logs, mut lines) = mpsc::channel(64);
     let (_unblock, unblocked) = mpsc::channel(1);
     let cancel = CancellationToken::new();
-    let commands = f.core.commands.clone();
+    let rec = recorder(&f);
     let pipeline = tokio::spawn({
         let cancel = cancel.clone();
-        async move { run_pipeline(&executor(), &commands, user(), &plan, logs, unblocked, cancel).await }
+        async move { run_pipeline(&executor(), &rec, &plan, logs, unblocked, cancel).await }
     });
     let started = tokio::time::timeout(Duration::from_secs(30), lines.recv())
         .await

@@ -13,6 +13,13 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tracing_subscriber::EnvFilter;
 
+mod local;
+
+/// A local build ran and did not succeed.
+#[derive(Debug, thiserror::Error)]
+#[error("the build did not succeed")]
+struct BuildFailed;
+
 /// MonkeyCI: a CI/CD server built on an event log in PostgreSQL.
 #[derive(Debug, Parser)]
 #[command(name = "monkeyci", version)]
@@ -44,6 +51,11 @@ enum Command {
     /// Runs builds only (no API, no projections): claims queued builds from the database the
     /// servers use. Several runners may share one database; each build runs exactly once.
     Runner(RunnerArgs),
+    /// Runs a local checkout's pipeline in place, with no server or database.
+    Build {
+        #[command(subcommand)]
+        command: BuildCommand,
+    },
     /// Creates the database if needed and applies pending migrations, then exits.
     Migrate,
     /// Inspects and rebuilds projections (read models).
@@ -160,6 +172,23 @@ impl RunnerArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum BuildCommand {
+    /// Runs the `.monkeyci/` pipeline of a directory, printing each job's output with a
+    /// `[job]` prefix and a summary at the end. Exits with 0 if the build succeeded, 1 if not.
+    Run {
+        /// The checkout whose pipeline to run; jobs run in it and may change it.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// Run only this job (without its dependencies).
+        #[arg(long)]
+        job: Option<String>,
+        /// Jobs that may run at once.
+        #[arg(long, default_value_t = 2)]
+        parallelism: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ProjectionsCommand {
     /// Shows each projection's checkpoint, events applied and lag.
     Status,
@@ -179,6 +208,8 @@ async fn main() -> ExitCode {
         .init();
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
+        // The summary already said why.
+        Err(error) if error.is::<BuildFailed>() => ExitCode::FAILURE,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -187,6 +218,16 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Build {
+        command: BuildCommand::Run { dir, job, parallelism },
+    } = cli.command
+    {
+        return if local::run(dir, job, parallelism).await? {
+            Ok(())
+        } else {
+            Err(BuildFailed.into())
+        };
+    }
     let pool = connect(&cli.database_url, cli.database_connections).await?;
     let store = EventStore::new(pool);
     match cli.command {
@@ -196,6 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Server(args) => serve(store, &args).await,
         Command::Runner(args) => run_builds(store, &args).await,
+        Command::Build { .. } => Ok(()),
         Command::Projections {
             command: ProjectionsCommand::Status,
         } => print_status(&store).await,

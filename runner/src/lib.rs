@@ -11,6 +11,6 @@ mod service;
 pub use checkout::{checkout, CheckoutError, GitAuth, GitTarget};
 pub use executor::{ExecutionError, Executor, JobOutcome, JobSpec, LogLine, LogStream};
 pub use local::LocalExecutor;
-pub use scheduler::{run_pipeline, unblocked_jobs, BuildPlan, LogSender, ScheduleError};
+pub use scheduler::{run_pipeline, unblocked_jobs, BuildPlan, CommandRecorder, LogSender, ScheduleError, StepRecorder};
 pub use service::{Runner, RunnerSettings};
 pub use tokio_util::sync::CancellationToken;

@@ -7,6 +7,7 @@
 //! log holds the build's whole history.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -42,12 +43,81 @@ pub type LogSender = mpsc::Sender<(JobId, LogLine)>;
 
 /// The scheduler could not record a step; the build should end as errored.
 #[derive(Debug, thiserror::Error)]
-#[error("recording {what} of job {job} failed")]
+#[error("recording {what} of {job} failed")]
 pub struct ScheduleError {
     pub job: String,
     pub what: &'static str,
     #[source]
-    pub source: CommandError,
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Where the scheduler records each step of a build: the event log for builds of the server,
+/// the terminal for `monkeyci build run`.
+pub trait StepRecorder: Send + Sync {
+    /// The job was added to the build.
+    fn queued(&self, job: &Job) -> impl Future<Output = Result<(), ScheduleError>> + Send;
+    /// The job moved on.
+    fn transition(&self, job: &JobId, to: JobTransitionInput)
+        -> impl Future<Output = Result<(), ScheduleError>> + Send;
+    /// The build ended.
+    fn finished(&self, outcome: BuildOutcome) -> impl Future<Output = Result<(), ScheduleError>> + Send;
+}
+
+/// Records every step as a command on the build's stream.
+#[derive(Debug, Clone)]
+pub struct CommandRecorder {
+    pub commands: CommandHandler,
+    pub ctx: CommandContext,
+    pub build_id: BuildId,
+}
+
+fn failed(job: impl ToString, what: &'static str) -> impl FnOnce(CommandError) -> ScheduleError {
+    move |source| ScheduleError {
+        job: job.to_string(),
+        what,
+        source: Box::new(source),
+    }
+}
+
+impl StepRecorder for CommandRecorder {
+    async fn queued(&self, job: &Job) -> Result<(), ScheduleError> {
+        let command = QueueJob {
+            build_id: self.build_id,
+            job_id: job.id.to_string(),
+            dependencies: job.dependencies.iter().map(ToString::to_string).collect(),
+        };
+        self.commands
+            .queue_job(&self.ctx, command)
+            .await
+            .map(|_| ())
+            .map_err(failed(&job.id, "queueing"))
+    }
+
+    async fn transition(&self, job: &JobId, to: JobTransitionInput) -> Result<(), ScheduleError> {
+        let command = TransitionJob {
+            build_id: self.build_id,
+            job_id: job.to_string(),
+            transition: to,
+        };
+        self.commands
+            .transition_job(&self.ctx, command)
+            .await
+            .map(|_| ())
+            .map_err(failed(job, "a transition"))
+    }
+
+    async fn finished(&self, outcome: BuildOutcome) -> Result<(), ScheduleError> {
+        let finish = FinishBuild {
+            build_id: self.build_id,
+            outcome,
+            message: None,
+        };
+        self.commands
+            .finish_build(&self.ctx, finish)
+            .await
+            .map(|_| ())
+            .map_err(failed("the build", "the end"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,31 +141,6 @@ impl State {
     /// Whether dependents may run after this state.
     fn lets_dependents_run(self) -> bool {
         matches!(self, Self::Succeeded | Self::FailedAllowed)
-    }
-}
-
-struct Recorder<'a> {
-    commands: &'a CommandHandler,
-    ctx: CommandContext,
-    build_id: BuildId,
-}
-
-impl Recorder<'_> {
-    async fn job(&self, job: &JobId, transition: JobTransitionInput, what: &'static str) -> Result<(), ScheduleError> {
-        let command = TransitionJob {
-            build_id: self.build_id,
-            job_id: job.to_string(),
-            transition,
-        };
-        self.commands
-            .transition_job(&self.ctx, command)
-            .await
-            .map(|_| ())
-            .map_err(|source| ScheduleError {
-                job: job.to_string(),
-                what,
-                source,
-            })
     }
 }
 
@@ -127,46 +172,27 @@ fn monkeyci_env(plan: &BuildPlan, job: &Job) -> BTreeMap<String, String> {
     env
 }
 
-/// Runs the plan's jobs to the end (or until `cancel`), records every step with `commands`, and
-/// finishes the build. Unblocked job ids arrive on `unblocked`. Returns the build's outcome.
-pub async fn run_pipeline<E: Executor>(
+/// Runs the plan's jobs to the end (or until `cancel`), records every step with `recorder`,
+/// and finishes the build. Unblocked job ids arrive on `unblocked`. Returns the build's outcome.
+pub async fn run_pipeline<E: Executor, R: StepRecorder>(
     executor: &E,
-    commands: &CommandHandler,
-    ctx: CommandContext,
+    rec: &R,
     plan: &BuildPlan,
     logs: LogSender,
     mut unblocked: mpsc::Receiver<JobId>,
     cancel: CancellationToken,
 ) -> Result<BuildOutcome, ScheduleError> {
-    let rec = Recorder {
-        commands,
-        ctx,
-        build_id: plan.build_id,
-    };
     let jobs: Vec<&Job> = plan.pipeline.jobs().iter().collect();
     let mut state: HashMap<&JobId, State> = HashMap::new();
     let conditions = ConditionContext::from_trigger(&plan.trigger, plan.changed_paths.as_deref());
     for job in &jobs {
-        let command = QueueJob {
-            build_id: plan.build_id,
-            job_id: job.id.to_string(),
-            dependencies: job.dependencies.iter().map(ToString::to_string).collect(),
-        };
-        commands
-            .queue_job(&rec.ctx, command)
-            .await
-            .map_err(|source| ScheduleError {
-                job: job.id.to_string(),
-                what: "queueing",
-                source,
-            })?;
+        rec.queued(job).await?;
         if !job.conditions.matches(&conditions) {
             let reason = "its conditions do not hold for this build".to_owned();
-            rec.job(&job.id, JobTransitionInput::Skipped { reason }, "skipping")
-                .await?;
+            rec.transition(&job.id, JobTransitionInput::Skipped { reason }).await?;
             state.insert(&job.id, State::Skipped);
         } else if job.blocked {
-            rec.job(&job.id, JobTransitionInput::Blocked, "blocking").await?;
+            rec.transition(&job.id, JobTransitionInput::Blocked).await?;
             state.insert(&job.id, State::Blocked);
         } else {
             state.insert(&job.id, State::Waiting);
@@ -188,8 +214,7 @@ pub async fn run_pipeline<E: Executor>(
                 .find(|d| state.get(d).is_some_and(|s| s.is_done() && !s.lets_dependents_run()));
             if let (Some(dep), false) = (blocker, canceled) {
                 let reason = format!("dependency {dep} did not succeed");
-                rec.job(&job.id, JobTransitionInput::Skipped { reason }, "skipping")
-                    .await?;
+                rec.transition(&job.id, JobTransitionInput::Skipped { reason }).await?;
                 state.insert(&job.id, State::Skipped);
                 continue;
             }
@@ -198,7 +223,7 @@ pub async fn run_pipeline<E: Executor>(
                 .iter()
                 .all(|d| state.get(d).is_some_and(|s| s.lets_dependents_run()));
             if ready && state[&job.id] == State::Waiting && running.len() < plan.parallelism.max(1) && !canceled {
-                rec.job(&job.id, JobTransitionInput::Started, "starting").await?;
+                rec.transition(&job.id, JobTransitionInput::Started).await?;
                 state.insert(&job.id, State::Running);
                 running.push(run_job(executor, plan, job, logs.clone(), cancel.clone()));
             }
@@ -219,7 +244,7 @@ pub async fn run_pipeline<E: Executor>(
                         (JobTransitionInput::Failed { message }, next)
                     }
                 };
-                rec.job(&id, transition, "ending").await?;
+                rec.transition(&id, transition).await?;
                 if let Some(job) = job {
                     state.insert(&job.id, next);
                 }
@@ -242,19 +267,7 @@ pub async fn run_pipeline<E: Executor>(
     } else {
         BuildOutcome::Succeeded
     };
-    let finish = FinishBuild {
-        build_id: plan.build_id,
-        outcome,
-        message: None,
-    };
-    commands
-        .finish_build(&rec.ctx, finish)
-        .await
-        .map_err(|source| ScheduleError {
-            job: String::new(),
-            what: "finishing the build",
-            source,
-        })?;
+    rec.finished(outcome).await?;
     Ok(outcome)
 }
 

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::checkout::{checkout, GitAuth, GitTarget};
 use crate::executor::Executor;
-use crate::scheduler::{run_pipeline, unblocked_jobs, BuildPlan};
+use crate::scheduler::{run_pipeline, unblocked_jobs, BuildPlan, CommandRecorder};
 
 /// How a runner behaves.
 #[derive(Debug, Clone)]
@@ -263,23 +263,20 @@ impl<E: Executor + Clone + 'static> Runner<E> {
                 tracing::debug!(build = %build_id, %job, text = %line.text, "job output");
             }
         });
-        let outcome = run_pipeline(
-            &self.executor,
-            &self.commands,
-            self.context(),
-            &plan,
-            logs,
-            unblocked,
-            cancel,
-        )
-        .await
-        .map_err(|e| {
-            let mut message = e.to_string();
-            if let Some(source) = std::error::Error::source(&e) {
-                message.push_str(&format!(": {source}"));
-            }
-            message
-        })?;
+        let recorder = CommandRecorder {
+            commands: self.commands.clone(),
+            ctx: self.context(),
+            build_id,
+        };
+        let outcome = run_pipeline(&self.executor, &recorder, &plan, logs, unblocked, cancel)
+            .await
+            .map_err(|e| {
+                let mut message = e.to_string();
+                if let Some(source) = std::error::Error::source(&e) {
+                    message.push_str(&format!(": {source}"));
+                }
+                message
+            })?;
         let _ = printer.await;
         tracing::info!(build = %build_id, outcome = outcome.as_str(), "build finished");
         Ok(())

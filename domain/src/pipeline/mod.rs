@@ -76,6 +76,16 @@ impl Pipeline {
     pub fn into_jobs(self) -> Vec<Job> {
         self.jobs
     }
+
+    /// A pipeline of this one job alone, without its dependencies (to run one job locally).
+    pub fn only(&self, id: &JobId) -> Option<Pipeline> {
+        let mut job = self.job(id)?.clone();
+        job.dependencies.clear();
+        Some(Pipeline {
+            jobs: vec![job],
+            timeout: self.timeout,
+        })
+    }
 }
 
 /// One job of a pipeline.
