@@ -277,3 +277,123 @@ async fn a_build_whose_runner_is_killed_is_ended_by_another_runner(pool: PgPool)
     );
     assert_eq!(build.jobs_canceled, 1);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn job_output_is_stored_streamed_live_and_downloadable(pool: PgPool) {
+    use monkeyci_tests::TestApp;
+    use serde_json::json;
+
+    let repo = repo_with(
+        "build.yaml",
+        "- id: count\n  script:\n    - echo line-1\n    - echo warning >&2\n    - sleep 0.5\n    - echo line-2\n    - sleep 0.5\n    - echo line-3\n",
+    );
+    let app = TestApp::spawn(pool).await.expect("app");
+    let workspace = tempfile::tempdir().expect("workspace");
+    let stop = CancellationToken::new();
+    let runner = Runner::new(
+        app.core.store.clone(),
+        app.core.feed.clone(),
+        LocalExecutor::default(),
+        settings(workspace.path(), "r1"),
+    );
+    let running = tokio::spawn(runner.run(stop.clone()));
+    let build_id = trigger(&app.core, repo.path()).await;
+    wait_for_build(&app.core, build_id, |b| b.jobs_running == 1).await;
+    let job = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Job:{build_id}:count"))
+    };
+
+    let mut ws = app.websocket().await.expect("ws");
+    ws.init().await.expect("init");
+    ws.subscribe(
+        "log",
+        "subscription($j: ID!) { jobLog(jobId: $j) { offset stream text } }",
+        json!({ "j": job }),
+    )
+    .await
+    .expect("subscribe");
+    let mut live = Vec::new();
+    loop {
+        let message = ws.message().await.expect("message");
+        match message["type"].as_str() {
+            Some("next") => live.push(message["payload"]["data"]["jobLog"].clone()),
+            Some("complete") => break,
+            other => panic!("unexpected {other:?}: {message}"),
+        }
+    }
+    let offsets: Vec<i64> = live.iter().filter_map(|l| l["offset"].as_i64()).collect();
+    assert_eq!(offsets, [1, 2, 3, 4], "{live:?}");
+    let stdout: Vec<&str> = live
+        .iter()
+        .filter(|l| l["stream"] == "stdout")
+        .filter_map(|l| l["text"].as_str())
+        .collect();
+    assert_eq!(stdout, ["line-1", "line-2", "line-3"]);
+    assert!(live.iter().any(|l| l["stream"] == "stderr" && l["text"] == "warning"));
+
+    // Resuming after the second line gives exactly the rest, then completes.
+    ws.subscribe(
+        "rest",
+        "subscription($j: ID!) { jobLog(jobId: $j, after: 2) { offset } }",
+        json!({ "j": job }),
+    )
+    .await
+    .expect("resume");
+    let third = ws.next_data("rest").await.expect("third");
+    let fourth = ws.next_data("rest").await.expect("fourth");
+    assert_eq!(
+        (
+            third["data"]["jobLog"]["offset"].clone(),
+            fourth["data"]["jobLog"]["offset"].clone()
+        ),
+        (json!(3), json!(4))
+    );
+    assert_eq!(ws.message().await.expect("complete")["type"], json!("complete"));
+
+    let queried = app
+        .graphql(
+            "query($j: ID!) { job(id: $j) { status log(after: 3) { offset text } } }",
+            json!({ "j": job }),
+        )
+        .await
+        .expect("query");
+    assert_eq!(
+        queried["data"]["job"]["log"],
+        json!([{ "offset": 4, "text": stdout_of(&live, 4) }])
+    );
+    let build_global = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Build:{build_id}"))
+    };
+    let download = app
+        .http
+        .get(app.url(&format!("/builds/{build_global}/jobs/count/log")))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(download.status(), 200);
+    let text = download.text().await.expect("text");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("line-")).collect::<Vec<_>>(),
+        ["line-1", "line-2", "line-3"]
+    );
+    let missing = app
+        .http
+        .get(app.url(&format!("/builds/{build_global}/jobs/nope/log")))
+        .send()
+        .await
+        .expect("404");
+    assert_eq!(missing.status(), 404);
+    stop.cancel();
+    running.await.expect("runner");
+    app.stop().await;
+}
+
+fn stdout_of(lines: &[serde_json::Value], offset: i64) -> serde_json::Value {
+    lines
+        .iter()
+        .find(|l| l["offset"] == offset)
+        .map(|l| l["text"].clone())
+        .unwrap_or_default()
+}

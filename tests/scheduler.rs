@@ -9,7 +9,7 @@ use monkeyci_domain::pipeline;
 use monkeyci_domain::{BuildId, GitRef, JobId, Params, RefName};
 use monkeyci_projections::queries;
 use monkeyci_runner::{
-    run_pipeline, unblocked_jobs, BuildPlan, CancellationToken, CommandRecorder, LocalExecutor, LogLine,
+    run_pipeline, unblocked_jobs, BuildPlan, CancellationToken, CommandRecorder, LocalExecutor, LogItem, LogLine,
 };
 use monkeyci_tests::{user, Core};
 use sqlx::PgPool;
@@ -95,6 +95,25 @@ fn plan(f: &Fixture, yaml: &str, branch: &str) -> BuildPlan {
     }
 }
 
+/// Answers the scheduler's flushes at once and passes the lines on, as a log store would.
+fn collect() -> (monkeyci_runner::LogSender, mpsc::UnboundedReceiver<(JobId, LogLine)>) {
+    let (logs, mut items) = mpsc::channel(64);
+    let (lines, out) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(item) = items.recv().await {
+            match item {
+                LogItem::Line(job, line) => {
+                    let _ = lines.send((job, line));
+                }
+                LogItem::Flush(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    });
+    (logs, out)
+}
+
 fn recorder(f: &Fixture) -> CommandRecorder {
     CommandRecorder {
         commands: f.core.commands.clone(),
@@ -111,7 +130,7 @@ fn executor() -> LocalExecutor {
 
 /// Runs the plan to its end; returns the outcome and every log line.
 async fn run(f: &Fixture, plan: &BuildPlan) -> (BuildOutcome, Vec<(JobId, LogLine)>) {
-    let (logs, mut rx) = mpsc::channel(4096);
+    let (logs, mut rx) = collect();
     let (_unblock, unblocked) = mpsc::channel(1);
     let outcome = tokio::time::timeout(
         Duration::from_secs(60),
@@ -272,7 +291,7 @@ async fn a_blocked_job_waits_until_it_is_unblocked(pool: PgPool) {
     let plan = plan(&f, yaml, "main");
     let head = f.core.store.readable_head().await.expect("head");
     let unblocked = unblocked_jobs(&f.core.feed, f.build_id, head);
-    let (logs, mut lines) = mpsc::channel(64);
+    let (logs, mut lines) = collect();
     let rec = recorder(&f);
     let pipeline =
         tokio::spawn(
@@ -331,7 +350,7 @@ async fn canceling_a_build_stops_its_running_job_and_cancels_the_rest(pool: PgPo
   script: ["true"]
 "#;
     let plan = plan(&f, yaml, "main");
-    let (logs, mut lines) = mpsc::channel(64);
+    let (logs, mut lines) = collect();
     let (_unblock, unblocked) = mpsc::channel(1);
     let cancel = CancellationToken::new();
     let rec = recorder(&f);

@@ -73,6 +73,51 @@ pub async fn graphql_get(
     }
 }
 
+/// A job's whole output as plain text, one line per line of output.
+pub async fn job_log(
+    State(state): State<AppState>,
+    axum::extract::Path((build_id, job_id)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let Ok(build) = crate::ids::decode_as(&async_graphql::ID(build_id), crate::ids::Kind::Build) else {
+        return (StatusCode::BAD_REQUEST, "not a build id\n").into_response();
+    };
+    if state.context.consistency.read_your_writes().await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the read models are behind; try again\n",
+        )
+            .into_response();
+    }
+    match monkeyci_projections::queries::job(&state.context.pool, build, &job_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return (StatusCode::NOT_FOUND, "no such job\n").into_response(),
+        Err(error) => {
+            let _ = errors::internal(&error);
+            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
+        }
+    }
+    let build = monkeyci_domain::BuildId::from_uuid(build);
+    let mut body = String::new();
+    let mut after = 0;
+    loop {
+        match monkeyci_runner::read_job_log(&state.context.pool, build, &job_id, after, 5000).await {
+            Ok(lines) if lines.is_empty() => break,
+            Ok(lines) => {
+                for line in lines {
+                    after = line.seq;
+                    body.push_str(&line.text);
+                    body.push('\n');
+                }
+            }
+            Err(error) => {
+                let _ = errors::internal(&error);
+                return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
+            }
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
 /// Alive: the process answers.
 pub async fn health() -> &'static str {
     "ok"

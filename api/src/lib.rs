@@ -6,6 +6,7 @@ pub mod errors;
 mod fanout;
 mod http;
 pub mod ids;
+mod joblogs;
 mod metrics;
 pub mod schema;
 mod ws;
@@ -88,6 +89,7 @@ impl ApiServer {
         let names = monkeyci_projections::all().iter().map(|p| p.name()).collect();
         let consistency = Consistency::start(store.clone(), names, config.read_your_writes_timeout).await?;
         let metrics = Arc::new(Metrics::default());
+        let store_for_logs = store.clone();
         spawn_event_counter(&feed, &store, metrics.clone()).await?;
         let context = schema::ApiContext {
             pool: store.pool().clone(),
@@ -97,6 +99,7 @@ impl ApiServer {
             consistency,
             metrics,
             builds: Arc::new(fanout::BuildReads::default()),
+            job_logs: joblogs::JobLogWatch::start(&store_for_logs).await?,
         };
         let state = AppState {
             schema: schema::build(context.clone(), config.limits),
@@ -107,6 +110,7 @@ impl ApiServer {
         };
         let router = Router::new()
             .route("/graphql", post(http::graphql_post).get(http::graphql_get))
+            .route("/builds/{build_id}/jobs/{job_id}/log", get(http::job_log))
             .route("/health", get(http::health))
             .route("/ready", get(http::ready))
             .route("/metrics", get(http::metrics))

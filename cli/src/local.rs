@@ -11,7 +11,7 @@ use monkeyci_domain::build::{BuildOutcome, Trigger, TriggerSource};
 use monkeyci_domain::pipeline::{self, Job, PIPELINE_DIR, PIPELINE_FILES};
 use monkeyci_domain::{BuildId, GitRef, JobId, Params, RefName};
 use monkeyci_runner::{
-    run_pipeline, BuildPlan, CancellationToken, LocalExecutor, LogStream, ScheduleError, StepRecorder,
+    run_pipeline, BuildPlan, CancellationToken, LocalExecutor, LogItem, LogStream, ScheduleError, StepRecorder,
 };
 use tokio::sync::mpsc;
 
@@ -149,11 +149,13 @@ pub async fn run(dir: PathBuf, job: Option<String>, parallelism: usize) -> anyho
     let console = Console::default();
     let (logs, mut lines) = mpsc::channel(1024);
     let printer = tokio::spawn(async move {
-        while let Some((job, line)) = lines.recv().await {
-            let line: monkeyci_runner::LogLine = line;
-            match line.stream {
-                LogStream::Stderr => eprintln!("[{job}] {}", line.text),
-                _ => println!("[{job}] {}", line.text),
+        while let Some(item) = lines.recv().await {
+            match item {
+                LogItem::Line(job, line) if line.stream == LogStream::Stderr => eprintln!("[{job}] {}", line.text),
+                LogItem::Line(job, line) => println!("[{job}] {}", line.text),
+                LogItem::Flush(done) => {
+                    let _ = done.send(());
+                }
             }
         }
     });

@@ -5,12 +5,16 @@
 mod checkout;
 mod executor;
 mod local;
+mod logs;
 mod scheduler;
 mod service;
 
 pub use checkout::{checkout, CheckoutError, GitAuth, GitTarget};
 pub use executor::{ExecutionError, Executor, JobOutcome, JobSpec, LogLine, LogStream};
 pub use local::LocalExecutor;
-pub use scheduler::{run_pipeline, unblocked_jobs, BuildPlan, CommandRecorder, LogSender, ScheduleError, StepRecorder};
+pub use logs::{read_job_log, write_logs, StoredLine, JOB_LOG_CHANNEL};
+pub use scheduler::{
+    run_pipeline, unblocked_jobs, BuildPlan, CommandRecorder, LogItem, LogSender, ScheduleError, StepRecorder,
+};
 pub use service::{Runner, RunnerSettings};
 pub use tokio_util::sync::CancellationToken;

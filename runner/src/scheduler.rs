@@ -38,8 +38,18 @@ pub struct BuildPlan {
     pub parallelism: usize,
 }
 
+/// What the scheduler sends to whoever stores or shows job output.
+#[derive(Debug)]
+pub enum LogItem {
+    /// A line of a job's output.
+    Line(JobId, LogLine),
+    /// Answer once every line sent before has been stored: a job's end is recorded only after
+    /// its output is, so a reader that sees the job ended has every line.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Where job output goes.
-pub type LogSender = mpsc::Sender<(JobId, LogLine)>;
+pub type LogSender = mpsc::Sender<LogItem>;
 
 /// The scheduler could not record a step; the build should end as errored.
 #[derive(Debug, thiserror::Error)]
@@ -308,9 +318,13 @@ async fn run_job<E: Executor>(
         let id = id.clone();
         tokio::spawn(async move {
             while let Some(line) = rx.recv().await {
-                if logs.send((id.clone(), line)).await.is_err() {
+                if logs.send(LogItem::Line(id.clone(), line)).await.is_err() {
                     return;
                 }
+            }
+            let (stored, flushed) = tokio::sync::oneshot::channel();
+            if logs.send(LogItem::Flush(stored)).await.is_ok() {
+                let _ = flushed.await;
             }
         })
     };

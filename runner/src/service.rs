@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::checkout::{checkout, GitAuth, GitTarget};
 use crate::executor::Executor;
+use crate::logs::write_logs;
 use crate::scheduler::{run_pipeline, unblocked_jobs, BuildPlan, CommandRecorder};
 
 /// How a runner behaves.
@@ -257,12 +258,8 @@ impl<E: Executor + Clone + 'static> Runner<E> {
         let head = self.store.readable_head().await.map_err(|e| e.to_string())?;
         let unblocked = unblocked_jobs(&self.feed, build_id, head);
         let cancel = self.watch_cancel(build_id, stop);
-        let (logs, mut lines) = mpsc::channel::<(monkeyci_domain::JobId, crate::executor::LogLine)>(1024);
-        let printer = tokio::spawn(async move {
-            while let Some((job, line)) = lines.recv().await {
-                tracing::debug!(build = %build_id, %job, text = %line.text, "job output");
-            }
-        });
+        let (logs, lines) = mpsc::channel(1024);
+        let writer = tokio::spawn(write_logs(self.pool().clone(), build_id, lines));
         let recorder = CommandRecorder {
             commands: self.commands.clone(),
             ctx: self.context(),
@@ -277,7 +274,7 @@ impl<E: Executor + Clone + 'static> Runner<E> {
                 }
                 message
             })?;
-        let _ = printer.await;
+        let _ = writer.await;
         tracing::info!(build = %build_id, outcome = outcome.as_str(), "build finished");
         Ok(())
     }

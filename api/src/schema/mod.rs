@@ -23,6 +23,7 @@ pub use subscription::SubscriptionRoot;
 use crate::consistency::Consistency;
 use crate::errors::{bad_input, client, internal, Code};
 use crate::fanout::BuildReads;
+use crate::joblogs::JobLogWatch;
 use crate::metrics::Metrics;
 
 /// The schema type served by the API.
@@ -38,6 +39,7 @@ pub struct ApiContext {
     pub consistency: Consistency,
     pub metrics: Arc<Metrics>,
     pub builds: Arc<BuildReads>,
+    pub job_logs: JobLogWatch,
 }
 
 /// Who sends a request. Until tokens exist every caller is the same anonymous actor.

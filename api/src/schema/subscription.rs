@@ -210,6 +210,75 @@ impl SubscriptionRoot {
         })
     }
 
+    /// A job's output, line by line: the lines after line `after` (from the first if not given),
+    /// then live ones as the job prints them; completes when the job has ended and every line
+    /// was sent. Reconnecting with the last offset received misses and repeats nothing.
+    async fn job_log(
+        &self,
+        ctx: &Context<'_>,
+        job_id: ID,
+        after: Option<i64>,
+    ) -> Result<impl Stream<Item = Result<super::types::JobLogLine>>> {
+        let (build, job) = ids::decode_job(&job_id)?;
+        let api = api(ctx).clone();
+        api.consistency
+            .read_your_writes()
+            .await
+            .map_err(|e| client(Code::Unavailable, e.to_string()))?;
+        queries::job(&api.pool, build, &job)
+            .await
+            .map_err(|e| internal(&e))?
+            .ok_or_else(|| not_found("job"))?;
+        let open = Open::new(&api.metrics);
+        let key = format!("{build} {job}");
+        let mut wake = api.job_logs.subscribe();
+        let mut offset = after.unwrap_or(0).max(0);
+        Ok(stream! {
+            let _open = open;
+            let build_id = monkeyci_domain::BuildId::from_uuid(build);
+            loop {
+                // Whether the job had ended before this read: then the read saw every line.
+                let ended = match job_ended(&api, build, &job).await {
+                    Ok(ended) => ended,
+                    Err(error) => {
+                        yield Err(error);
+                        return;
+                    }
+                };
+                let lines = match monkeyci_runner::read_job_log(&api.pool, build_id, &job, offset, 1000).await {
+                    Ok(lines) => lines,
+                    Err(error) => {
+                        yield Err(internal(&error));
+                        return;
+                    }
+                };
+                let full = lines.len() == 1000;
+                for line in lines {
+                    offset = line.seq;
+                    yield Ok(super::types::JobLogLine::from(line));
+                }
+                if full {
+                    continue;
+                }
+                if ended {
+                    return;
+                }
+                // New lines are announced; the job's end is not, so look again now and then.
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+                    loop {
+                        match wake.recv().await {
+                            Ok(announced) if announced == key => return,
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        }
+                    }
+                })
+                .await;
+            }
+        })
+    }
+
     /// The raw events of an org or of one stream (give exactly one), after `after` if given
     /// (else from now on). Reconnecting with the last cursor received delivers exactly the
     /// events missed, then live ones.
@@ -246,6 +315,12 @@ impl SubscriptionRoot {
             }
         })
     }
+}
+
+/// Whether the job has ended, according to the read model.
+async fn job_ended(api: &ApiContext, build: Uuid, job: &str) -> Result<bool> {
+    let row = queries::job(&api.pool, build, job).await.map_err(|e| internal(&e))?;
+    Ok(row.is_some_and(|j| matches!(j.status.as_str(), "succeeded" | "failed" | "skipped" | "canceled")))
 }
 
 enum Filter {

@@ -413,4 +413,45 @@ impl Job {
     async fn build(&self, ctx: &Context<'_>) -> Result<Option<Build>> {
         linked_build(ctx, Some(self.0.build_id)).await
     }
+
+    /// The job's output so far: up to `first` lines (at most 5,000) after line `after`.
+    async fn log(&self, ctx: &Context<'_>, after: Option<i64>, first: Option<i32>) -> Result<Vec<JobLogLine>> {
+        let limit = first.unwrap_or(1000);
+        if !(0..=5000).contains(&limit) {
+            return Err(crate::errors::bad_input("`first` must be between 0 and 5000"));
+        }
+        let build = monkeyci_domain::BuildId::from_uuid(self.0.build_id);
+        let lines = monkeyci_runner::read_job_log(
+            &api(ctx).pool,
+            build,
+            &self.0.job_id,
+            after.unwrap_or(0),
+            i64::from(limit),
+        )
+        .await
+        .map_err(|e| crate::errors::internal(&e))?;
+        Ok(lines.into_iter().map(JobLogLine::from).collect())
+    }
+}
+
+/// One line of a job's output.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct JobLogLine {
+    /// The line's number, from 1; pass it as `after` to continue after it.
+    pub offset: i64,
+    pub at: DateTime<Utc>,
+    /// `stdout`, `stderr` or `system` (written by MonkeyCI).
+    pub stream: String,
+    pub text: String,
+}
+
+impl From<monkeyci_runner::StoredLine> for JobLogLine {
+    fn from(line: monkeyci_runner::StoredLine) -> Self {
+        Self {
+            offset: line.seq,
+            at: line.at,
+            stream: line.stream,
+            text: line.text,
+        }
+    }
 }
