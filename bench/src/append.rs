@@ -20,12 +20,15 @@ pub enum Target {
     Store,
     /// One autocommitted multi-row INSERT per command into a plain table with a bigserial key.
     Ceiling,
-    /// The ceiling with the event log's statement-level `pg_notify` trigger added: isolates what
-    /// NOTIFY costs at commit.
-    NotifyCeiling,
-    /// The ceiling, then a NOTIFY in a transaction of its own with `synchronous_commit = off`:
-    /// one way to wake listeners without holding PostgreSQL's NOTIFY lock across a WAL flush.
-    AsyncNotifyCeiling,
+    /// The event store's own append statement (a copy of `APPEND_SQL` in eventstore/src/store.rs)
+    /// on the `events` table, without the store around it: no notifier. A diagnostic: the gap
+    /// between this and the ceiling is the statement and the table; the gap between this and
+    /// `Store` is the rest (the notifier's `pg_notify` transactions, pool and client work).
+    StoreSql,
+    /// The ceiling's INSERT into the `events` table (its indexes, constraints and defaults)
+    /// instead of the plain table: a diagnostic of what the table costs, without the stream lock
+    /// and version lookup of the append statement.
+    EventsInsert,
 }
 
 impl Target {
@@ -33,23 +36,18 @@ impl Target {
         match self {
             Self::Store => "EventStore::append",
             Self::Ceiling => "bare INSERT (ceiling)",
-            Self::NotifyCeiling => "bare INSERT + NOTIFY trigger",
-            Self::AsyncNotifyCeiling => "bare INSERT, then async NOTIFY",
+            Self::StoreSql => "append statement only, no notifier",
+            Self::EventsInsert => "bare INSERT into `events`",
         }
     }
 
     fn table(self) -> &'static str {
         match self {
-            Self::Store => "events",
-            Self::Ceiling | Self::AsyncNotifyCeiling => "ceiling_events",
-            Self::NotifyCeiling => "notify_ceiling_events",
+            Self::Store | Self::StoreSql | Self::EventsInsert => "events",
+            Self::Ceiling => "ceiling_events",
         }
     }
 }
-
-/// A NOTIFY whose commit does not wait for the WAL flush, sent in one round trip.
-const ASYNC_NOTIFY: &str =
-    "BEGIN; SET LOCAL synchronous_commit TO off; SELECT pg_notify('monkeyci_bench', ''); COMMIT;";
 
 /// One measured shape.
 #[derive(Debug, Clone)]
@@ -60,6 +58,9 @@ pub struct Measurement {
     pub commands: u64,
     pub seconds: f64,
     pub latency: Samples,
+    /// For the event store: notifications on `monkeyci_events` received during the measured
+    /// seconds (the event store's notifier sends one `pg_notify` transaction per wake-up).
+    pub notifies: Option<u64>,
 }
 
 impl Measurement {
@@ -72,38 +73,20 @@ impl Measurement {
     }
 }
 
-/// Creates the ceiling tables: the events table's columns, no constraint but a bigserial key,
-/// no trigger (and, for the second, only the NOTIFY trigger of the event log).
+/// Creates the ceiling table: the events table's columns, no constraint but a bigserial key,
+/// no trigger.
 pub async fn create_ceiling_tables(pool: &PgPool) -> anyhow::Result<()> {
-    for table in [Target::Ceiling.table(), Target::NotifyCeiling.table()] {
-        sqlx::query(&format!(
-            "CREATE TABLE {table} (
-                position bigserial PRIMARY KEY,
-                stream_id text,
-                stream_version bigint,
-                event_type text,
-                schema_version integer,
-                data jsonb,
-                metadata jsonb
-            )"
-        ))
-        .execute(pool)
-        .await?;
-    }
-    sqlx::query(
-        "CREATE FUNCTION bench_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             PERFORM pg_notify('monkeyci_bench', '');
-             RETURN NULL;
-         END;
-         $$",
-    )
-    .execute(pool)
-    .await?;
     sqlx::query(&format!(
-        "CREATE TRIGGER bench_notify_after_insert AFTER INSERT ON {} \
-         FOR EACH STATEMENT EXECUTE FUNCTION bench_notify()",
-        Target::NotifyCeiling.table()
+        "CREATE TABLE {} (
+            position bigserial PRIMARY KEY,
+            stream_id text,
+            stream_version bigint,
+            event_type text,
+            schema_version integer,
+            data jsonb,
+            metadata jsonb
+        )",
+        Target::Ceiling.table()
     ))
     .execute(pool)
     .await?;
@@ -125,6 +108,10 @@ pub async fn measure(
     let measure_from = start + warmup;
     let end = measure_from + seconds;
     let sql = Arc::new(insert_sql(target.table(), events_per_command));
+    let notifies = match target {
+        Target::Store => Some(count_notifies(pool, measure_from, end).await?),
+        Target::Ceiling | Target::StoreSql | Target::EventsInsert => None,
+    };
     let mut tasks = JoinSet::new();
     for w in 0..writers {
         let generator = generator.clone();
@@ -143,11 +130,8 @@ pub async fn measure(
                 let began = Instant::now();
                 match target {
                     Target::Store => append_once(&store, write).await?,
-                    Target::Ceiling | Target::NotifyCeiling => insert_once(&pool, &sql, &write).await?,
-                    Target::AsyncNotifyCeiling => {
-                        insert_once(&pool, &sql, &write).await?;
-                        sqlx::raw_sql(ASYNC_NOTIFY).execute(&pool).await?;
-                    }
+                    Target::Ceiling | Target::EventsInsert => insert_once(&pool, &sql, &write).await?,
+                    Target::StoreSql => append_statement(&pool, &write).await?,
                 }
                 let done = Instant::now();
                 if done >= measure_from && done <= end {
@@ -165,6 +149,10 @@ pub async fn measure(
         commands += c;
         latency.extend(l);
     }
+    let notifies = match notifies {
+        Some(counter) => Some(counter.await.context("the notification counter panicked")??),
+        None => None,
+    };
     Ok(Measurement {
         target,
         writers,
@@ -172,7 +160,31 @@ pub async fn measure(
         commands,
         seconds: seconds.as_secs_f64(),
         latency,
+        notifies,
     })
+}
+
+/// Counts the notifications on the event store's channel that arrive between `from` and `end`.
+async fn count_notifies(
+    pool: &PgPool,
+    from: Instant,
+    end: Instant,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<u64>>> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen("monkeyci_events").await?;
+    Ok(tokio::spawn(async move {
+        let mut count = 0u64;
+        // A notification is delivered a little after it was sent: keep listening briefly.
+        let stop = tokio::time::Instant::from_std(end + Duration::from_millis(100));
+        while let Ok(received) = tokio::time::timeout_at(stop, listener.recv()).await {
+            received?;
+            let now = Instant::now();
+            if now >= from && now <= end {
+                count += 1;
+            }
+        }
+        anyhow::Ok(count)
+    }))
 }
 
 async fn append_once(store: &EventStore, write: StreamAppend) -> anyhow::Result<()> {
@@ -180,6 +192,50 @@ async fn append_once(store: &EventStore, write: StreamAppend) -> anyhow::Result<
         AppendResult::Appended { last: Some(_) } => Ok(()),
         other => anyhow::bail!("unexpected append result {other:?}"),
     }
+}
+
+/// The event store's append statement, copied from eventstore/src/store.rs (`APPEND_SQL`).
+const APPEND_SQL: &str = r#"
+WITH locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(hashtextextended('monkeyci.stream.' || $1, 0))
+), current AS (
+    SELECT COALESCE(MAX(stream_version), 0) AS version FROM events WHERE stream_id = $1
+), inserted AS (
+    INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
+    SELECT $1, current.version + e.ord, e.event_type, e.schema_version, e.data, e.metadata
+    FROM locked, current,
+         UNNEST($2::text[], $3::int4[], $4::jsonb[], $5::jsonb[])
+             WITH ORDINALITY AS e(event_type, schema_version, data, metadata, ord)
+    WHERE $6::bigint IS NULL OR current.version = $6
+    RETURNING transaction_id, position
+)
+SELECT (SELECT version FROM current) AS version,
+       (SELECT transaction_id::text::bigint FROM inserted ORDER BY position DESC LIMIT 1) AS tx,
+       (SELECT MAX(position) FROM inserted) AS position
+"#;
+
+/// One new stream's events through the append statement, bound as the event store binds them.
+async fn append_statement(pool: &PgPool, write: &StreamAppend) -> anyhow::Result<()> {
+    let types: Vec<&str> = write.events.iter().map(|e| e.event_type.as_str()).collect();
+    let versions: Vec<i32> = write.events.iter().map(|e| e.schema_version).collect();
+    let data: Vec<&Value> = write.events.iter().map(|e| &e.data).collect();
+    let metadata: Vec<Value> = write
+        .events
+        .iter()
+        .map(|e| serde_json::to_value(&e.metadata))
+        .collect::<Result<_, _>>()?;
+    let row = sqlx::query(APPEND_SQL)
+        .bind(&write.stream_id)
+        .bind(&types)
+        .bind(&versions)
+        .bind(&data)
+        .bind(&metadata)
+        .bind(Some(0i64))
+        .fetch_one(pool)
+        .await?;
+    let position: Option<i64> = sqlx::Row::try_get(&row, "position")?;
+    anyhow::ensure!(position.is_some(), "the append statement appended nothing");
+    Ok(())
 }
 
 /// `INSERT INTO table (…) VALUES ($1, …, $6), …` for `rows` rows.
@@ -263,8 +319,8 @@ pub fn table(measurements: &mut [Measurement]) -> String {
         .map(|m| ((m.writers, m.events_per_command), m.commands_per_s()))
         .collect();
     let mut out = String::from(
-        "| target | writers | events/cmd | commands/s | events/s | p50 ms | p99 ms | max ms | of ceiling |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| target | writers | events/cmd | commands/s | events/s | p50 ms | p99 ms | max ms | of ceiling | NOTIFYs per command |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for m in measurements.iter_mut() {
         let ratio = match (m.target, ceiling.get(&(m.writers, m.events_per_command))) {
@@ -272,8 +328,12 @@ pub fn table(measurements: &mut [Measurement]) -> String {
             (_, Some(c)) if *c > 0.0 => format!("{:.0} %", 100.0 * m.commands_per_s() / c),
             _ => "–".to_owned(),
         };
+        let notifies = match m.notifies {
+            Some(n) if m.commands > 0 => format!("{:.2}", n as f64 / m.commands as f64),
+            _ => "–".to_owned(),
+        };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             m.target.label(),
             m.writers,
             m.events_per_command,
@@ -283,6 +343,7 @@ pub fn table(measurements: &mut [Measurement]) -> String {
             crate::stats::ms(m.latency.percentile_ms(99.0)),
             crate::stats::ms(m.latency.max_ms()),
             ratio,
+            notifies,
         ));
     }
     out

@@ -5,17 +5,19 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 pub const USAGE: &str = "\
-monkeyci-bench: benchmarks of the MonkeyCI event log and projections
+monkeyci-bench: benchmarks of the MonkeyCI event log, projections and API
 
 USAGE:
     cargo run --release -p monkeyci-bench -- [OPTIONS]
 
 OPTIONS:
-    --scenarios LIST          Comma-separated, default all of: append, ceiling, notify-ceiling,
-                              async-notify-ceiling, lag, rebuild (the two notify ones are
-                              diagnostics: the ceiling plus a NOTIFY, in or after the insert)
-    --seconds N               Measured seconds per append/ceiling shape (default 10)
-    --warmup N                Unmeasured warm-up seconds before each shape (default 1)
+    --scenarios LIST          Comma-separated, default all of: append, append-sql,
+                              events-insert, ceiling, lag, rebuild, api-mutations, api-updates,
+                              api-fanout (append-sql and events-insert are diagnostics: the event
+                              store's append statement without the store, and the ceiling's
+                              INSERT into the events table)
+    --seconds N               Measured seconds per append/ceiling shape and API run (default 10)
+    --warmup N                Unmeasured warm-up seconds before each of them (default 1)
     --writers LIST            Writer counts for append/ceiling (default 1,16,64)
     --events-per-command LIST Events per command for append/ceiling (default 1,10)
     --lag-seconds N           Measured seconds of the projection-lag scenario (default 10)
@@ -27,7 +29,14 @@ OPTIONS:
     --catch-up                Before the rebuilds, also time a fresh runner replaying the whole
                               log into all projections at once (default: start them at the head)
     --load-writers N          Writers that load the rebuild log (default 16)
-    --batch-size N            Events per projection transaction (default 1000, the runner's default)
+    --batch-size N            Events per projection transaction (default: the runner's, 5000)
+    --api-clients LIST        Concurrent triggerBuild clients, closed loop (default 16,64)
+    --api-rate N              triggerBuild requests/s of the paced run (default 500)
+    --update-samples N        Changes timed per kind in api-updates (default 500)
+    --subscribers N           WebSocket subscribers in api-fanout (default 10000)
+    --server-binary PATH      The `monkeyci` binary api-fanout starts (default: the one next to
+                              this binary; `cargo build --release -p monkeyci`)
+    --server-connections N    That server's database connections (default 20, its default)
     --pool-size N             Connections per pool (default 80; capped by free server slots)
     --database-url URL        Server to use; a fresh database is created on it and dropped at
                               the end (default postgres://postgres@127.0.0.1:5432/postgres)
@@ -38,24 +47,30 @@ OPTIONS:
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     Append,
+    StoreSql,
+    EventsInsert,
     Ceiling,
-    NotifyCeiling,
-    AsyncNotifyCeiling,
     Lag,
     Rebuild,
+    ApiMutations,
+    ApiUpdates,
+    ApiFanout,
 }
 
 impl Scenario {
     fn parse(raw: &str) -> anyhow::Result<Self> {
         Ok(match raw {
             "append" => Self::Append,
+            "append-sql" => Self::StoreSql,
+            "events-insert" => Self::EventsInsert,
             "ceiling" => Self::Ceiling,
-            "notify-ceiling" => Self::NotifyCeiling,
-            "async-notify-ceiling" => Self::AsyncNotifyCeiling,
             "lag" => Self::Lag,
             "rebuild" => Self::Rebuild,
+            "api-mutations" => Self::ApiMutations,
+            "api-updates" => Self::ApiUpdates,
+            "api-fanout" => Self::ApiFanout,
             other => bail!(
-                "unknown scenario {other:?} (append, ceiling, notify-ceiling, async-notify-ceiling, lag, rebuild)"
+                "unknown scenario {other:?} (append, append-sql, events-insert, ceiling, lag, rebuild, api-mutations, api-updates, api-fanout)"
             ),
         })
     }
@@ -75,6 +90,12 @@ pub struct Args {
     pub load_writers: usize,
     pub catch_up: bool,
     pub batch_size: u32,
+    pub api_clients: Vec<usize>,
+    pub api_rate: f64,
+    pub update_samples: usize,
+    pub subscribers: usize,
+    pub server_binary: Option<std::path::PathBuf>,
+    pub server_connections: u32,
     pub pool_size: u32,
     pub database_url: String,
     pub keep_database: bool,
@@ -85,11 +106,14 @@ impl Default for Args {
         Self {
             scenarios: vec![
                 Scenario::Append,
+                Scenario::StoreSql,
+                Scenario::EventsInsert,
                 Scenario::Ceiling,
-                Scenario::NotifyCeiling,
-                Scenario::AsyncNotifyCeiling,
                 Scenario::Lag,
                 Scenario::Rebuild,
+                Scenario::ApiMutations,
+                Scenario::ApiUpdates,
+                Scenario::ApiFanout,
             ],
             seconds: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
@@ -101,7 +125,13 @@ impl Default for Args {
             rebuild_events: 1_000_000,
             load_writers: 16,
             catch_up: false,
-            batch_size: 1000,
+            batch_size: monkeyci_projections::RunnerConfig::default().batch_size,
+            api_clients: vec![16, 64],
+            api_rate: 500.0,
+            update_samples: 500,
+            subscribers: 10_000,
+            server_binary: None,
+            server_connections: 20,
             pool_size: 80,
             database_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
             keep_database: false,
@@ -173,6 +203,26 @@ impl Args {
                 "--batch-size" => {
                     let n = positive(&value()?, "--batch-size")?;
                     args.batch_size = u32::try_from(n).context("--batch-size is too large")?;
+                }
+                "--api-clients" => {
+                    args.api_clients = list(&value()?, "--api-clients", |s| positive(s, "--api-clients"))?;
+                }
+                "--api-rate" => {
+                    let v = value()?;
+                    let rate: f64 = v
+                        .parse()
+                        .with_context(|| format!("--api-rate: {v:?} is not a number"))?;
+                    if !(rate.is_finite() && rate > 0.0) {
+                        bail!("--api-rate must be positive");
+                    }
+                    args.api_rate = rate;
+                }
+                "--update-samples" => args.update_samples = positive(&value()?, "--update-samples")?,
+                "--subscribers" => args.subscribers = positive(&value()?, "--subscribers")?,
+                "--server-binary" => args.server_binary = Some(value()?.into()),
+                "--server-connections" => {
+                    let n = positive(&value()?, "--server-connections")?;
+                    args.server_connections = u32::try_from(n).context("--server-connections is too large")?;
                 }
                 "--database-url" => args.database_url = value()?,
                 "--keep-database" => args.keep_database = true,
@@ -252,6 +302,28 @@ mod tests {
         assert_eq!(args.writers, vec![2, 4]);
         assert_eq!(args.scenarios, vec![Scenario::Lag]);
         assert_eq!(args.rebuild_events, 1000);
+        Ok(())
+    }
+
+    #[test]
+    fn api_flags_are_parsed() -> anyhow::Result<()> {
+        let args = parse(&[
+            "--scenarios=api-mutations,api-fanout",
+            "--api-clients",
+            "8",
+            "--api-rate=250",
+            "--subscribers",
+            "100",
+            "--server-binary",
+            "/bin/monkeyci",
+        ])?
+        .context("not help")?;
+        assert_eq!(args.scenarios, vec![Scenario::ApiMutations, Scenario::ApiFanout]);
+        assert_eq!(args.api_clients, vec![8]);
+        assert_eq!(args.api_rate, 250.0);
+        assert_eq!(args.subscribers, 100);
+        assert_eq!(args.server_binary, Some("/bin/monkeyci".into()));
+        assert!(parse(&["--api-rate", "0"]).is_err());
         Ok(())
     }
 

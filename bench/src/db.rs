@@ -80,6 +80,17 @@ impl Server {
 
     /// Creates a fresh, migrated database and a pool of `pool_size` connections to it.
     pub async fn fresh_database(&mut self, purpose: &str, pool_size: u32) -> anyhow::Result<PgPool> {
+        let options = self.empty_database(purpose).await?;
+        let pool = connect(&options, pool_size).await?;
+        monkeyci_eventstore::migrate(&pool)
+            .await
+            .with_context(|| format!("could not migrate {}", options.get_database().unwrap_or("?")))?;
+        Ok(pool)
+    }
+
+    /// Creates an empty database (dropped at the end like the others) for another process to
+    /// migrate; its connect options.
+    pub async fn empty_database(&mut self, purpose: &str) -> anyhow::Result<PgConnectOptions> {
         let name = format!("monkeyci_bench_{}_{purpose}", self.run_id);
         let mut conn = self.admin_connection().await?;
         sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -88,17 +99,7 @@ impl Server {
             .with_context(|| format!("could not create database {name}"))?;
         let _ = conn.close().await;
         self.created.push(name.clone());
-        let pool = PgPoolOptions::new()
-            .max_connections(pool_size)
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(self.admin.clone().database(&name))
-            .await
-            .with_context(|| format!("could not connect to {name}"))?;
-        monkeyci_eventstore::migrate(&pool)
-            .await
-            .with_context(|| format!("could not migrate {name}"))?;
-        Ok(pool)
+        Ok(self.admin.clone().database(&name))
     }
 
     /// Opens `n` connections of the pool at once, so that connecting is not measured.
@@ -128,4 +129,26 @@ impl Server {
     pub fn created(&self) -> &[String] {
         &self.created
     }
+}
+
+/// A pool of `pool_size` connections.
+pub async fn connect(options: &PgConnectOptions, pool_size: u32) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(pool_size)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_with(options.clone())
+        .await
+        .with_context(|| format!("could not connect to {}", options.get_database().unwrap_or("?")))
+}
+
+/// A URL of a database for another process (no password: trust or `PGPASSWORD`).
+pub fn url_of(options: &PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    )
 }

@@ -1,14 +1,16 @@
-//! `monkeyci-bench`: throughput and latency of the event log and the projections.
+//! `monkeyci-bench`: throughput and latency of the event log, the projections and the API.
 //!
 //! Every scenario runs on a fresh database created for this run and dropped at the end. The
 //! report, a set of markdown tables, goes to stdout; progress goes to stderr. See BENCHMARKS.md.
 
+mod api;
 mod append;
 mod args;
 mod db;
 mod lag;
 mod rebuild;
 mod stats;
+mod sys;
 mod workload;
 
 use std::fmt::Write as _;
@@ -32,6 +34,11 @@ struct Report {
     lag: Option<LagResult>,
     lag_rate_source: String,
     rebuild: Option<RebuildResult>,
+    mutations: Vec<api::MutationRun>,
+    updates: Vec<api::UpdateRun>,
+    fanout: Option<api::FanoutResult>,
+    /// The 1-minute load average before and after each scenario.
+    loads: Vec<(&'static str, f64, f64)>,
 }
 
 #[tokio::main]
@@ -64,24 +71,24 @@ async fn main() -> anyhow::Result<()> {
         info.version, info.max_connections, info.in_use
     );
     let started = chrono::Utc::now();
-    let outcome = run(&args, &mut server, pool_size).await;
+    let mut report = Report::default();
+    let outcome = run(&args, &mut server, pool_size, &mut report).await;
     if args.keep_database {
         eprintln!("kept databases {:?}", server.created());
     } else if let Err(error) = server.drop_all().await {
         eprintln!("warning: {error:#}");
     }
-    let report = outcome?;
+    // What was measured before a failure is still worth having.
     print!("{}", render(&args, &info, pool_size, started, &report));
-    Ok(())
+    outcome
 }
 
-async fn run(args: &Args, server: &mut Server, pool_size: u32) -> anyhow::Result<Report> {
-    let mut report = Report::default();
+async fn run(args: &Args, server: &mut Server, pool_size: u32, report: &mut Report) -> anyhow::Result<()> {
     let targets: Vec<Target> = [
         (Scenario::Append, Target::Store),
+        (Scenario::StoreSql, Target::StoreSql),
+        (Scenario::EventsInsert, Target::EventsInsert),
         (Scenario::Ceiling, Target::Ceiling),
-        (Scenario::NotifyCeiling, Target::NotifyCeiling),
-        (Scenario::AsyncNotifyCeiling, Target::AsyncNotifyCeiling),
     ]
     .into_iter()
     .filter(|(s, _)| args.has(*s))
@@ -89,6 +96,7 @@ async fn run(args: &Args, server: &mut Server, pool_size: u32) -> anyhow::Result
     .collect();
     if !targets.is_empty() {
         eprintln!("append/ceiling: {targets:?}");
+        let load = sys::load_average();
         let pool = server.fresh_database("append", pool_size).await?;
         append::create_ceiling_tables(&pool).await?;
         let most = args.writers.iter().copied().max().unwrap_or(1);
@@ -103,9 +111,11 @@ async fn run(args: &Args, server: &mut Server, pool_size: u32) -> anyhow::Result
         )
         .await?;
         pool.close().await;
+        report.loads.push(("append/ceiling", load, sys::load_average()));
     }
     if args.has(Scenario::Lag) {
         eprintln!("projection lag");
+        let load = sys::load_average();
         let pool = server.fresh_database("lag", pool_size).await?;
         let measured = report
             .append
@@ -156,9 +166,11 @@ async fn run(args: &Args, server: &mut Server, pool_size: u32) -> anyhow::Result
         );
         report.lag = Some(result);
         pool.close().await;
+        report.loads.push(("lag", load, sys::load_average()));
     }
     if args.has(Scenario::Rebuild) {
         eprintln!("rebuild");
+        let load = sys::load_average();
         let pool = server.fresh_database("rebuild", pool_size).await?;
         report.rebuild = Some(
             rebuild::run(
@@ -171,8 +183,41 @@ async fn run(args: &Args, server: &mut Server, pool_size: u32) -> anyhow::Result
             .await?,
         );
         pool.close().await;
+        report.loads.push(("rebuild", load, sys::load_average()));
     }
-    Ok(report)
+    let settings = api::ApiSettings {
+        warmup: args.warmup,
+        seconds: args.seconds,
+        clients: args.api_clients.clone(),
+        rate: args.api_rate,
+        update_samples: args.update_samples,
+        batch_size: args.batch_size,
+    };
+    if args.has(Scenario::ApiMutations) {
+        eprintln!("API: triggerBuild over HTTP");
+        let pool = server.fresh_database("api_mutations", args.server_connections).await?;
+        report.mutations = api::mutations(&pool, &settings).await?;
+        pool.close().await;
+    }
+    if args.has(Scenario::ApiUpdates) {
+        eprintln!("API: buildUpdated delivery");
+        let pool = server.fresh_database("api_updates", args.server_connections).await?;
+        report.updates = api::updates(&pool, &settings).await?;
+        pool.close().await;
+    }
+    if args.has(Scenario::ApiFanout) {
+        eprintln!("API: {} subscribers of one build", args.subscribers);
+        // The server creates its tables (its migrations may be newer than this binary's).
+        let options = server.empty_database("api_fanout").await?;
+        let settings = api::FanoutSettings {
+            subscribers: args.subscribers,
+            server_binary: args.server_binary.clone(),
+            server_connections: args.server_connections,
+            connect_concurrency: 200,
+        };
+        report.fanout = Some(api::fanout(&options, &settings).await?);
+    }
+    Ok(())
 }
 
 fn rate_of(m: &Measurement) -> String {
@@ -211,8 +256,8 @@ fn render(
     );
     let _ = writeln!(
         out,
-        "- append/ceiling: {} s measured after {} s warm-up per row; projections: RunnerConfig::default() \
-         with batch_size {}\n",
+        "- append/ceiling and API runs: {} s measured after {} s warm-up each; projections: \
+         RunnerConfig::default() with batch_size {}\n",
         args.seconds.as_secs_f64(),
         args.warmup.as_secs_f64(),
         args.batch_size
@@ -296,5 +341,148 @@ fn render(
         }
         out.push('\n');
     }
+    render_api(&mut out, report);
+    if !report.loads.is_empty() {
+        let _ = writeln!(
+            out,
+            "Load average (1 min) before → after: {}\n",
+            report
+                .loads
+                .iter()
+                .map(|(name, a, b)| format!("{name} {a:.1} → {b:.1}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     out
+}
+
+fn render_api(out: &mut String, report: &Report) {
+    if !report.mutations.is_empty() {
+        let _ = writeln!(
+            out,
+            "### API: `triggerBuild` over HTTP\n\n\
+             | run | requests/s | requests | errors | p50 ms | p99 ms | max ms | load before → after |\n\
+             |---|---:|---:|---:|---:|---:|---:|---|"
+        );
+        for run in &report.mutations {
+            let mut latency = run.latency.clone();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {:.1} → {:.1} |",
+                run.shape,
+                rate(run.rate()),
+                run.requests,
+                run.errors,
+                ms(latency.percentile_ms(50.0)),
+                ms(latency.percentile_ms(99.0)),
+                ms(latency.max_ms()),
+                run.load.0,
+                run.load.1,
+            );
+        }
+        out.push('\n');
+    }
+    if !report.updates.is_empty() {
+        let _ = writeln!(
+            out,
+            "### API: `buildUpdated` delivery (one subscriber)\n\n\
+             | change | samples | change p50 ms | change p99 ms | delivery p50 ms | delivery p99 ms | delivery max ms | missing |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for run in &report.updates {
+            let (mut change, mut delivery) = (run.change_latency.clone(), run.delivery.clone());
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                run.change,
+                delivery.len(),
+                ms(change.percentile_ms(50.0)),
+                ms(change.percentile_ms(99.0)),
+                ms(delivery.percentile_ms(50.0)),
+                ms(delivery.percentile_ms(99.0)),
+                ms(delivery.max_ms()),
+                run.missing,
+            );
+        }
+        if let Some(run) = report.updates.first() {
+            let _ = writeln!(out, "\nLoad average {:.1} → {:.1}.", run.load.0, run.load.1);
+        }
+        out.push('\n');
+    }
+    if let Some(f) = &report.fanout {
+        let per = |kib: u64, n: usize| {
+            if n == 0 {
+                "–".to_owned()
+            } else {
+                format!("{:.1}", kib as f64 / n as f64)
+            }
+        };
+        let connections = f.connected_memory.rss_kib.saturating_sub(f.before.rss_kib);
+        let subscriptions = f.subscribed_memory.rss_kib.saturating_sub(f.connected_memory.rss_kib);
+        let total = f.subscribed_memory.rss_kib.saturating_sub(f.before.rss_kib);
+        let _ = writeln!(
+            out,
+            "### API: {} WebSocket subscribers of one build (`monkeyci server` process, {} database connections)\n\n\
+             {} of {} connected and initialised in {:.1} s, then {} subscribed in {:.1} s (200 at a time). \
+             Open-files limit {}. Load average {:.1} → {:.1}.\n\n\
+             | server memory | VmRSS MiB | VmHWM (peak) MiB | growth KiB per connection |\n|---|---:|---:|---:|\n\
+             | before the subscribers | {} | {} | |\n\
+             | {} connections, initialised, no subscription | {} | {} | {} |\n\
+             | {} subscribers | {} | {} | {} (of which subscriptions {}) |\n\
+             | after the build finished (subscriptions completed, clients disconnected) | {} | {} | |\n\n\
+             The clients (this process, 8 KiB WebSocket read buffers): {} MiB.\n",
+            f.subscribers,
+            f.server_connections,
+            f.connected,
+            f.subscribers,
+            f.connect_seconds,
+            f.subscribed,
+            f.subscribe_seconds,
+            f.open_files_limit,
+            f.load.0,
+            f.load.1,
+            sys::mib(f.before.rss_kib),
+            sys::mib(f.before.peak_kib),
+            f.connected,
+            sys::mib(f.connected_memory.rss_kib),
+            sys::mib(f.connected_memory.peak_kib),
+            per(connections, f.connected),
+            f.subscribed,
+            sys::mib(f.subscribed_memory.rss_kib),
+            sys::mib(f.subscribed_memory.peak_kib),
+            per(total, f.subscribed),
+            per(subscriptions, f.subscribed),
+            sys::mib(f.after.rss_kib),
+            sys::mib(f.after.peak_kib),
+            sys::mib(f.client_memory.rss_kib),
+        );
+        let _ = writeln!(
+            out,
+            "| change (command handler, another process) | delivered | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|"
+        );
+        let mut all = stats::Samples::default();
+        for round in &f.rounds {
+            let mut d = round.delivery.clone();
+            let _ = writeln!(
+                out,
+                "| {} | {} of {} | {} | {} | {} |",
+                round.change,
+                round.delivered,
+                f.subscribed,
+                ms(d.percentile_ms(50.0)),
+                ms(d.percentile_ms(99.0)),
+                ms(d.max_ms()),
+            );
+            all.extend(round.delivery.clone());
+        }
+        let _ = writeln!(
+            out,
+            "| all changes | {} | {} | {} | {} |\n",
+            all.len(),
+            ms(all.percentile_ms(50.0)),
+            ms(all.percentile_ms(99.0)),
+            ms(all.max_ms()),
+        );
+    }
 }

@@ -1,7 +1,5 @@
 //! Scenario 4: replaying a large log into a projection after `rebuild()`.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +7,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use monkeyci_commands::{AddRepo, CommandContext, CommandHandler, CreateOrg};
 use monkeyci_domain::{OrgId, RepoId};
-use monkeyci_eventstore::{AppendResult, Cursor, EventFeed, EventStore, FeedConfig, RecordedEvent};
-use monkeyci_projections::{Projection, ProjectionError, ProjectionRunner};
-use sqlx::{PgConnection, PgPool};
+use monkeyci_eventstore::{AppendResult, Cursor, EventStore};
+use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::lag::{runner_config, start_runner, wait_for_checkpoint};
+use crate::lag::{start_runner, wait_for_checkpoint};
 use crate::workload::{self, Generator, LIFECYCLE_LEN};
 
 const ORGS: usize = 10;
@@ -214,9 +211,6 @@ pub async fn run(
         }
     }
     handle.shutdown().await;
-    let custom_plans = custom_plans_rebuild(&store, head, batch_size).await?;
-    eprintln!("  {custom_plans:?}");
-    rebuilds.push(custom_plans);
     Ok(RebuildResult {
         events,
         builds,
@@ -298,61 +292,4 @@ async fn load(store: &EventStore, repos: &[(OrgId, RepoId)], builds: u64, writer
         joined.context("a loader panicked")??;
     }
     Ok(())
-}
-
-/// The builds projection with PostgreSQL's plan cache told to plan every statement for its
-/// parameters (`plan_cache_mode = force_custom_plan`), rebuilt by a runner started right after
-/// `rebuild()`: a diagnostic of why the plain rebuild is slow (see BENCHMARKS.md).
-#[derive(Debug)]
-struct CustomPlans(Arc<dyn Projection>);
-
-impl Projection for CustomPlans {
-    fn name(&self) -> &'static str {
-        "builds_custom_plans"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        self.0.tables()
-    }
-
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        events: &'a [RecordedEvent],
-    ) -> Pin<Box<dyn Future<Output = Result<(), ProjectionError>> + Send + 'a>> {
-        Box::pin(async move {
-            sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
-                .execute(&mut *conn)
-                .await?;
-            self.0.apply(conn, events).await
-        })
-    }
-}
-
-async fn custom_plans_rebuild(store: &EventStore, head: Cursor, batch_size: u32) -> anyhow::Result<Rebuilt> {
-    let builds = monkeyci_projections::all()
-        .into_iter()
-        .find(|p| p.name() == "builds")
-        .context("no builds projection")?;
-    let projection: Arc<dyn Projection> = Arc::new(CustomPlans(builds));
-    let scans_before = Scans::read(store.pool()).await?;
-    let started = Instant::now();
-    monkeyci_projections::rebuild(store, projection.as_ref()).await?;
-    let call_seconds = started.elapsed().as_secs_f64();
-    let feed = EventFeed::start(store.clone(), FeedConfig::default()).await?;
-    let handle = ProjectionRunner::new(store.clone(), feed, vec![projection], runner_config(batch_size)).start();
-    let mut checkpoint = handle.checkpoint("builds_custom_plans").context("missing projection")?;
-    let waited = wait_for_checkpoint(&mut checkpoint, head, LIMIT).await;
-    let total_seconds = started.elapsed().as_secs_f64();
-    handle.shutdown().await;
-    waited?;
-    let scans = Scans::read(store.pool()).await?.since(&scans_before);
-    Ok(Rebuilt {
-        scans,
-        name: "builds",
-        note: "plan_cache_mode = force_custom_plan (bench-side wrapper), runner started after rebuild()",
-        call_seconds,
-        noticed_seconds: call_seconds,
-        total_seconds,
-    })
 }

@@ -86,8 +86,11 @@ impl Projection for BuildsProjection {
             let events = rows::decode_category::<BuildEvent>(events, Build::CATEGORY)?;
             let ids = rows::distinct_ids(&events);
             let mut builds = rows::index(rows::load::<BuildRow>(conn, "builds", "id", &ids).await?, |r| r.id);
+            // Jobs are written only with their build, so builds not stored yet have none (during
+            // a replay, that is nearly every build of a batch).
+            let stored: Vec<Uuid> = ids.iter().copied().filter(|id| builds.contains_key(id)).collect();
             let mut jobs: HashMap<Uuid, BTreeMap<String, JobRow>> = HashMap::new();
-            for job in rows::load::<JobRow>(conn, "jobs", "build_id", &ids).await? {
+            for job in rows::load::<JobRow>(conn, "jobs", "build_id", &stored).await? {
                 jobs.entry(job.build_id).or_default().insert(job.job_id.clone(), job);
             }
             for (id, recorded, event) in &events {
@@ -155,8 +158,8 @@ impl Projection for BuildsProjection {
                 }
                 changed_jobs.extend(build_jobs.into_values());
             }
-            rows::replace(conn, "builds", "id", &ids, &changed_builds).await?;
-            rows::replace(conn, "jobs", "build_id", &ids, &changed_jobs).await
+            rows::upsert(conn, "builds", &["id"], &changed_builds).await?;
+            rows::upsert(conn, "jobs", &["build_id", "job_id"], &changed_jobs).await
         })
     }
 }

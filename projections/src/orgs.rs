@@ -82,7 +82,7 @@ impl Projection for OrgsProjection {
                 }
             }
             let changed: Vec<OrgRow> = ids.iter().filter_map(|id| orgs.remove(id)).collect();
-            rows::replace(conn, "orgs", "id", &ids, &changed).await
+            rows::upsert(conn, "orgs", &["id"], &changed).await
         })
     }
 }

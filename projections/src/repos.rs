@@ -98,7 +98,7 @@ impl Projection for ReposProjection {
                 }
             }
             let changed: Vec<RepoRow> = ids.iter().filter_map(|id| repos.remove(id)).collect();
-            rows::replace(conn, "repos", "id", &ids, &changed).await
+            rows::upsert(conn, "repos", &["id"], &changed).await
         })
     }
 }

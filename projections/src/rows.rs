@@ -14,6 +14,8 @@ use uuid::Uuid;
 use crate::error::ProjectionError;
 
 /// Rows of `table` whose `key` column is one of `ids`.
+///
+/// Rows come as JSON text and are parsed straight into `R` (no intermediate JSON tree).
 pub(crate) async fn load<R: DeserializeOwned>(
     conn: &mut PgConnection,
     table: &'static str,
@@ -23,32 +25,49 @@ pub(crate) async fn load<R: DeserializeOwned>(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!("SELECT to_jsonb(t) FROM {table} t WHERE {key} = ANY($1)");
-    let values: Vec<serde_json::Value> = sqlx::query_scalar(&sql).bind(ids).fetch_all(&mut *conn).await?;
+    let sql = format!("SELECT to_jsonb(t)::text FROM {table} t WHERE {key} = ANY($1)");
+    let values: Vec<String> = sqlx::query_scalar(&sql).bind(ids).fetch_all(&mut *conn).await?;
     values
-        .into_iter()
-        .map(|v| serde_json::from_value(v).map_err(|source| ProjectionError::Row { table, source }))
+        .iter()
+        .map(|v| serde_json::from_str(v).map_err(|source| ProjectionError::Row { table, source }))
         .collect()
 }
 
-/// Replaces every row of `table` whose `key` is one of `ids` with `rows`.
-pub(crate) async fn replace<R: Serialize>(
+/// Inserts `rows` into `table`, replacing the rows with the same primary key (`key`, the
+/// columns of the table's primary key), in one statement.
+///
+/// Every column of the table must be a field of `R`. Read-model rows are never deleted by a
+/// projection, so this writes the same rows as deleting the rows of the batch's entities and
+/// inserting them again, with one statement instead of two and no dead rows for new entities.
+pub(crate) async fn upsert<R: Serialize>(
     conn: &mut PgConnection,
     table: &'static str,
-    key: &'static str,
-    ids: &[Uuid],
+    key: &[&str],
     rows: &[R],
 ) -> Result<(), ProjectionError> {
-    if ids.is_empty() {
+    let Some(first) = rows.first() else {
         return Ok(());
-    }
-    let json = serde_json::to_value(rows).map_err(|source| ProjectionError::Row { table, source })?;
-    sqlx::query(&format!("DELETE FROM {table} WHERE {key} = ANY($1)"))
-        .bind(ids)
-        .execute(&mut *conn)
-        .await?;
+    };
+    let malformed = |source| ProjectionError::Row { table, source };
+    let columns = match serde_json::to_value(first).map_err(malformed)? {
+        serde_json::Value::Object(fields) => fields.keys().cloned().collect::<Vec<_>>(),
+        _ => Vec::new(),
+    };
+    let updates: Vec<String> = columns
+        .iter()
+        .filter(|c| !key.contains(&c.as_str()))
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let on_conflict = if updates.is_empty() {
+        "DO NOTHING".to_owned()
+    } else {
+        format!("DO UPDATE SET {}", updates.join(", "))
+    };
+    let json = serde_json::to_string(rows).map_err(malformed)?;
     sqlx::query(&format!(
-        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1)"
+        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1::text::jsonb) \
+         ON CONFLICT ({}) {on_conflict}",
+        key.join(", ")
     ))
     .bind(json)
     .execute(&mut *conn)

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use monkeyci_eventstore::{Cursor, EventFeed, EventStore};
+use monkeyci_eventstore::{Cursor, EventFeed, EventStore, ReadError, RecordedEvent};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, Postgres, Row};
 use tokio::sync::watch;
@@ -214,11 +214,18 @@ impl Worker {
             Err(error) => return Stop::Failed(error),
         };
         self.checkpoint.send_replace(cursor);
+        let mut statistics = Statistics::new(self.config.batch_size);
+        // While catching up, the next batch is read while the current one is applied.
+        let mut prefetched: Option<Prefetch> = None;
         loop {
             if *self.shutdown.borrow() {
                 return Stop::Shutdown;
             }
-            let events = match self.store.read_all(cursor, self.config.batch_size).await {
+            let read = match prefetched.take() {
+                Some(prefetch) => prefetch.events().await,
+                None => self.store.read_all(cursor, self.config.batch_size).await,
+            };
+            let events = match read {
                 Ok(events) => events,
                 Err(error) => return Stop::Failed(error.into()),
             };
@@ -235,6 +242,7 @@ impl Worker {
                         Ok(stored) if stored != cursor => {
                             tracing::info!(projection = name, from = %stored, "checkpoint moved; continuing from it");
                             cursor = stored;
+                            statistics = Statistics::new(self.config.batch_size);
                             self.checkpoint.send_replace(cursor);
                         }
                         Ok(_) => {}
@@ -243,22 +251,94 @@ impl Worker {
                 }
                 continue;
             };
+            let full = events.len() >= self.config.batch_size as usize;
+            if full {
+                prefetched = Some(Prefetch::start(&self.store, last, self.config.batch_size));
+            }
             match apply_batch(conn, self.projection.as_ref(), cursor, last, &events).await {
                 Ok(true) => {
                     cursor = last;
                     self.checkpoint.send_replace(cursor);
+                    if full {
+                        statistics.applied(conn, self.projection.as_ref(), events.len()).await;
+                    }
                 }
                 // Somebody moved the checkpoint (a rebuild): continue from where it is now.
-                Ok(false) => match load_checkpoint(conn, name).await {
-                    Ok(moved) => {
-                        tracing::info!(projection = name, from = %moved, "checkpoint moved; continuing from it");
-                        cursor = moved;
-                        self.checkpoint.send_replace(cursor);
+                Ok(false) => {
+                    prefetched = None;
+                    match load_checkpoint(conn, name).await {
+                        Ok(moved) => {
+                            tracing::info!(projection = name, from = %moved, "checkpoint moved; continuing from it");
+                            cursor = moved;
+                            statistics = Statistics::new(self.config.batch_size);
+                            self.checkpoint.send_replace(cursor);
+                        }
+                        Err(error) => return Stop::Failed(error),
                     }
-                    Err(error) => return Stop::Failed(error),
-                },
+                }
                 Err(error) => return Stop::Failed(error),
             }
+        }
+    }
+}
+
+/// The read of the batch that follows `after`, running while the current batch is applied;
+/// dropping it cancels the read.
+struct Prefetch(JoinHandle<Result<Vec<RecordedEvent>, ReadError>>);
+
+impl Prefetch {
+    fn start(store: &EventStore, after: Cursor, limit: u32) -> Self {
+        let store = store.clone();
+        Self(tokio::spawn(async move { store.read_all(after, limit).await }))
+    }
+
+    async fn events(mut self) -> Result<Vec<RecordedEvent>, ReadError> {
+        match (&mut self.0).await {
+            Ok(read) => read,
+            // Only a panic in the read (it is never aborted while awaited here).
+            Err(error) => Err(ReadError::Database(sqlx::Error::Protocol(format!(
+                "reading the next batch: {error}"
+            )))),
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps planner statistics of a projection's tables current while it catches up.
+///
+/// A replay starts from empty tables (after `rebuild()`'s TRUNCATE) that have no statistics, and
+/// autovacuum may analyze them late or never; without statistics PostgreSQL estimates, for
+/// example, that `jobs.build_id = ANY(…)` matches a large part of the table and reads all of it
+/// for every batch. So after full batches (the projection is behind), the tables are analyzed
+/// when the events applied since the start or the last rebuild reach one batch, then two, four…
+/// (a handful of ANALYZEs for a million events).
+struct Statistics {
+    applied: u64,
+    next: u64,
+}
+
+impl Statistics {
+    fn new(batch_size: u32) -> Self {
+        Self {
+            applied: 0,
+            next: u64::from(batch_size.max(1)),
+        }
+    }
+
+    async fn applied(&mut self, conn: &mut PgConnection, projection: &dyn Projection, events: usize) {
+        self.applied += events as u64;
+        if self.applied < self.next {
+            return;
+        }
+        self.next = self.applied.saturating_mul(2);
+        let tables = projection.tables().join(", ");
+        if let Err(error) = sqlx::query(&format!("ANALYZE {tables}")).execute(&mut *conn).await {
+            tracing::warn!(projection = projection.name(), %error, "could not analyze {tables}");
         }
     }
 }
