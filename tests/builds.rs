@@ -11,27 +11,10 @@ use monkeyci_domain::build::TriggerSource;
 use monkeyci_domain::BuildId;
 use monkeyci_projections::{queries, BuildRow};
 use monkeyci_runner::{CancellationToken, LocalExecutor, Runner, RunnerSettings};
-use monkeyci_tests::{database_url, monkeyci_binary, user, Core};
+use monkeyci_tests::{database_url, git, monkeyci_binary, user, Core};
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-
-fn git(dir: &Path, args: &[&str]) {
-    let output = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.org")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.org")
-        .output()
-        .expect("git");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// A repository on `main` whose `.monkeyci/<file>` holds `pipeline`.
 fn repo_with(file: &str, pipeline: &str) -> tempfile::TempDir {

@@ -9,6 +9,7 @@ use monkeyci_runner::{
     checkout, CancellationToken, ExecutionError, Executor, GitAuth, GitTarget, JobOutcome, JobSpec, LocalExecutor,
     LogLine, LogStream,
 };
+use monkeyci_tests::git;
 use tokio::sync::mpsc;
 
 fn spec(dir: &Path, script: &[&str]) -> JobSpec {
@@ -185,24 +186,6 @@ struct Repo {
     dir: tempfile::TempDir,
     first: String,
     second: String,
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.org")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.org")
-        .output()
-        .expect("git");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 fn repo() -> Repo {
