@@ -20,7 +20,7 @@ pub enum Target {
     Store,
     /// One autocommitted multi-row INSERT per command into a plain table with a bigserial key.
     Ceiling,
-    /// The event store's own append statement (a copy of `APPEND_SQL` in eventstore/src/store.rs)
+    /// The event store's own append statement (`monkeyci_eventstore::APPEND_SQL`)
     /// on the `events` table, without the store around it: no notifier. A diagnostic: the gap
     /// between this and the ceiling is the statement and the table; the gap between this and
     /// `Store` is the rest (the notifier's `pg_notify` transactions, pool and client work).
@@ -194,26 +194,6 @@ async fn append_once(store: &EventStore, write: StreamAppend) -> anyhow::Result<
     }
 }
 
-/// The event store's append statement, copied from eventstore/src/store.rs (`APPEND_SQL`).
-const APPEND_SQL: &str = r#"
-WITH locked AS MATERIALIZED (
-    SELECT pg_advisory_xact_lock(hashtextextended('monkeyci.stream.' || $1, 0))
-), current AS (
-    SELECT COALESCE(MAX(stream_version), 0) AS version FROM events WHERE stream_id = $1
-), inserted AS (
-    INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
-    SELECT $1, current.version + e.ord, e.event_type, e.schema_version, e.data, e.metadata
-    FROM locked, current,
-         UNNEST($2::text[], $3::int4[], $4::jsonb[], $5::jsonb[])
-             WITH ORDINALITY AS e(event_type, schema_version, data, metadata, ord)
-    WHERE $6::bigint IS NULL OR current.version = $6
-    RETURNING transaction_id, position
-)
-SELECT (SELECT version FROM current) AS version,
-       (SELECT transaction_id::text::bigint FROM inserted ORDER BY position DESC LIMIT 1) AS tx,
-       (SELECT MAX(position) FROM inserted) AS position
-"#;
-
 /// One new stream's events through the append statement, bound as the event store binds them.
 async fn append_statement(pool: &PgPool, write: &StreamAppend) -> anyhow::Result<()> {
     let types: Vec<&str> = write.events.iter().map(|e| e.event_type.as_str()).collect();
@@ -224,7 +204,7 @@ async fn append_statement(pool: &PgPool, write: &StreamAppend) -> anyhow::Result
         .iter()
         .map(|e| serde_json::to_value(&e.metadata))
         .collect::<Result<_, _>>()?;
-    let row = sqlx::query(APPEND_SQL)
+    let row = sqlx::query(monkeyci_eventstore::APPEND_SQL)
         .bind(&write.stream_id)
         .bind(&types)
         .bind(&versions)

@@ -24,7 +24,9 @@ const UNIQUE_IDEMPOTENCY_KEY: &str = "idempotency_keys_pkey";
 /// log's (transaction id, position) order keeps every stream in version order. A version read
 /// before the lock was granted may be stale; the insert then fails on the unique version and the
 /// caller sees a conflict (or retries, for `ExpectedVersion::Any`).
-const APPEND_SQL: &str = r#"
+///
+/// Public so that the benchmark measures the very statement the store runs.
+pub const APPEND_SQL: &str = r#"
 WITH locked AS MATERIALIZED (
     SELECT pg_advisory_xact_lock(hashtextextended('monkeyci.stream.' || $1, 0))
 ), current AS (
