@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use monkeyci_commands::{AddRepo, CancelBuild, CreateOrg, TriggerBuild};
@@ -11,13 +12,14 @@ use monkeyci_domain::build::TriggerSource;
 use monkeyci_domain::BuildId;
 use monkeyci_projections::{queries, BuildRow};
 use monkeyci_runner::{CancellationToken, LocalExecutor, Runner, RunnerSettings};
+use monkeyci_storage::{BlobStore, FsStore};
 use monkeyci_tests::{database_url, git, monkeyci_binary, user, Core};
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 /// A repository on `main` whose `.monkeyci/<file>` holds `pipeline`.
-fn repo_with(file: &str, pipeline: &str) -> tempfile::TempDir {
+pub(crate) fn repo_with(file: &str, pipeline: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("dir");
     let p = dir.path();
     git(p, &["init", "--quiet", "--initial-branch", "main"]);
@@ -30,7 +32,7 @@ fn repo_with(file: &str, pipeline: &str) -> tempfile::TempDir {
 }
 
 /// Creates an org and a repo pointing at `repo`, and triggers a build of `main`.
-async fn trigger(core: &Core, repo: &Path) -> BuildId {
+pub(crate) async fn trigger(core: &Core, repo: &Path) -> BuildId {
     let c = &core.commands;
     let ctx = user();
     let org_id = c
@@ -71,7 +73,11 @@ async fn trigger(core: &Core, repo: &Path) -> BuildId {
     .expect("trigger")
 }
 
-fn settings(workspace: &Path, id: &str) -> RunnerSettings {
+pub(crate) fn settings(workspace: &Path, id: &str) -> RunnerSettings {
+    settings_with(workspace, id, Arc::new(FsStore::new(workspace.join("blobs"))))
+}
+
+pub(crate) fn settings_with(workspace: &Path, id: &str, blobs: Arc<dyn BlobStore>) -> RunnerSettings {
     RunnerSettings {
         runner_id: id.into(),
         workspace_root: workspace.to_path_buf(),
@@ -79,11 +85,12 @@ fn settings(workspace: &Path, id: &str) -> RunnerSettings {
         max_builds: 2,
         lease_ttl: Duration::from_secs(2),
         poll: Duration::from_millis(100),
+        blobs,
     }
 }
 
 /// Waits until the build satisfies `done` in the read model, up to 60 s.
-async fn wait_for_build(core: &Core, id: BuildId, done: impl Fn(&BuildRow) -> bool) -> BuildRow {
+pub(crate) async fn wait_for_build(core: &Core, id: BuildId, done: impl Fn(&BuildRow) -> bool) -> BuildRow {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         core.caught_up().await.expect("caught up");
@@ -99,7 +106,7 @@ async fn wait_for_build(core: &Core, id: BuildId, done: impl Fn(&BuildRow) -> bo
     }
 }
 
-fn finished(build: &BuildRow) -> bool {
+pub(crate) fn finished(build: &BuildRow) -> bool {
     build.finished_at.is_some()
 }
 
@@ -224,6 +231,7 @@ async fn a_build_whose_runner_is_killed_is_ended_by_another_runner(pool: PgPool)
             .arg("--workspace")
             .arg(workspace.path())
             .env("MONKEYCI_DATABASE_URL", database_url(&pool))
+            .env("MONKEYCI_DATA_DIR", workspace.path().join("data"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)

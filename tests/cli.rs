@@ -41,9 +41,12 @@ async fn server_creates_its_database_serves_graphql_and_stops_on_sigterm(pool: P
         "{}",
         String::from_utf8_lossy(&migrated.stderr)
     );
+    let data = tempfile::tempdir().expect("data dir");
     let mut server = Command::new(monkeyci_binary().expect("binary"))
         .args(["server", "--lease-retry-ms", "100", "--listen", "127.0.0.1:0"])
         .env("MONKEYCI_DATABASE_URL", &url)
+        .env("MONKEYCI_DATA_DIR", data.path())
+        .env("MONKEYCI_ADMIN_TOKEN", "an-admin-token-for-the-test")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -65,6 +68,7 @@ async fn server_creates_its_database_serves_graphql_and_stops_on_sigterm(pool: P
     let graphql = |query: &'static str| {
         let request = http
             .post(format!("{base}/graphql"))
+            .bearer_auth("an-admin-token-for-the-test")
             .json(&serde_json::json!({ "query": query }));
         async move {
             request
@@ -79,6 +83,13 @@ async fn server_creates_its_database_serves_graphql_and_stops_on_sigterm(pool: P
     let created = graphql("mutation { createOrg(input: {name: \"Acme\", slug: \"acme\"}) }").await;
     assert!(created["data"]["createOrg"].is_string(), "{created}");
     let found = graphql("{ org(slug: \"acme\") { name } }").await;
+    let anonymous = http
+        .post(format!("{base}/graphql"))
+        .json(&serde_json::json!({ "query": "{ orgs { edges { node { name } } } }" }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(anonymous.status(), 401, "the server asks for a token");
     assert_eq!(found["data"]["org"]["name"], "Acme", "{found}");
     let health = http.get(format!("{base}/health")).send().await.expect("health");
     assert_eq!(health.status(), 200);
@@ -210,4 +221,22 @@ async fn build_run_names_the_file_and_line_of_a_broken_pipeline() {
         stderr.contains(".monkeyci/build.yaml:3") && stderr.contains("a"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn build_run_passes_artifacts_from_job_to_job() {
+    // `clean` removes the files, so `use` finds them only if the artifact is restored.
+    let dir = local_checkout(
+        "- id: make\n  script: [\"mkdir -p out\", \"echo built > out/app\"]\n  save-artifacts: [{id: app, path: out}]\n\
+         - id: clean\n  dependencies: [make]\n  script: [\"rm -rf out\"]\n\
+         - id: use\n  dependencies: [clean]\n  restore-artifacts: [{id: app, path: out}]\n  script: [\"cat out/app\"]\n",
+    );
+
+    let run = build_run(dir.path(), &["--parallelism", "1"]).await;
+
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{out}");
+    assert!(out.contains("=== make saved artifact app"), "{out}");
+    assert!(out.contains("[use] restored artifact app"), "{out}");
+    assert!(out.contains("[use] built"), "{out}");
 }

@@ -1,6 +1,8 @@
 //! End-to-end tests of MonkeyCI against real PostgreSQL; each test gets its own database.
 
+mod access;
 mod api;
+mod artifacts;
 mod builds;
 mod cli;
 mod commands;

@@ -92,6 +92,7 @@ fn plan(f: &Fixture, yaml: &str, branch: &str) -> BuildPlan {
         changed_paths: None,
         checkout: f.dir.path().to_path_buf(),
         parallelism: 4,
+        blobs: None,
     }
 }
 
@@ -115,11 +116,7 @@ fn collect() -> (monkeyci_runner::LogSender, mpsc::UnboundedReceiver<(JobId, Log
 }
 
 fn recorder(f: &Fixture) -> CommandRecorder {
-    CommandRecorder {
-        commands: f.core.commands.clone(),
-        ctx: user(),
-        build_id: f.build_id,
-    }
+    CommandRecorder::new(f.core.commands.clone(), user(), f.build_id, None)
 }
 
 fn executor() -> LocalExecutor {

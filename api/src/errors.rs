@@ -1,7 +1,7 @@
 //! The one place where failures become client-visible GraphQL errors.
 //!
 //! Every error carries `extensions.code`: `BAD_USER_INPUT`, `NOT_FOUND`, `CONFLICT`, `FORBIDDEN`,
-//! `UNAVAILABLE` or `INTERNAL`. Internal failures are logged with their cause chain and reach the
+//! `UNAUTHENTICATED`, `UNAVAILABLE` or `INTERNAL`. Internal failures are logged with their cause chain and reach the
 //! client only as "internal error".
 
 use std::error::Error as StdError;
@@ -17,6 +17,7 @@ pub enum Code {
     NotFound,
     Conflict,
     Forbidden,
+    Unauthenticated,
     Unavailable,
     Internal,
 }
@@ -29,6 +30,7 @@ impl Code {
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
             Self::Forbidden => "forbidden",
+            Self::Unauthenticated => "unauthenticated",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -41,6 +43,7 @@ impl Code {
             Self::NotFound => "NOT_FOUND",
             Self::Conflict => "CONFLICT",
             Self::Forbidden => "FORBIDDEN",
+            Self::Unauthenticated => "UNAUTHENTICATED",
             Self::Unavailable => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
         }
@@ -88,7 +91,8 @@ pub fn command_code(error: &CommandError) -> Code {
             | DomainError::BuildNotFinished { .. }
             | DomainError::IllegalBuildTransition { .. }
             | DomainError::IllegalJobTransition { .. }
-            | DomainError::JobsUnfinished { .. },
+            | DomainError::JobsUnfinished { .. }
+            | DomainError::LastOwner { .. },
         ) => Code::Conflict,
         CommandError::IdempotencyKeyReused { .. } | CommandError::InvalidIdempotencyKey => Code::BadUserInput,
         CommandError::Conflict { .. } => Code::Conflict,

@@ -13,13 +13,72 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::auth;
 use crate::errors::{self, Code};
 use crate::schema::{Caller, ReadBarrier};
 use crate::ws;
 use crate::AppState;
+use monkeyci_domain::access::Role;
+
+/// The caller of an HTTP request, or the 401 response that says why there is none.
+async fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::bearer);
+    auth::authenticate(&state.context, &state.auth, token)
+        .await
+        .map_err(|failure| {
+            let (status, code) = match failure {
+                auth::AuthFailure::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
+                _ => (StatusCode::UNAUTHORIZED, Code::Unauthenticated),
+            };
+            let body = json!({ "errors": [{
+                "message": failure.message(),
+                "extensions": { "code": code.as_str() },
+            }]});
+            (status, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response()
+        })
+}
+
+/// The build named in a path, once the caller is authenticated and may read its org: a build of
+/// another org is as missing (404) as one that does not exist.
+async fn readable_build(
+    state: &AppState,
+    headers: &HeaderMap,
+    build_id: String,
+) -> Result<monkeyci_projections::BuildRow, Response> {
+    let caller = authenticated(state, headers).await?;
+    let Ok(build) = crate::ids::decode_as(&async_graphql::ID(build_id), crate::ids::Kind::Build) else {
+        return Err((StatusCode::BAD_REQUEST, "not a build id\n").into_response());
+    };
+    if state.context.consistency.read_your_writes().await.is_err() {
+        let behind = "the read models are behind; try again\n";
+        return Err((StatusCode::SERVICE_UNAVAILABLE, behind).into_response());
+    }
+    let missing = || (StatusCode::NOT_FOUND, "no such build\n").into_response();
+    let row = monkeyci_projections::queries::build(&state.context.pool, build)
+        .await
+        .map_err(internal_error)?
+        .ok_or_else(missing)?;
+    match auth::require_as(&state.context, &caller, row.org_id, Role::Viewer, "build").await {
+        Ok(()) => Ok(row),
+        Err(_) => Err(missing()),
+    }
+}
+
+/// Logs `error` and answers 500 without its details.
+fn internal_error(error: impl std::error::Error + 'static) -> Response {
+    let _ = errors::internal(&error);
+    (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+}
 
 /// Runs one GraphQL request sent as JSON.
-pub async fn graphql_post(State(state): State<AppState>, body: Bytes) -> Response {
+pub async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let caller = match authenticated(&state, &headers).await {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
@@ -30,7 +89,7 @@ pub async fn graphql_post(State(state): State<AppState>, body: Bytes) -> Respons
             return (StatusCode::BAD_REQUEST, Json(body)).into_response();
         }
     };
-    let request = request.data(ReadBarrier::default()).data(Caller::default());
+    let request = request.data(ReadBarrier::default()).data(caller);
     let mut response = state.schema.execute(request).await;
     errors::normalize(&mut response);
     Json(response).into_response()
@@ -63,7 +122,7 @@ pub async fn graphql_get(
                 // The default 128 KiB read buffer per connection would cost 1.3 GiB for 10,000
                 // subscribers; GraphQL messages from clients are small.
                 .read_buffer_size(8 * 1024)
-                .on_upgrade(move |socket| ws::serve(socket, schema, config))
+                .on_upgrade(move |socket| ws::serve(socket, schema, config, state.context, state.auth))
         }
         Err(_) => Html(
             GraphiQLSource::build()
@@ -79,46 +138,79 @@ pub async fn graphql_get(
 /// A job's whole output as plain text, one line per line of output.
 pub async fn job_log(
     State(state): State<AppState>,
+    headers: HeaderMap,
     axum::extract::Path((build_id, job_id)): axum::extract::Path<(String, String)>,
 ) -> Response {
-    let Ok(build) = crate::ids::decode_as(&async_graphql::ID(build_id), crate::ids::Kind::Build) else {
-        return (StatusCode::BAD_REQUEST, "not a build id\n").into_response();
+    let build = match readable_build(&state, &headers, build_id).await {
+        Ok(build) => build,
+        Err(response) => return response,
     };
-    if state.context.consistency.read_your_writes().await.is_err() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the read models are behind; try again\n",
-        )
-            .into_response();
-    }
-    match monkeyci_projections::queries::job(&state.context.pool, build, &job_id).await {
+    match monkeyci_projections::queries::job(&state.context.pool, build.id, &job_id).await {
         Ok(Some(_)) => {}
         Ok(None) => return (StatusCode::NOT_FOUND, "no such job\n").into_response(),
-        Err(error) => {
-            let _ = errors::internal(&error);
-            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
-        }
+        Err(error) => return internal_error(error),
     }
-    let build = monkeyci_domain::BuildId::from_uuid(build);
-    let mut body = String::new();
-    let mut after = 0;
-    loop {
-        match monkeyci_runner::read_job_log(&state.context.pool, build, &job_id, after, 5000).await {
-            Ok(lines) if lines.is_empty() => break,
-            Ok(lines) => {
-                for line in lines {
-                    after = line.seq;
-                    body.push_str(&line.text);
-                    body.push('\n');
-                }
-            }
-            Err(error) => {
-                let _ = errors::internal(&error);
-                return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
-            }
-        }
+    let build = monkeyci_domain::BuildId::from_uuid(build.id);
+    match monkeyci_runner::render_job_log(&state.context.pool, build, &job_id).await {
+        Ok((body, _)) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response(),
+        Err(error) => internal_error(error),
     }
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// An artifact of a build, as the tar.gz its job saved.
+pub async fn artifact(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path((build_id, artifact_id)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let build = match readable_build(&state, &headers, build_id).await {
+        Ok(build) => build,
+        Err(response) => return response,
+    };
+    let Some(blobs) = state.blobs.clone() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "this server has no blob storage\n").into_response();
+    };
+    let Some(found) = build.artifacts.into_iter().find(|a| a.id == artifact_id) else {
+        return (StatusCode::NOT_FOUND, "no such artifact\n").into_response();
+    };
+    match download(blobs.as_ref(), &found.key).await {
+        Ok(Some(file)) => {
+            let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+            let disposition = format!("attachment; filename=\"{}.tgz\"", found.id);
+            (
+                [
+                    (header::CONTENT_TYPE, "application/gzip".to_owned()),
+                    (header::CONTENT_LENGTH, found.size.to_string()),
+                    (header::CONTENT_DISPOSITION, disposition),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, "the artifact is no longer in storage\n").into_response(),
+        Err(error) => internal_error(error),
+    }
+}
+
+/// Fetches an object into an unnamed temporary file (removed as soon as it is open), so that
+/// a large artifact is streamed rather than held in memory.
+async fn download(
+    blobs: &dyn monkeyci_storage::BlobStore,
+    key: &str,
+) -> Result<Option<tokio::fs::File>, monkeyci_storage::StorageError> {
+    let key = monkeyci_storage::BlobKey::new(key)?;
+    let path = std::env::temp_dir().join(format!("monkeyci-download-{}", uuid::Uuid::new_v4()));
+    let found = blobs.get_to_file(&key, &path).await?;
+    if found.is_none() {
+        return Ok(None);
+    }
+    let io = |source| monkeyci_storage::StorageError::Io {
+        context: format!("opening {}", path.display()),
+        source,
+    };
+    let file = tokio::fs::File::open(&path).await.map_err(io)?;
+    let _ = tokio::fs::remove_file(&path).await;
+    Ok(Some(file))
 }
 
 /// Alive: the process answers.

@@ -14,6 +14,8 @@ pub enum Kind {
     Repo,
     Build,
     Job,
+    User,
+    Token,
 }
 
 impl Kind {
@@ -23,6 +25,8 @@ impl Kind {
             Self::Repo => "Repo",
             Self::Build => "Build",
             Self::Job => "Job",
+            Self::User => "User",
+            Self::Token => "Token",
         }
     }
 }
@@ -44,6 +48,8 @@ pub enum Decoded {
     Repo(Uuid),
     Build(Uuid),
     Job(Uuid, String),
+    User(Uuid),
+    Token(Uuid),
 }
 
 /// Decodes any global id.
@@ -57,6 +63,8 @@ pub fn decode(id: &ID) -> Result<Decoded, Error> {
         "Org" => Decoded::Org(uuid(rest)?),
         "Repo" => Decoded::Repo(uuid(rest)?),
         "Build" => Decoded::Build(uuid(rest)?),
+        "User" => Decoded::User(uuid(rest)?),
+        "Token" => Decoded::Token(uuid(rest)?),
         "Job" => {
             let (build, job) = rest.split_once(':').ok_or_else(invalid)?;
             if job.is_empty() {
@@ -71,7 +79,11 @@ pub fn decode(id: &ID) -> Result<Decoded, Error> {
 /// Decodes a global id that must name a `kind` (not a job).
 pub fn decode_as(id: &ID, kind: Kind) -> Result<Uuid, Error> {
     match (decode(id)?, kind) {
-        (Decoded::Org(u), Kind::Org) | (Decoded::Repo(u), Kind::Repo) | (Decoded::Build(u), Kind::Build) => Ok(u),
+        (Decoded::Org(u), Kind::Org)
+        | (Decoded::Repo(u), Kind::Repo)
+        | (Decoded::Build(u), Kind::Build)
+        | (Decoded::User(u), Kind::User)
+        | (Decoded::Token(u), Kind::Token) => Ok(u),
         _ => Err(bad_input(format!(
             "{:?} is not the id of a {}",
             id.as_str(),

@@ -1,6 +1,7 @@
 //! MonkeyCI's HTTP API: GraphQL (queries on read models, id-returning mutations, subscriptions
 //! over WebSocket), health, readiness and metrics.
 
+mod auth;
 mod consistency;
 pub mod errors;
 mod fanout;
@@ -26,6 +27,7 @@ use monkeyci_commands::CommandHandler;
 use monkeyci_eventstore::{EventFeed, EventStore, ReadError};
 use tokio::net::TcpListener;
 
+pub use auth::AuthConfig;
 pub use consistency::{Consistency, ConsistencyError};
 pub use metrics::Metrics;
 pub use schema::{AppSchema, QueryLimits};
@@ -46,6 +48,10 @@ pub struct ApiConfig {
     pub read_your_writes_timeout: Duration,
     /// `/ready` fails while a projection is more than this many events behind.
     pub ready_max_lag: u64,
+    /// Where artifacts are downloaded from; without it, downloads answer 503.
+    pub blobs: Option<Arc<dyn monkeyci_storage::BlobStore>>,
+    /// Whether requests need a token.
+    pub auth: AuthConfig,
 }
 
 impl Default for ApiConfig {
@@ -63,6 +69,8 @@ impl Default for ApiConfig {
             },
             read_your_writes_timeout: Duration::from_secs(5),
             ready_max_lag: 1000,
+            blobs: None,
+            auth: AuthConfig::Disabled,
         }
     }
 }
@@ -75,6 +83,8 @@ pub(crate) struct AppState {
     ws: WsConfig,
     body_limit: usize,
     ready_max_lag: u64,
+    blobs: Option<Arc<dyn monkeyci_storage::BlobStore>>,
+    auth: AuthConfig,
 }
 
 /// A bound, not yet serving API server.
@@ -108,10 +118,13 @@ impl ApiServer {
             ws: config.ws,
             body_limit: config.body_limit,
             ready_max_lag: config.ready_max_lag,
+            blobs: config.blobs,
+            auth: config.auth,
         };
         let router = Router::new()
             .route("/graphql", post(http::graphql_post).get(http::graphql_get))
             .route("/builds/{build_id}/jobs/{job_id}/log", get(http::job_log))
+            .route("/builds/{build_id}/artifacts/{artifact_id}", get(http::artifact))
             .route("/health", get(http::health))
             .route("/ready", get(http::ready))
             .route("/metrics", get(http::metrics))

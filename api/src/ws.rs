@@ -106,7 +106,13 @@ async fn read(source: &mut SplitStream<WebSocket>) -> Read {
 }
 
 /// Serves one WebSocket connection until either side closes it.
-pub async fn serve(socket: WebSocket, schema: AppSchema, config: WsConfig) {
+pub async fn serve(
+    socket: WebSocket,
+    schema: AppSchema,
+    config: WsConfig,
+    api: crate::schema::ApiContext,
+    auth: crate::auth::AuthConfig,
+) {
     let (mut sink, mut source) = socket.split();
     let deadline = tokio::time::Instant::now() + config.init_timeout;
     let session = loop {
@@ -114,7 +120,12 @@ pub async fn serve(socket: WebSocket, schema: AppSchema, config: WsConfig) {
             Err(_) => return close(sink, 4408, "Connection initialisation timeout").await,
             Ok(Read::Closed) => return,
             Ok(Read::Invalid(reason)) => return close(sink, 4400, &reason).await,
-            Ok(Read::Message(ClientMessage::ConnectionInit { payload })) => break session_data(payload),
+            Ok(Read::Message(ClientMessage::ConnectionInit { payload })) => {
+                match session_data(&api, &auth, payload).await {
+                    Ok(data) => break data,
+                    Err(failure) => return close(sink, 4403, failure.message()).await,
+                }
+            }
             Ok(Read::Message(ClientMessage::Ping { payload })) => {
                 if !send(&mut sink, pong(payload)).await {
                     return;
@@ -209,10 +220,24 @@ fn pong(payload: Option<Value>) -> Value {
     }
 }
 
-fn session_data(_payload: Option<Value>) -> Data {
+/// The connection's caller, from the token in `connection_init`'s payload:
+/// `{"Authorization": "Bearer <token>"}` (as an HTTP header would carry it) or `{"token": "<token>"}`.
+async fn session_data(
+    api: &crate::schema::ApiContext,
+    auth: &crate::auth::AuthConfig,
+    payload: Option<Value>,
+) -> Result<Data, crate::auth::AuthFailure> {
+    let payload = payload.unwrap_or(Value::Null);
+    let header = ["Authorization", "authorization"]
+        .iter()
+        .find_map(|k| payload.get(*k).and_then(Value::as_str));
+    let token = header
+        .and_then(crate::auth::bearer)
+        .or_else(|| payload.get("token").and_then(Value::as_str));
+    let caller: Caller = crate::auth::authenticate(api, auth, token).await?;
     let mut data = Data::default();
-    data.insert(Caller::default());
-    data
+    data.insert(caller);
+    Ok(data)
 }
 
 async fn run_operation(

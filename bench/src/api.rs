@@ -11,6 +11,7 @@
 //! `api-mutations` and `api-updates` run the API server, the projections and the clients in this
 //! process, as the end-to-end tests do.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -57,7 +58,7 @@ const TRIGGER: &str = "mutation($input: TriggerBuildInput!) { triggerBuild(input
 const BUILD_UPDATED: &str =
     "subscription($id: ID!) { buildUpdated(buildId: $id) { status cancelRequested jobCounts { total running succeeded } } }";
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// One `triggerBuild` run.
 #[derive(Debug, Clone)]
@@ -124,15 +125,19 @@ pub struct FanoutRound {
     pub delivery: Samples,
 }
 
-/// A GraphQL-over-HTTP client.
+/// The admin token of every server the benchmarks start; servers embedded in the benchmark
+/// run without authentication and ignore it.
+pub(crate) const ADMIN_TOKEN: &str = "mci_benchmark_admin_token";
+
+/// A GraphQL-over-HTTP client acting as the admin.
 #[derive(Debug, Clone)]
-struct Gql {
+pub(crate) struct Gql {
     http: reqwest::Client,
     url: String,
 }
 
 impl Gql {
-    fn new(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+    pub(crate) fn new(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -146,6 +151,7 @@ impl Gql {
         let response = self
             .http
             .post(&self.url)
+            .bearer_auth(ADMIN_TOKEN)
             .json(&json!({ "query": query, "variables": variables }))
             .send()
             .await?;
@@ -153,7 +159,7 @@ impl Gql {
     }
 
     /// Runs a mutation that returns an id.
-    async fn mutate_id(&self, field: &str, input_type: &str, input: Value) -> anyhow::Result<String> {
+    pub(crate) async fn mutate_id(&self, field: &str, input_type: &str, input: Value) -> anyhow::Result<String> {
         let query = format!("mutation($input: {input_type}!) {{ {field}(input: $input) }}");
         let response = self.post(&query, json!({ "input": input })).await?;
         match response["data"][field].as_str() {
@@ -192,7 +198,7 @@ impl Gql {
 }
 
 /// The uuid inside a build's global id (`base64url("Build:<uuid>")`).
-fn build_uuid(id: &str) -> anyhow::Result<BuildId> {
+pub(crate) fn build_uuid(id: &str) -> anyhow::Result<BuildId> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(id)
         .with_context(|| format!("{id:?} is not a global id"))?;
@@ -408,7 +414,7 @@ async fn paced(
 }
 
 /// Opens a WebSocket speaking graphql-transport-ws and initialises it.
-async fn open_ws(addr: std::net::SocketAddr) -> anyhow::Result<Ws> {
+pub(crate) async fn open_ws(addr: std::net::SocketAddr) -> anyhow::Result<Ws> {
     let mut request = format!("ws://{addr}/graphql").into_client_request()?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
@@ -418,8 +424,8 @@ async fn open_ws(addr: std::net::SocketAddr) -> anyhow::Result<Ws> {
     // 10,000 clients. The clients read small messages only.
     let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false).await?;
-    ws.send(Message::text(json!({ "type": "connection_init" }).to_string()))
-        .await?;
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {ADMIN_TOKEN}") } });
+    ws.send(Message::text(init.to_string())).await?;
     let ack = next_json(&mut ws).await?;
     if ack["type"] != "connection_ack" {
         bail!("expected connection_ack, got {ack}");
@@ -429,7 +435,11 @@ async fn open_ws(addr: std::net::SocketAddr) -> anyhow::Result<Ws> {
 
 /// The next text message as JSON, within `MESSAGE_LIMIT`.
 async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
-    let deadline = Instant::now() + MESSAGE_LIMIT;
+    next_json_by(ws, Instant::now() + MESSAGE_LIMIT).await
+}
+
+/// The next text message as JSON, by `deadline`.
+pub(crate) async fn next_json_by(ws: &mut Ws, deadline: Instant) -> anyhow::Result<Value> {
     loop {
         let item = tokio::time::timeout_at(deadline, ws.next())
             .await
@@ -554,7 +564,7 @@ pub struct FanoutSettings {
 }
 
 /// The `monkeyci` binary next to this one (both are built into the same target directory).
-fn default_server_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn default_server_binary() -> anyhow::Result<PathBuf> {
     let mut dir = std::env::current_exe()?;
     dir.pop();
     if dir.ends_with("deps") {
@@ -564,23 +574,30 @@ fn default_server_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// A `monkeyci server` process, killed when dropped.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: tokio::process::Child,
-    pid: u32,
-    addr: std::net::SocketAddr,
+    pub(crate) pid: u32,
+    pub(crate) addr: std::net::SocketAddr,
 }
 
 impl ServerProcess {
-    async fn spawn(binary: &Path, database_url: &str, connections: u32) -> anyhow::Result<Self> {
+    /// Starts `binary server` on a free port of 127.0.0.1 with `env` on top of the database
+    /// settings, and waits until it answers `/health`.
+    pub(crate) async fn spawn(
+        binary: &Path,
+        database_url: &str,
+        connections: u32,
+        env: &[(&str, &OsStr)],
+    ) -> anyhow::Result<Self> {
         // A free port: bind, note it, release it for the server.
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let child = tokio::process::Command::new(binary)
             .args(["server", "--listen", &addr.to_string()])
             .env("MONKEYCI_DATABASE_URL", database_url)
             .env("MONKEYCI_DATABASE_CONNECTIONS", connections.to_string())
-            // The bench plays the runner: the server must not claim the build itself.
-            .env("MONKEYCI_NO_RUNNER", "true")
+            .env("MONKEYCI_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -612,7 +629,7 @@ impl ServerProcess {
         }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
@@ -693,7 +710,9 @@ pub async fn fanout(database: &PgConnectOptions, settings: &FanoutSettings) -> a
     };
     let database_url = crate::db::url_of(database);
     eprintln!("  starting {} on {database_url}", binary.display());
-    let server = ServerProcess::spawn(&binary, &database_url, settings.server_connections).await?;
+    // The bench plays the runner: the server must not claim the build itself.
+    let no_runner = [("MONKEYCI_NO_RUNNER", OsStr::new("true"))];
+    let server = ServerProcess::spawn(&binary, &database_url, settings.server_connections, &no_runner).await?;
     // The bench appends the build's changes as a runner would, from its own process.
     let result = match crate::db::connect(database, 4).await {
         Ok(pool) => {

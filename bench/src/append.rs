@@ -20,14 +20,15 @@ pub enum Target {
     Store,
     /// One autocommitted multi-row INSERT per command into a plain table with a bigserial key.
     Ceiling,
-    /// The event store's own append statement (`monkeyci_eventstore::APPEND_SQL`)
+    /// The event store's own append statement for a new stream
+    /// (`monkeyci_eventstore::APPEND_AT_SQL`)
     /// on the `events` table, without the store around it: no notifier. A diagnostic: the gap
     /// between this and the ceiling is the statement and the table; the gap between this and
     /// `Store` is the rest (the notifier's `pg_notify` transactions, pool and client work).
     StoreSql,
     /// The ceiling's INSERT into the `events` table (its indexes, constraints and defaults)
     /// instead of the plain table: a diagnostic of what the table costs, without the stream lock
-    /// and version lookup of the append statement.
+    /// and the `UNNEST` of the append statement.
     EventsInsert,
 }
 
@@ -204,17 +205,21 @@ async fn append_statement(pool: &PgPool, write: &StreamAppend) -> anyhow::Result
         .iter()
         .map(|e| serde_json::to_value(&e.metadata))
         .collect::<Result<_, _>>()?;
-    let row = sqlx::query(monkeyci_eventstore::APPEND_SQL)
+    // A new stream: the statement `EventStore::append` runs for `ExpectedVersion::NoStream`.
+    let rows = sqlx::query(monkeyci_eventstore::APPEND_AT_SQL)
         .bind(&write.stream_id)
         .bind(&types)
         .bind(&versions)
         .bind(&data)
         .bind(&metadata)
-        .bind(Some(0i64))
-        .fetch_one(pool)
+        .bind(0i64)
+        .fetch_all(pool)
         .await?;
-    let position: Option<i64> = sqlx::Row::try_get(&row, "position")?;
-    anyhow::ensure!(position.is_some(), "the append statement appended nothing");
+    anyhow::ensure!(
+        rows.len() == write.events.len(),
+        "the append statement appended {} rows",
+        rows.len()
+    );
     Ok(())
 }
 

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+use crate::builds::Shape;
+
 pub const USAGE: &str = "\
 monkeyci-bench: benchmarks of the MonkeyCI event log, projections and API
 
@@ -13,9 +15,9 @@ USAGE:
 OPTIONS:
     --scenarios LIST          Comma-separated, default all of: append, append-sql,
                               events-insert, ceiling, lag, rebuild, api-mutations, api-updates,
-                              api-fanout (append-sql and events-insert are diagnostics: the event
-                              store's append statement without the store, and the ceiling's
-                              INSERT into the events table)
+                              api-fanout, build-overhead (append-sql and events-insert are
+                              diagnostics: the event store's append statement without the store,
+                              and the ceiling's INSERT into the events table)
     --seconds N               Measured seconds per append/ceiling shape and API run (default 10)
     --warmup N                Unmeasured warm-up seconds before each of them (default 1)
     --writers LIST            Writer counts for append/ceiling (default 1,16,64)
@@ -34,8 +36,11 @@ OPTIONS:
     --api-rate N              triggerBuild requests/s of the paced run (default 500)
     --update-samples N        Changes timed per kind in api-updates (default 500)
     --subscribers N           WebSocket subscribers in api-fanout (default 10000)
-    --server-binary PATH      The `monkeyci` binary api-fanout starts (default: the one next to
-                              this binary; `cargo build --release -p monkeyci`)
+    --build-samples N         Measured builds of each pipeline in build-overhead (default 20)
+    --build-jobs N            Jobs per pipeline in build-overhead (default 20)
+    --build-pipelines LIST    Pipelines built in build-overhead (default chain,independent)
+    --server-binary PATH      The `monkeyci` binary api-fanout and build-overhead start (default:
+                              the one next to this binary; `cargo build --release -p monkeyci`)
     --server-connections N    That server's database connections (default 20, its default)
     --pool-size N             Connections per pool (default 80; capped by free server slots)
     --database-url URL        Server to use; a fresh database is created on it and dropped at
@@ -55,6 +60,7 @@ pub enum Scenario {
     ApiMutations,
     ApiUpdates,
     ApiFanout,
+    BuildOverhead,
 }
 
 impl Scenario {
@@ -69,8 +75,9 @@ impl Scenario {
             "api-mutations" => Self::ApiMutations,
             "api-updates" => Self::ApiUpdates,
             "api-fanout" => Self::ApiFanout,
+            "build-overhead" => Self::BuildOverhead,
             other => bail!(
-                "unknown scenario {other:?} (append, append-sql, events-insert, ceiling, lag, rebuild, api-mutations, api-updates, api-fanout)"
+                "unknown scenario {other:?} (append, append-sql, events-insert, ceiling, lag, rebuild, api-mutations, api-updates, api-fanout, build-overhead)"
             ),
         })
     }
@@ -94,6 +101,9 @@ pub struct Args {
     pub api_rate: f64,
     pub update_samples: usize,
     pub subscribers: usize,
+    pub build_samples: usize,
+    pub build_jobs: usize,
+    pub build_pipelines: Vec<Shape>,
     pub server_binary: Option<std::path::PathBuf>,
     pub server_connections: u32,
     pub pool_size: u32,
@@ -114,6 +124,7 @@ impl Default for Args {
                 Scenario::ApiMutations,
                 Scenario::ApiUpdates,
                 Scenario::ApiFanout,
+                Scenario::BuildOverhead,
             ],
             seconds: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
@@ -130,6 +141,9 @@ impl Default for Args {
             api_rate: 500.0,
             update_samples: 500,
             subscribers: 10_000,
+            build_samples: 20,
+            build_jobs: 20,
+            build_pipelines: Shape::ALL.to_vec(),
             server_binary: None,
             server_connections: 20,
             pool_size: 80,
@@ -219,6 +233,21 @@ impl Args {
                 }
                 "--update-samples" => args.update_samples = positive(&value()?, "--update-samples")?,
                 "--subscribers" => args.subscribers = positive(&value()?, "--subscribers")?,
+                "--build-samples" => args.build_samples = positive(&value()?, "--build-samples")?,
+                "--build-pipelines" => {
+                    args.build_pipelines.clear();
+                    for shape in list(&value()?, "--build-pipelines", Shape::parse)? {
+                        if !args.build_pipelines.contains(&shape) {
+                            args.build_pipelines.push(shape);
+                        }
+                    }
+                }
+                "--build-jobs" => {
+                    args.build_jobs = positive(&value()?, "--build-jobs")?;
+                    if args.build_jobs > 99 {
+                        bail!("--build-jobs: at most 99 (job ids are j01…j99)");
+                    }
+                }
                 "--server-binary" => args.server_binary = Some(value()?.into()),
                 "--server-connections" => {
                     let n = positive(&value()?, "--server-connections")?;
@@ -284,6 +313,8 @@ mod tests {
         assert_eq!(args.writers, vec![1, 16, 64]);
         assert_eq!(args.events_per_command, vec![1, 10]);
         assert!(args.has(Scenario::Rebuild));
+        assert!(args.has(Scenario::BuildOverhead));
+        assert_eq!((args.build_samples, args.build_jobs), (20, 20));
         Ok(())
     }
 
@@ -324,6 +355,27 @@ mod tests {
         assert_eq!(args.subscribers, 100);
         assert_eq!(args.server_binary, Some("/bin/monkeyci".into()));
         assert!(parse(&["--api-rate", "0"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn build_overhead_flags_are_parsed() -> anyhow::Result<()> {
+        let args = parse(&[
+            "--scenarios=build-overhead",
+            "--build-samples",
+            "5",
+            "--build-jobs=3",
+            "--build-pipelines=chain",
+        ])?
+        .context("not help")?;
+        assert_eq!(args.scenarios, vec![Scenario::BuildOverhead]);
+        assert_eq!((args.build_samples, args.build_jobs), (5, 3));
+        assert_eq!(args.build_pipelines, vec![Shape::Chain]);
+        let twice = parse(&["--build-pipelines", "independent,chain,independent"])?.context("not help")?;
+        assert_eq!(twice.build_pipelines, vec![Shape::Independent, Shape::Chain]);
+        assert!(parse(&["--build-pipelines", "diamond"]).is_err());
+        assert!(parse(&["--build-jobs", "100"]).is_err());
+        assert!(parse(&["--build-samples", "0"]).is_err());
         Ok(())
     }
 

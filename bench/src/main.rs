@@ -6,6 +6,7 @@
 mod api;
 mod append;
 mod args;
+mod builds;
 mod db;
 mod lag;
 mod rebuild;
@@ -37,6 +38,7 @@ struct Report {
     mutations: Vec<api::MutationRun>,
     updates: Vec<api::UpdateRun>,
     fanout: Option<api::FanoutResult>,
+    builds: Option<builds::BuildOverheadResult>,
     /// The 1-minute load average before and after each scenario.
     loads: Vec<(&'static str, f64, f64)>,
 }
@@ -217,6 +219,26 @@ async fn run(args: &Args, server: &mut Server, pool_size: u32, report: &mut Repo
         };
         report.fanout = Some(api::fanout(&options, &settings).await?);
     }
+    if args.has(Scenario::BuildOverhead) {
+        eprintln!(
+            "running builds: {} jobs, {} builds of each pipeline",
+            args.build_jobs, args.build_samples
+        );
+        let options = server.empty_database("build_overhead").await?;
+        let settings = builds::BuildSettings {
+            samples: args.build_samples,
+            jobs: args.build_jobs,
+            shapes: args.build_pipelines.clone(),
+            server_binary: args.server_binary.clone(),
+            server_connections: args.server_connections,
+        };
+        let result = builds::run(&options, &settings).await?;
+        let failures = result.failures();
+        report.builds = Some(result);
+        if failures > 0 {
+            anyhow::bail!("build-overhead: {failures} builds did not succeed (see the report)");
+        }
+    }
     Ok(())
 }
 
@@ -342,6 +364,9 @@ fn render(
         out.push('\n');
     }
     render_api(&mut out, report);
+    if let Some(builds) = &report.builds {
+        out.push_str(&builds::render(builds));
+    }
     if !report.loads.is_empty() {
         let _ = writeln!(
             out,

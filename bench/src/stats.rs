@@ -49,6 +49,11 @@ impl Samples {
     pub fn max_ms(&mut self) -> f64 {
         self.percentile_ms(100.0)
     }
+
+    /// The sum of all samples.
+    pub fn total(&self) -> Duration {
+        self.values.iter().sum()
+    }
 }
 
 /// Formats a number of milliseconds for a table.

@@ -2,17 +2,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use monkeyci_commands::JobTransitionInput;
 use monkeyci_domain::build::{BuildOutcome, Trigger, TriggerSource};
-use monkeyci_domain::pipeline::{self, Job, PIPELINE_DIR, PIPELINE_FILES};
-use monkeyci_domain::{BuildId, GitRef, JobId, Params, RefName};
+use monkeyci_domain::pipeline::{self, ArtifactId, Job, PIPELINE_DIR, PIPELINE_FILES};
+use monkeyci_domain::{BuildId, GitRef, JobId, OrgId, Params, RefName, RepoId};
 use monkeyci_runner::{
-    run_pipeline, BuildPlan, CancellationToken, LocalExecutor, LogItem, LogStream, ScheduleError, StepRecorder,
+    run_pipeline, BuildBlobs, BuildPlan, CancellationToken, LocalExecutor, LogItem, LogStream, ScheduleError,
+    StepRecorder,
 };
+use monkeyci_storage::{BlobStore, FsStore, ObjectInfo};
 use tokio::sync::mpsc;
 
 /// One line of the summary.
@@ -79,7 +81,15 @@ impl StepRecorder for Console {
         Ok(())
     }
 
-    async fn finished(&self, _outcome: BuildOutcome) -> Result<(), ScheduleError> {
+    async fn artifact_saved(&self, job: &JobId, artifact: &ArtifactId, info: &ObjectInfo) -> Result<(), ScheduleError> {
+        println!("=== {job} saved artifact {artifact} ({} bytes)", info.size);
+        Ok(())
+    }
+
+    async fn finished(&self, _outcome: BuildOutcome, message: Option<String>) -> Result<(), ScheduleError> {
+        if let Some(message) = message {
+            eprintln!("{message}");
+        }
         Ok(())
     }
 }
@@ -130,8 +140,20 @@ pub async fn run(dir: PathBuf, job: Option<String>, parallelism: usize) -> anyho
         .filter(|b| b != "HEAD")
         .unwrap_or_else(|| "local".into());
     let commit = git(&dir, &["rev-parse", "HEAD"]).unwrap_or_default();
+    let build_id = BuildId::from_uuid(uuid::Uuid::now_v7());
+    // Artifacts pass from job to job through a store of this run's own; caches are not kept
+    // between local runs.
+    let scratch = std::env::temp_dir().join(format!("monkeyci-local-{build_id}"));
+    let store: Arc<dyn BlobStore> = Arc::new(FsStore::new(scratch.join("blobs")));
+    let blobs = BuildBlobs::new(
+        store,
+        OrgId::from_uuid(uuid::Uuid::nil()),
+        RepoId::from_uuid(uuid::Uuid::nil()),
+        build_id,
+        scratch.join("archives"),
+    )?;
     let plan = BuildPlan {
-        build_id: BuildId::from_uuid(uuid::Uuid::now_v7()),
+        build_id,
         pipeline,
         trigger: Trigger {
             source: TriggerSource::Cli,
@@ -145,6 +167,7 @@ pub async fn run(dir: PathBuf, job: Option<String>, parallelism: usize) -> anyho
         changed_paths: None,
         checkout: dir,
         parallelism,
+        blobs: Some(blobs),
     };
     let console = Console::default();
     let (logs, mut lines) = mpsc::channel(1024);
@@ -173,6 +196,7 @@ pub async fn run(dir: PathBuf, job: Option<String>, parallelism: usize) -> anyho
     let outcome = run_pipeline(&LocalExecutor::default(), &console, &plan, logs, unblocked, cancel).await?;
     on_ctrl_c.abort();
     let _ = printer.await;
+    let _ = std::fs::remove_dir_all(&scratch);
     summary(&console, outcome, started.elapsed().as_secs_f64());
     Ok(outcome == BuildOutcome::Succeeded)
 }

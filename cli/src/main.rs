@@ -1,14 +1,16 @@
 //! `monkeyci`: runs the MonkeyCI server and operates its database.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use monkeyci_api::{ApiConfig, ApiServer, QueryLimits, WsConfig};
+use monkeyci_api::{ApiConfig, ApiServer, AuthConfig, QueryLimits, WsConfig};
 use monkeyci_eventstore::{EventFeed, EventStore, FeedConfig};
 use monkeyci_projections::{ProjectionRunner, RunnerConfig};
 use monkeyci_runner::{CancellationToken, LocalExecutor, Runner, RunnerSettings};
+use monkeyci_storage::{BlobStore, FsStore, S3Config, S3Store};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tracing_subscriber::EnvFilter;
@@ -100,6 +102,11 @@ struct ServerArgs {
     #[arg(long, env = "MONKEYCI_LEASE_RETRY_MS", default_value_t = 2000)]
     lease_retry_ms: u64,
 
+    /// The admin token: a bearer token with every right, to bootstrap a fresh install (create
+    /// users, orgs and API tokens). Without it, the server makes one up at start and prints it.
+    #[arg(long, env = "MONKEYCI_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+
     /// Do not run builds in this server (run `monkeyci runner` elsewhere).
     #[arg(long, env = "MONKEYCI_NO_RUNNER")]
     no_runner: bool,
@@ -151,10 +158,88 @@ struct RunnerArgs {
     /// ended as errored by another runner, in milliseconds.
     #[arg(long, env = "MONKEYCI_LEASE_TTL_MS", default_value_t = 30_000)]
     lease_ttl_ms: u64,
+
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+/// Where artifacts, caches and archived job logs are kept: the filesystem under the data
+/// directory, or an S3 bucket when `--s3-bucket` is given.
+#[derive(Debug, Clone, clap::Args)]
+struct StorageArgs {
+    /// Directory for the server's files; blobs (artifacts, caches, archived logs) go to its
+    /// `blobs/` folder unless S3 is configured.
+    #[arg(long, env = "MONKEYCI_DATA_DIR", default_value_os_t = default_data_dir())]
+    data_dir: std::path::PathBuf,
+
+    /// Keep blobs in this S3 bucket instead of the data directory.
+    #[arg(long, env = "MONKEYCI_S3_BUCKET")]
+    s3_bucket: Option<String>,
+
+    /// The S3 endpoint, for S3-compatible servers (MinIO, Ceph, Garage…); AWS's by default.
+    #[arg(long, env = "MONKEYCI_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+
+    /// The S3 region.
+    #[arg(long, env = "MONKEYCI_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+
+    /// A prefix for every object key in the bucket, e.g. `monkeyci/`.
+    #[arg(long, env = "MONKEYCI_S3_PREFIX", default_value = "")]
+    s3_prefix: String,
+
+    /// Address buckets by path (`endpoint/bucket/key`), as most S3-compatible servers need.
+    #[arg(long, env = "MONKEYCI_S3_PATH_STYLE")]
+    s3_path_style: bool,
+
+    /// The S3 access key id; without it, AWS's usual credential chain (AWS_ACCESS_KEY_ID,
+    /// profiles, instance roles…) is used.
+    #[arg(long, env = "MONKEYCI_S3_ACCESS_KEY_ID", hide_env_values = true)]
+    s3_access_key_id: Option<String>,
+
+    /// The S3 secret key (prefer the environment variable: a flag shows in `ps`).
+    #[arg(long, env = "MONKEYCI_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    s3_secret_access_key: Option<String>,
+}
+
+/// `$XDG_DATA_HOME/monkeyci`, `~/.local/share/monkeyci`, or `monkeyci-data` in the temp dir.
+fn default_data_dir() -> std::path::PathBuf {
+    match (std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME")) {
+        (Some(data), _) if !data.is_empty() => std::path::PathBuf::from(data).join("monkeyci"),
+        (_, Some(home)) if !home.is_empty() => std::path::PathBuf::from(home).join(".local/share/monkeyci"),
+        _ => std::env::temp_dir().join("monkeyci-data"),
+    }
+}
+
+impl StorageArgs {
+    /// The configured blob store; an S3 bucket is checked once, so that a wrong setting stops
+    /// the server at start rather than failing builds later.
+    async fn open(&self) -> anyhow::Result<Arc<dyn BlobStore>> {
+        let Some(bucket) = &self.s3_bucket else {
+            let root = self.data_dir.join("blobs");
+            std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+            return Ok(Arc::new(FsStore::new(root)));
+        };
+        let config = S3Config {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            bucket: bucket.clone(),
+            prefix: self.s3_prefix.clone(),
+            path_style: self.s3_path_style,
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+        };
+        let store = S3Store::new(config).await?;
+        store
+            .check()
+            .await
+            .with_context(|| format!("cannot use S3 bucket {bucket:?}"))?;
+        Ok(Arc::new(store))
+    }
 }
 
 impl RunnerArgs {
-    fn settings(&self) -> RunnerSettings {
+    fn settings(&self, blobs: Arc<dyn BlobStore>) -> RunnerSettings {
         let runner_id = self.runner_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())
@@ -167,6 +252,7 @@ impl RunnerArgs {
             lease_ttl: Duration::from_millis(self.lease_ttl_ms),
             poll: Duration::from_secs(1)
                 .min(Duration::from_millis(self.lease_ttl_ms / 2).max(Duration::from_millis(50))),
+            blobs,
         }
     }
 }
@@ -308,17 +394,38 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
         ..RunnerConfig::default()
     };
     let runner = ProjectionRunner::new(store.clone(), feed.clone(), monkeyci_projections::all(), config).start();
+    let blobs = args.runner.storage.open().await?;
+    tracing::info!(storage = %blobs.describe(), "blob storage");
     let stop_runner = CancellationToken::new();
     let builds = (!args.no_runner).then(|| {
         let runner = Runner::new(
             store.clone(),
             feed.clone(),
             LocalExecutor::default(),
-            args.runner.settings(),
+            args.runner.settings(blobs.clone()),
         );
         tokio::spawn(runner.run(stop_runner.clone()))
     });
-    let api = ApiServer::bind(store, feed, args.api_config()).await?;
+    let admin_token = match &args.admin_token {
+        Some(token) if token.len() >= 16 => token.clone(),
+        Some(_) => bail!("the admin token must be at least 16 characters long"),
+        None => {
+            let (token, _) = monkeyci_crypto::Token::generate("mci_admin_")?;
+            println!(
+                "no admin token configured (MONKEYCI_ADMIN_TOKEN); this run's admin token is {}",
+                token.expose()
+            );
+            token.expose().to_owned()
+        }
+    };
+    let api_config = ApiConfig {
+        blobs: Some(blobs),
+        auth: AuthConfig::Required {
+            admin: Some(monkeyci_crypto::TokenHash::of(&admin_token)),
+        },
+        ..args.api_config()
+    };
+    let api = ApiServer::bind(store, feed, api_config).await?;
     let addr = api.local_addr()?;
     // On stdout, for people and for scripts that start the server on port 0.
     println!("monkeyci server listening on http://{addr} (GraphQL at http://{addr}/graphql); Ctrl-C stops it");
@@ -344,7 +451,9 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
 
 async fn run_builds(store: EventStore, args: &RunnerArgs) -> anyhow::Result<()> {
     let feed = EventFeed::start(store.clone(), FeedConfig::default()).await?;
-    let settings = args.settings();
+    let blobs = args.storage.open().await?;
+    tracing::info!(storage = %blobs.describe(), "blob storage");
+    let settings = args.settings(blobs);
     println!(
         "monkeyci runner {} is waiting for builds; Ctrl-C stops it",
         settings.runner_id

@@ -5,8 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use monkeyci_domain::build::{BuildOutcome, TriggerSource};
-use monkeyci_domain::{BuildId, OrgId, RepoId};
+use chrono::{DateTime, Utc};
+use monkeyci_domain::access::TokenSubject;
+use monkeyci_domain::build::{BlobRef, BuildOutcome, TriggerSource};
+use monkeyci_domain::{BuildId, OrgId, RepoId, TokenId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// Creates an org with a unique slug.
@@ -115,10 +117,73 @@ pub struct TransitionJob {
     pub transition: JobTransitionInput,
 }
 
+/// Records an artifact a running job saved to blob storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaveArtifact {
+    pub build_id: BuildId,
+    pub job_id: String,
+    pub artifact_id: String,
+    pub blob: BlobRef,
+}
+
+/// Records where an ended job's log was archived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveJobLog {
+    pub build_id: BuildId,
+    pub job_id: String,
+    pub blob: BlobRef,
+    pub lines: u64,
+}
+
 /// Ends a build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinishBuild {
     pub build_id: BuildId,
     pub outcome: BuildOutcome,
     pub message: Option<String>,
+}
+
+/// Creates a user (an admin's command).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateUser {
+    pub name: String,
+}
+
+/// Adds a user to an org with a role (`owner`, `member`, `viewer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddMember {
+    pub org_id: OrgId,
+    pub user_id: UserId,
+    pub role: String,
+}
+
+/// Gives a member of an org another role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeMemberRole {
+    pub org_id: OrgId,
+    pub user_id: UserId,
+    pub role: String,
+}
+
+/// Removes a user from an org.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveMember {
+    pub org_id: OrgId,
+    pub user_id: UserId,
+}
+
+/// Issues an API token. The caller generated the secret and sends only its SHA-256 (hex); the
+/// secret itself never reaches a command, an event or a read model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateToken {
+    pub name: String,
+    pub subject: TokenSubject,
+    pub hash: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Revokes an API token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeToken {
+    pub token_id: TokenId,
 }

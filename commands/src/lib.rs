@@ -14,6 +14,7 @@ pub use context::CommandContext;
 pub use error::CommandError;
 pub use handler::CommandHandler;
 pub use inputs::{
-    AddRepo, ArchiveRepo, CancelBuild, CreateOrg, DeleteOrg, FinishBuild, JobTransitionInput, QueueJob, RenameOrg,
-    RetryBuild, StartBuild, TransitionJob, TriggerBuild, UpdateRepo,
+    AddMember, AddRepo, ArchiveJobLog, ArchiveRepo, CancelBuild, ChangeMemberRole, CreateOrg, CreateToken, CreateUser,
+    DeleteOrg, FinishBuild, JobTransitionInput, QueueJob, RemoveMember, RenameOrg, RetryBuild, RevokeToken,
+    SaveArtifact, StartBuild, TransitionJob, TriggerBuild, UpdateRepo,
 };

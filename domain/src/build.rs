@@ -1,14 +1,15 @@
 //! Builds and their jobs: the life of one run of a repo's pipeline.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregate;
-use crate::error::DomainError;
+use crate::error::{DomainError, ValidationError};
 use crate::event::DomainEvent;
 use crate::ids::{BuildId, OrgId, RepoId};
 use crate::org::Org;
+use crate::pipeline::ArtifactId;
 use crate::repo::Repo;
 use crate::values::{CommitSha, GitRef, JobId, Params};
 
@@ -84,6 +85,26 @@ impl BuildOutcome {
     }
 }
 
+/// An object in blob storage: where it is, how big it is, and its SHA-256 (lower-case hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl BlobRef {
+    fn validate(&self) -> Result<(), DomainError> {
+        if self.key.is_empty() || self.key.len() > 1024 || self.key.starts_with('/') {
+            return Err(ValidationError::new("key", "must be a relative object key of 1 to 1024 characters").into());
+        }
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(ValidationError::new("sha256", "must be 64 lower-case hexadecimal digits").into());
+        }
+        Ok(())
+    }
+}
+
 /// What happened to a build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -128,6 +149,14 @@ pub enum BuildEvent {
     },
     /// A new build was started as a retry of this one.
     BuildRetried { new_build_id: BuildId },
+    /// A running job saved files as an artifact, for later jobs of the build and for download.
+    ArtifactSaved {
+        job_id: JobId,
+        artifact_id: ArtifactId,
+        blob: BlobRef,
+    },
+    /// An ended job's output was archived to blob storage.
+    JobLogArchived { job_id: JobId, blob: BlobRef, lines: u64 },
 }
 
 impl DomainEvent for BuildEvent {}
@@ -251,6 +280,10 @@ pub struct Build {
     pub trigger: Option<Trigger>,
     pub cancel_requested: bool,
     pub jobs: BTreeMap<JobId, JobStatus>,
+    /// Saved artifacts and the job that saved each.
+    pub artifacts: BTreeMap<ArtifactId, JobId>,
+    /// Jobs whose log has been archived.
+    pub archived_logs: BTreeSet<JobId>,
 }
 
 impl Aggregate for Build {
@@ -283,6 +316,14 @@ impl Aggregate for Build {
             BuildEvent::BuildCancelRequested => self.cancel_requested = true,
             BuildEvent::BuildFinished { outcome, .. } => self.status = BuildStatus::Finished(*outcome),
             BuildEvent::BuildRetried { .. } => {}
+            BuildEvent::ArtifactSaved {
+                job_id, artifact_id, ..
+            } => {
+                self.artifacts.insert(artifact_id.clone(), job_id.clone());
+            }
+            BuildEvent::JobLogArchived { job_id, .. } => {
+                self.archived_logs.insert(job_id.clone());
+            }
         }
     }
 }
@@ -455,6 +496,71 @@ impl Build {
             });
         }
         Ok(vec![transition.into_event(job_id)])
+    }
+
+    /// Records an artifact saved by a running job. Artifact ids are unique within a build.
+    pub fn save_artifact(
+        &self,
+        id: BuildId,
+        job_id: JobId,
+        artifact_id: ArtifactId,
+        blob: BlobRef,
+    ) -> Result<Vec<BuildEvent>, DomainError> {
+        self.ensure_running(id, "save an artifact")?;
+        blob.validate()?;
+        let status = self.job_status(&job_id)?;
+        if status != JobStatus::Running {
+            return Err(DomainError::IllegalJobTransition {
+                job_id: job_id.to_string(),
+                state: status.as_str(),
+                action: "save an artifact",
+            });
+        }
+        if self.artifacts.contains_key(&artifact_id) {
+            return Err(DomainError::AlreadyExists {
+                kind: "artifact",
+                id: artifact_id.to_string(),
+            });
+        }
+        Ok(vec![BuildEvent::ArtifactSaved {
+            job_id,
+            artifact_id,
+            blob,
+        }])
+    }
+
+    /// Records where an ended job's log was archived; once per job, also after the build ended.
+    pub fn archive_job_log(
+        &self,
+        id: BuildId,
+        job_id: JobId,
+        blob: BlobRef,
+        lines: u64,
+    ) -> Result<Vec<BuildEvent>, DomainError> {
+        self.ensure_exists(id)?;
+        blob.validate()?;
+        let status = self.job_status(&job_id)?;
+        if !status.is_terminal() {
+            return Err(DomainError::IllegalJobTransition {
+                job_id: job_id.to_string(),
+                state: status.as_str(),
+                action: "archive its log",
+            });
+        }
+        if self.archived_logs.contains(&job_id) {
+            return Err(DomainError::AlreadyExists {
+                kind: "job log",
+                id: job_id.to_string(),
+            });
+        }
+        Ok(vec![BuildEvent::JobLogArchived { job_id, blob, lines }])
+    }
+
+    fn job_status(&self, job_id: &JobId) -> Result<JobStatus, DomainError> {
+        self.jobs.get(job_id).copied().ok_or_else(|| DomainError::NotFound {
+            kind: "job",
+            id: job_id.to_string(),
+        })
     }
 
     /// Asks to cancel the build. A queued build ends at once; a running one is stopped by its
@@ -1398,5 +1504,99 @@ mod tests {
         let done = Build::fold(&running([finished(BuildOutcome::Failed)]));
         assert_eq!(done.status, BuildStatus::Finished(BuildOutcome::Failed));
         assert_eq!(done.status.as_str(), "failed");
+    }
+
+    fn blob(key: &str) -> BlobRef {
+        BlobRef {
+            key: key.into(),
+            size: 42,
+            sha256: "ab".repeat(32),
+        }
+    }
+
+    fn artifact(raw: &str) -> ArtifactId {
+        ArtifactId::parse(raw).expect("valid artifact id")
+    }
+
+    fn job_a_started() -> BuildEvent {
+        BuildEvent::JobStarted { job_id: job("a") }
+    }
+
+    #[test]
+    fn a_running_job_saves_an_artifact_once_per_id() {
+        let saved = BuildEvent::ArtifactSaved {
+            job_id: job("a"),
+            artifact_id: artifact("dist"),
+            blob: blob("o/r/b/dist.tgz"),
+        };
+        given::<Build>(with_job_a([job_a_started()]))
+            .when(|b| b.save_artifact(build_id(), job("a"), artifact("dist"), blob("o/r/b/dist.tgz")))
+            .then(vec![saved.clone()]);
+        given::<Build>(with_job_a([job_a_started(), saved]))
+            .when(|b| b.save_artifact(build_id(), job("a"), artifact("dist"), blob("o/r/b/dist.tgz")))
+            .then_err(DomainError::AlreadyExists {
+                kind: "artifact",
+                id: "dist".into(),
+            });
+    }
+
+    #[test]
+    fn only_a_running_job_of_a_running_build_saves_artifacts() {
+        given::<Build>(with_job_a([]))
+            .when(|b| b.save_artifact(build_id(), job("a"), artifact("dist"), blob("k")))
+            .then_err(illegal_job("queued", "save an artifact"));
+        given::<Build>(with_job_a([job_a_started()]))
+            .when(|b| b.save_artifact(build_id(), job("b"), artifact("dist"), blob("k")))
+            .then_err(job_not_found("b"));
+        given::<Build>(vec![queued()])
+            .when(|b| b.save_artifact(build_id(), job("a"), artifact("dist"), blob("k")))
+            .then_err(DomainError::IllegalBuildTransition {
+                build_id: build_id().to_string(),
+                state: "queued",
+                action: "save an artifact",
+            });
+    }
+
+    #[test]
+    fn a_blob_reference_needs_a_relative_key_and_a_sha256() {
+        let mut bad_hash = blob("k");
+        bad_hash.sha256 = "XYZ".into();
+        given::<Build>(with_job_a([job_a_started()]))
+            .when(|b| b.save_artifact(build_id(), job("a"), artifact("dist"), bad_hash))
+            .then_err(ValidationError::new("sha256", "must be 64 lower-case hexadecimal digits").into());
+        given::<Build>(with_job_a([job_a_started()]))
+            .when(|b| b.save_artifact(build_id(), job("a"), artifact("dist"), blob("/etc/passwd")))
+            .then_err(ValidationError::new("key", "must be a relative object key of 1 to 1024 characters").into());
+    }
+
+    #[test]
+    fn an_ended_jobs_log_is_archived_once_even_after_the_build_ended() {
+        let archived = BuildEvent::JobLogArchived {
+            job_id: job("a"),
+            blob: blob("logs/a.log"),
+            lines: 3,
+        };
+        let ended = [job_a_started(), BuildEvent::JobSucceeded { job_id: job("a") }];
+        given::<Build>(with_job_a(ended.clone()))
+            .when(|b| b.archive_job_log(build_id(), job("a"), blob("logs/a.log"), 3))
+            .then(vec![archived.clone()]);
+        given::<Build>(with_job_a(
+            ended.clone().into_iter().chain([finished(BuildOutcome::Succeeded)]),
+        ))
+        .when(|b| b.archive_job_log(build_id(), job("a"), blob("logs/a.log"), 3))
+        .then(vec![archived.clone()]);
+        given::<Build>(with_job_a(ended.into_iter().chain([archived])))
+            .when(|b| b.archive_job_log(build_id(), job("a"), blob("logs/a.log"), 3))
+            .then_err(DomainError::AlreadyExists {
+                kind: "job log",
+                id: "a".into(),
+            });
+    }
+
+    #[test]
+    fn a_running_jobs_log_is_not_archived_yet() {
+        given::<Build>(with_job_a([job_a_started()]))
+            .when(|b| b.archive_job_log(build_id(), job("a"), blob("logs/a.log"), 1))
+            .then_err(illegal_job("running", "archive its log"));
     }
 }

@@ -57,6 +57,9 @@ pub enum DomainError {
         state: &'static str,
         action: &'static str,
     },
+    /// The change would leave the org without an owner.
+    #[error("org {org_id} must keep at least one owner")]
+    LastOwner { org_id: String },
     /// Jobs of the build are still unfinished.
     #[error("build {build_id} still has unfinished jobs: {jobs}")]
     JobsUnfinished { build_id: String, jobs: String },

@@ -193,8 +193,26 @@ mod tests {
             BuildEvent::BuildRetried {
                 new_build_id: BuildId::from_uuid(Uuid::from_u128(4)),
             },
+            BuildEvent::ArtifactSaved {
+                job_id: job("build"),
+                artifact_id: crate::pipeline::ArtifactId::parse("dist").expect("valid id"),
+                blob: crate::build::BlobRef {
+                    key: "o/r/b/dist.tgz".into(),
+                    size: 1234,
+                    sha256: "0f".repeat(32),
+                },
+            },
+            BuildEvent::JobLogArchived {
+                job_id: job("build"),
+                blob: crate::build::BlobRef {
+                    key: "logs/o/r/b/build.log".into(),
+                    size: 99,
+                    sha256: "a1".repeat(32),
+                },
+                lines: 7,
+            },
         ];
-        let mut seen = [false; 13];
+        let mut seen = [false; 15];
         for sample in &samples {
             let index = match sample {
                 BuildEvent::BuildQueued { .. } => 0,
@@ -210,6 +228,8 @@ mod tests {
                 BuildEvent::BuildCancelRequested => 10,
                 BuildEvent::BuildFinished { .. } => 11,
                 BuildEvent::BuildRetried { .. } => 12,
+                BuildEvent::ArtifactSaved { .. } => 13,
+                BuildEvent::JobLogArchived { .. } => 14,
             };
             seen[index] = true;
         }

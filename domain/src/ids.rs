@@ -57,3 +57,11 @@ uuid_id!(
     /// Identifies one build.
     BuildId
 );
+uuid_id!(
+    /// Identifies a user.
+    UserId
+);
+uuid_id!(
+    /// Identifies an API token.
+    TokenId
+);

@@ -4,6 +4,7 @@
 //! decision is a method taking `&self` (plus whatever other aggregate state the rule needs) and
 //! returning the events to append or a [`DomainError`]. Nothing here does IO.
 
+pub mod access;
 mod aggregate;
 pub mod build;
 mod error;
@@ -18,5 +19,5 @@ mod values;
 pub use aggregate::{Aggregate, StreamId};
 pub use error::{DomainError, ValidationError};
 pub use event::{DecodeError, DomainEvent};
-pub use ids::{BuildId, OrgId, RepoId};
+pub use ids::{BuildId, OrgId, RepoId, TokenId, UserId};
 pub use values::{CommitSha, GitRef, GitUrl, JobId, Labels, Name, OrgSlug, Params, RefName};

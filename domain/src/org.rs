@@ -1,11 +1,14 @@
 //! Organisations, and the claims that keep their slugs unique.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::access::{Role, User};
 use crate::aggregate::Aggregate;
 use crate::error::DomainError;
 use crate::event::DomainEvent;
-use crate::ids::OrgId;
+use crate::ids::{OrgId, UserId};
 use crate::values::{Name, OrgSlug};
 
 /// What happened to an org.
@@ -18,6 +21,12 @@ pub enum OrgEvent {
     OrgRenamed { name: Name },
     /// The org was deleted; its slug is free again.
     OrgDeleted,
+    /// A user joined the org with a role.
+    MemberAdded { user_id: UserId, role: Role },
+    /// A member's role changed.
+    MemberRoleChanged { user_id: UserId, role: Role },
+    /// A user left the org.
+    MemberRemoved { user_id: UserId },
 }
 
 impl DomainEvent for OrgEvent {}
@@ -29,6 +38,8 @@ pub struct Org {
     pub created: Option<(Name, OrgSlug)>,
     /// Whether the org was deleted.
     pub deleted: bool,
+    /// Members and their roles.
+    pub members: BTreeMap<UserId, Role>,
 }
 
 impl Aggregate for Org {
@@ -44,6 +55,12 @@ impl Aggregate for Org {
                 }
             }
             OrgEvent::OrgDeleted => self.deleted = true,
+            OrgEvent::MemberAdded { user_id, role } | OrgEvent::MemberRoleChanged { user_id, role } => {
+                self.members.insert(*user_id, *role);
+            }
+            OrgEvent::MemberRemoved { user_id } => {
+                self.members.remove(user_id);
+            }
         }
     }
 }
@@ -89,6 +106,64 @@ impl Org {
             Some((current, _)) if *current == name => Ok(vec![]),
             _ => Ok(vec![OrgEvent::OrgRenamed { name }]),
         }
+    }
+
+    /// Adds `user` (who must exist) to the org with `role`.
+    pub fn add_member(
+        &self,
+        id: OrgId,
+        user_id: UserId,
+        user: &User,
+        role: Role,
+    ) -> Result<Vec<OrgEvent>, DomainError> {
+        self.ensure_active(id)?;
+        user.ensure_exists(user_id)?;
+        if self.members.contains_key(&user_id) {
+            return Err(DomainError::AlreadyExists {
+                kind: "member",
+                id: user_id.to_string(),
+            });
+        }
+        Ok(vec![OrgEvent::MemberAdded { user_id, role }])
+    }
+
+    /// Gives a member another role; the org keeps at least one owner.
+    pub fn change_role(&self, id: OrgId, user_id: UserId, role: Role) -> Result<Vec<OrgEvent>, DomainError> {
+        let current = self.member(id, user_id)?;
+        if current == role {
+            return Ok(vec![]);
+        }
+        self.ensure_another_owner(id, user_id, current)?;
+        Ok(vec![OrgEvent::MemberRoleChanged { user_id, role }])
+    }
+
+    /// Removes a member; the org keeps at least one owner.
+    pub fn remove_member(&self, id: OrgId, user_id: UserId) -> Result<Vec<OrgEvent>, DomainError> {
+        let current = self.member(id, user_id)?;
+        self.ensure_another_owner(id, user_id, current)?;
+        Ok(vec![OrgEvent::MemberRemoved { user_id }])
+    }
+
+    fn member(&self, id: OrgId, user_id: UserId) -> Result<Role, DomainError> {
+        self.ensure_active(id)?;
+        self.members
+            .get(&user_id)
+            .copied()
+            .ok_or_else(|| DomainError::NotFound {
+                kind: "member",
+                id: user_id.to_string(),
+            })
+    }
+
+    fn ensure_another_owner(&self, id: OrgId, user_id: UserId, current: Role) -> Result<(), DomainError> {
+        let others = self
+            .members
+            .iter()
+            .any(|(other, role)| *other != user_id && *role == Role::Owner);
+        if current == Role::Owner && !others {
+            return Err(DomainError::LastOwner { org_id: id.to_string() });
+        }
+        Ok(())
     }
 
     /// Deletes the org. Its slug must be released with [`SlugClaim::release`] in the same append.
@@ -360,5 +435,95 @@ mod tests {
         ])
         .when(|c| Ok(c.release(org_id())))
         .then(vec![]);
+    }
+
+    fn ada() -> UserId {
+        UserId::from_uuid(uuid::Uuid::from_u128(70))
+    }
+
+    fn bob() -> UserId {
+        UserId::from_uuid(uuid::Uuid::from_u128(71))
+    }
+
+    fn existing_user() -> User {
+        use crate::access::UserEvent;
+        User::fold(&[UserEvent::UserCreated {
+            name: Name::parse("Someone").expect("valid name"),
+        }])
+    }
+
+    fn org_with_owner() -> Vec<OrgEvent> {
+        vec![
+            OrgEvent::OrgCreated {
+                name: Name::parse("Acme").expect("valid name"),
+                slug: OrgSlug::parse("acme").expect("valid slug"),
+            },
+            OrgEvent::MemberAdded {
+                user_id: ada(),
+                role: Role::Owner,
+            },
+        ]
+    }
+
+    fn org_id_for_members() -> OrgId {
+        OrgId::from_uuid(uuid::Uuid::from_u128(1))
+    }
+
+    #[test]
+    fn an_existing_user_joins_once_with_a_role() {
+        given::<Org>(org_with_owner())
+            .when(|o| o.add_member(org_id_for_members(), bob(), &existing_user(), Role::Viewer))
+            .then(vec![OrgEvent::MemberAdded {
+                user_id: bob(),
+                role: Role::Viewer,
+            }]);
+        given::<Org>(org_with_owner())
+            .when(|o| o.add_member(org_id_for_members(), ada(), &existing_user(), Role::Viewer))
+            .then_err(DomainError::AlreadyExists {
+                kind: "member",
+                id: ada().to_string(),
+            });
+        given::<Org>(org_with_owner())
+            .when(|o| o.add_member(org_id_for_members(), bob(), &User::default(), Role::Viewer))
+            .then_err(DomainError::NotFound {
+                kind: "user",
+                id: bob().to_string(),
+            });
+    }
+
+    #[test]
+    fn the_last_owner_can_neither_leave_nor_be_demoted() {
+        let last_owner = DomainError::LastOwner {
+            org_id: org_id_for_members().to_string(),
+        };
+        given::<Org>(org_with_owner())
+            .when(|o| o.remove_member(org_id_for_members(), ada()))
+            .then_err(last_owner.clone());
+        given::<Org>(org_with_owner())
+            .when(|o| o.change_role(org_id_for_members(), ada(), Role::Member))
+            .then_err(last_owner);
+        let two_owners = org_with_owner()
+            .into_iter()
+            .chain([OrgEvent::MemberAdded {
+                user_id: bob(),
+                role: Role::Owner,
+            }])
+            .collect::<Vec<_>>();
+        given::<Org>(two_owners)
+            .when(|o| o.remove_member(org_id_for_members(), ada()))
+            .then(vec![OrgEvent::MemberRemoved { user_id: ada() }]);
+    }
+
+    #[test]
+    fn changing_a_role_to_the_same_role_changes_nothing_and_strangers_are_not_found() {
+        given::<Org>(org_with_owner())
+            .when(|o| o.change_role(org_id_for_members(), ada(), Role::Owner))
+            .then(vec![]);
+        given::<Org>(org_with_owner())
+            .when(|o| o.change_role(org_id_for_members(), bob(), Role::Owner))
+            .then_err(DomainError::NotFound {
+                kind: "member",
+                id: bob().to_string(),
+            });
     }
 }

@@ -68,6 +68,15 @@ impl ExpectedVersion {
             Self::Exact(version)
         }
     }
+
+    /// Whether a stream at `version` meets the expectation.
+    pub fn accepts(self, version: u64) -> bool {
+        match self {
+            Self::Any => true,
+            Self::NoStream => version == 0,
+            Self::Exact(v) => version == v,
+        }
+    }
 }
 
 impl fmt::Display for ExpectedVersion {

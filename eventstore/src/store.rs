@@ -17,36 +17,51 @@ const UNIQUE_STREAM_VERSION: &str = "events_stream_version_key";
 const UNIQUE_IDEMPOTENCY_KEY: &str = "idempotency_keys_pkey";
 
 /// Appends one stream's events only if the stream is at the expected version (`$6`, NULL for
-/// any); the stream's version before the append comes back either way.
+/// any), in one autocommitted statement; the stream's version before the append comes back
+/// either way.
 ///
-/// The stream's lock is taken before the insert gives the transaction its id, so a transaction
-/// that appends to a stream always has a larger id than the one that appended before it: the
-/// log's (transaction id, position) order keeps every stream in version order. A version read
-/// before the lock was granted may be stale; the insert then fails on the unique version and the
-/// caller sees a conflict (or retries, for `ExpectedVersion::Any`).
+/// The log's (transaction id, position) order keeps every stream in version order because a
+/// transaction reads a stream's version before it writes anything, that is before it gets its
+/// id: whoever appended the versions it read had its id (and had committed) before that read,
+/// and whoever appends after it must read its versions, after its commit. A version read that
+/// is stale by the time of the insert makes the insert fail on the unique (stream, version)
+/// key; the caller sees a conflict (or retries, for `ExpectedVersion::Any`). ARCHITECTURE.md,
+/// "Reading the log in order", has the whole argument.
 ///
 /// Public so that the benchmark measures the very statement the store runs.
 pub const APPEND_SQL: &str = r#"
-WITH locked AS MATERIALIZED (
-    SELECT pg_advisory_xact_lock(hashtextextended('monkeyci.stream.' || $1, 0))
-), current AS (
+WITH current AS MATERIALIZED (
     SELECT COALESCE(MAX(stream_version), 0) AS version FROM events WHERE stream_id = $1
 ), inserted AS (
     INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
     SELECT $1, current.version + e.ord, e.event_type, e.schema_version, e.data, e.metadata
-    FROM locked, current,
+    FROM current,
          UNNEST($2::text[], $3::int4[], $4::jsonb[], $5::jsonb[])
              WITH ORDINALITY AS e(event_type, schema_version, data, metadata, ord)
     WHERE $6::bigint IS NULL OR current.version = $6
     RETURNING transaction_id, position
 )
 SELECT (SELECT version FROM current) AS version,
-       (SELECT transaction_id::text::bigint FROM inserted ORDER BY position DESC LIMIT 1) AS tx,
+       (SELECT transaction_id::text::bigint FROM inserted LIMIT 1) AS tx,
        (SELECT MAX(position) FROM inserted) AS position
 "#;
 
-/// Takes the lock of one stream for the rest of the transaction.
-const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended('monkeyci.stream.' || $1, 0))";
+/// Appends one stream's events as versions `$6 + 1`, `$6 + 2`, …, with no version lookup: for
+/// a new stream (`$6` = 0) and inside a transaction that read the stream's version before its
+/// first write. A version somebody else took fails on the unique (stream, version) key.
+///
+/// Public so that the benchmark measures the very statement the store runs.
+pub const APPEND_AT_SQL: &str = r#"
+INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
+SELECT $1, $6::bigint + e.ord, e.event_type, e.schema_version, e.data, e.metadata
+FROM UNNEST($2::text[], $3::int4[], $4::jsonb[], $5::jsonb[])
+         WITH ORDINALITY AS e(event_type, schema_version, data, metadata, ord)
+RETURNING transaction_id::text::bigint AS tx, position
+"#;
+
+/// The versions of several streams, read before a transaction's first write.
+const VERSIONS_SQL: &str = "SELECT stream_id, MAX(stream_version) AS version FROM events \
+     WHERE stream_id = ANY($1) GROUP BY stream_id";
 
 const EVENT_COLUMNS: &str = "position, transaction_id::text::bigint AS tx, stream_id, stream_version, \
      event_type, schema_version, data, metadata, recorded_at";
@@ -128,25 +143,52 @@ impl EventStore {
                 Err(raced) => Attempt::Raced(raced),
             });
         }
+        // Everything is read before the first write, so that the transaction gets its id only
+        // after it has read every version it builds on (see APPEND_SQL).
         let mut tx = self.pool.begin().await?;
-        let mut ordered: Vec<&StreamAppend> = writes.iter().collect();
-        // A fixed order keeps two multi-stream appends from waiting on each other in a cycle.
-        ordered.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
-        // Every lock before the first write: the transaction must not have an id yet while it
-        // waits (see APPEND_SQL).
-        for write in &ordered {
-            sqlx::query(LOCK_SQL).bind(&write.stream_id).execute(&mut *tx).await?;
-        }
         if let Some(claim) = claim {
-            if let Some(done) = claim_key(&mut tx, claim).await? {
+            if let Some(done) = find_claim(&mut tx, claim).await? {
                 return Ok(Attempt::Done(done));
             }
         }
+        let ids: Vec<&str> = writes.iter().map(|w| w.stream_id.as_str()).collect();
+        let mut versions = std::collections::HashMap::with_capacity(writes.len());
+        for row in sqlx::query(VERSIONS_SQL).bind(&ids).fetch_all(&mut *tx).await? {
+            let id: String = row.try_get("stream_id")?;
+            let version: i64 = row.try_get("version")?;
+            versions.insert(id, version);
+        }
+        for write in writes {
+            let actual = versions.get(&write.stream_id).copied().unwrap_or(0);
+            if !write.expected.accepts(to_u64(actual)) {
+                return Ok(Attempt::Raced(AppendError::WrongExpectedVersion {
+                    stream_id: write.stream_id.clone(),
+                    expected: write.expected,
+                    actual: to_u64(actual),
+                }));
+            }
+        }
         let mut last = None;
-        for write in ordered {
-            match append_stream(&mut tx, write).await? {
+        for write in writes {
+            let base = versions.get(&write.stream_id).copied().unwrap_or(0);
+            match insert_at(&mut tx, write, base).await {
                 Ok(cursor) => last = last.max(cursor),
-                Err(raced) => return Ok(Attempt::Raced(raced)),
+                Err(e) if append_violates(&e, UNIQUE_STREAM_VERSION) => {
+                    drop(tx);
+                    return Ok(Attempt::Raced(self.raced(write, base).await?));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(claim) = claim {
+            match record_claim(&mut tx, claim).await {
+                Ok(()) => {}
+                // Somebody else used the key meanwhile: go again, and find their claim.
+                Err(e) if append_violates(&e, UNIQUE_IDEMPOTENCY_KEY) => {
+                    drop(tx);
+                    return Box::pin(self.try_append(writes, Some(claim))).await;
+                }
+                Err(e) => return Err(e),
             }
         }
         match tx.commit().await {
@@ -154,6 +196,20 @@ impl EventStore {
             Err(e) if violates(&e, UNIQUE_IDEMPOTENCY_KEY) => Box::pin(self.try_append(writes, claim)).await,
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The conflict for a write that lost its versions to a concurrent append, with the
+    /// stream's version as it is now.
+    async fn raced(&self, write: &StreamAppend, expected: i64) -> Result<AppendError, AppendError> {
+        let now = self.stream_version(&write.stream_id).await.map_err(|e| match e {
+            ReadError::Database(e) => AppendError::Database(e),
+            other => AppendError::Malformed(other.to_string()),
+        })?;
+        Ok(AppendError::WrongExpectedVersion {
+            stream_id: write.stream_id.clone(),
+            expected: write.expected,
+            actual: now.max(to_u64(expected) + 1),
+        })
     }
 
     /// The command and fingerprint an idempotency key was first used with, and the id it returned.
@@ -308,27 +364,15 @@ fn validate_event(event: &NewEvent) -> Result<(), AppendError> {
     Ok(())
 }
 
-async fn claim_key(conn: &mut PgConnection, claim: &IdempotencyClaim) -> Result<Option<AppendResult>, AppendError> {
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (scope, key, command, fingerprint, result_id) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (scope, key) DO NOTHING",
-    )
-    .bind(&claim.scope)
-    .bind(&claim.key)
-    .bind(&claim.command)
-    .bind(&claim.fingerprint)
-    .bind(&claim.result_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(None);
-    }
+/// The earlier use of an idempotency key: `Some` if it was used for this very command (nothing
+/// more to do), an error if it was used for another.
+async fn find_claim(conn: &mut PgConnection, claim: &IdempotencyClaim) -> Result<Option<AppendResult>, AppendError> {
     let row = sqlx::query("SELECT command, fingerprint, result_id FROM idempotency_keys WHERE scope = $1 AND key = $2")
         .bind(&claim.scope)
         .bind(&claim.key)
-        .fetch_one(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
+    let Some(row) = row else { return Ok(None) };
     let command: String = row.try_get("command")?;
     let fingerprint: String = row.try_get("fingerprint")?;
     if command != claim.command || fingerprint != claim.fingerprint {
@@ -342,16 +386,29 @@ async fn claim_key(conn: &mut PgConnection, claim: &IdempotencyClaim) -> Result<
     }))
 }
 
-/// Appends one stream's events; `Ok(Err(_))` is a lost race or a wrong expected version.
-async fn append_stream(
-    conn: &mut PgConnection,
-    write: &StreamAppend,
-) -> Result<Result<Option<Cursor>, AppendError>, AppendError> {
-    let expected: Option<i64> = match write.expected {
-        ExpectedVersion::Any => None,
-        ExpectedVersion::NoStream => Some(0),
-        ExpectedVersion::Exact(v) => Some(to_i64(v)),
-    };
+async fn record_claim(conn: &mut PgConnection, claim: &IdempotencyClaim) -> Result<(), AppendError> {
+    sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, command, fingerprint, result_id) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&claim.scope)
+    .bind(&claim.key)
+    .bind(&claim.command)
+    .bind(&claim.fingerprint)
+    .bind(&claim.result_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The statement's array parameters: event types, schema versions, data and metadata.
+type EventArrays<'a> = (
+    Vec<&'a str>,
+    Vec<i32>,
+    Vec<&'a serde_json::Value>,
+    Vec<serde_json::Value>,
+);
+
+fn event_arrays(write: &StreamAppend) -> Result<EventArrays<'_>, AppendError> {
     let mut types = Vec::with_capacity(write.events.len());
     let mut versions = Vec::with_capacity(write.events.len());
     let mut data = Vec::with_capacity(write.events.len());
@@ -362,6 +419,58 @@ async fn append_stream(
         data.push(&event.data);
         metadata.push(serde_json::to_value(&event.metadata).map_err(|e| AppendError::Malformed(e.to_string()))?);
     }
+    Ok((types, versions, data, metadata))
+}
+
+/// Inserts one stream's events as versions `base + 1…` ([`APPEND_AT_SQL`]); the database error
+/// comes back as it is, so that the caller can tell a lost race.
+async fn insert_at(conn: &mut PgConnection, write: &StreamAppend, base: i64) -> Result<Option<Cursor>, AppendError> {
+    let (types, versions, data, metadata) = event_arrays(write)?;
+    let rows = sqlx::query(APPEND_AT_SQL)
+        .bind(&write.stream_id)
+        .bind(&types)
+        .bind(&versions)
+        .bind(&data)
+        .bind(&metadata)
+        .bind(base)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut last = None;
+    for row in rows {
+        last = last.max(Some(Cursor {
+            tx: row.try_get("tx")?,
+            position: row.try_get("position")?,
+        }));
+    }
+    Ok(last)
+}
+
+/// Appends one stream's events in one autocommitted statement; `Ok(Err(_))` is a lost race or
+/// a wrong expected version.
+async fn append_stream(
+    conn: &mut PgConnection,
+    write: &StreamAppend,
+) -> Result<Result<Option<Cursor>, AppendError>, AppendError> {
+    let conflict = |actual: i64| AppendError::WrongExpectedVersion {
+        stream_id: write.stream_id.clone(),
+        expected: write.expected,
+        actual: to_u64(actual),
+    };
+    if write.expected == ExpectedVersion::NoStream {
+        return match insert_at(conn, write, 0).await {
+            Ok(last) => Ok(Ok(last)),
+            Err(e) if append_violates(&e, UNIQUE_STREAM_VERSION) => {
+                let actual = stream_version_on(conn, &write.stream_id).await?;
+                Ok(Err(conflict(actual.max(1))))
+            }
+            Err(e) => Err(e),
+        };
+    }
+    let expected: Option<i64> = match write.expected {
+        ExpectedVersion::Any | ExpectedVersion::NoStream => None,
+        ExpectedVersion::Exact(v) => Some(to_i64(v)),
+    };
+    let (types, versions, data, metadata) = event_arrays(write)?;
     let result = sqlx::query(APPEND_SQL)
         .bind(&write.stream_id)
         .bind(&types)
@@ -374,28 +483,27 @@ async fn append_stream(
     let row = match result {
         Ok(row) => row,
         Err(e) if violates(&e, UNIQUE_STREAM_VERSION) => {
-            return Ok(Err(AppendError::WrongExpectedVersion {
-                stream_id: write.stream_id.clone(),
-                expected: write.expected,
-                // The winner's version is not visible to this statement; report at least one more.
-                actual: expected.map_or(0, to_u64) + 1,
-            }));
+            // The winner's version was not visible to the statement; it is now.
+            let actual = stream_version_on(conn, &write.stream_id).await?;
+            return Ok(Err(conflict(actual.max(expected.unwrap_or(0) + 1))));
         }
         Err(e) => return Err(e.into()),
     };
     let current: i64 = row.try_get("version")?;
-    if let Some(expected) = expected {
-        if current != expected {
-            return Ok(Err(AppendError::WrongExpectedVersion {
-                stream_id: write.stream_id.clone(),
-                expected: write.expected,
-                actual: to_u64(current),
-            }));
-        }
+    if expected.is_some_and(|expected| current != expected) {
+        return Ok(Err(conflict(current)));
     }
     let tx: Option<i64> = row.try_get("tx")?;
     let position: Option<i64> = row.try_get("position")?;
     Ok(Ok(tx.zip(position).map(|(tx, position)| Cursor { tx, position })))
+}
+
+async fn stream_version_on(conn: &mut PgConnection, stream_id: &str) -> Result<i64, AppendError> {
+    let version: Option<i64> = sqlx::query_scalar("SELECT MAX(stream_version) FROM events WHERE stream_id = $1")
+        .bind(stream_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(version.unwrap_or(0))
 }
 
 fn violates(error: &sqlx::Error, constraint: &str) -> bool {
@@ -403,6 +511,10 @@ fn violates(error: &sqlx::Error, constraint: &str) -> bool {
         .as_database_error()
         .and_then(|e| e.constraint())
         .is_some_and(|c| c == constraint)
+}
+
+fn append_violates(error: &AppendError, constraint: &str) -> bool {
+    matches!(error, AppendError::Database(e) if violates(e, constraint))
 }
 
 fn decode_row(row: &PgRow) -> Result<RecordedEvent, ReadError> {

@@ -47,6 +47,29 @@ pub struct BuildRow {
     pub updated_at: DateTime<Utc>,
     /// The version of the build's stream this row reflects.
     pub version: i64,
+    /// Artifacts saved by the build's jobs, in the order they were saved.
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactRow>,
+}
+
+/// An artifact of a build, in blob storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRow {
+    pub id: String,
+    pub job_id: String,
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub saved_at: DateTime<Utc>,
+}
+
+/// Where an ended job's log was archived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogArchiveRow {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub lines: u64,
 }
 
 /// One job of a build (table `jobs`).
@@ -62,6 +85,9 @@ pub struct JobRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// Set once the job's log is archived to blob storage.
+    #[serde(default)]
+    pub log_archive: Option<LogArchiveRow>,
 }
 
 /// Projects build events into `builds` and `jobs`.
@@ -141,6 +167,7 @@ impl Projection for BuildsProjection {
                                     jobs_canceled: 0,
                                     updated_at: at,
                                     version,
+                                    artifacts: Vec::new(),
                                 },
                             );
                         }
@@ -199,6 +226,7 @@ fn apply(row: &mut BuildRow, jobs: &mut BTreeMap<String, JobRow>, event: &BuildE
                     started_at: None,
                     finished_at: None,
                     updated_at: at,
+                    log_archive: None,
                 },
             );
         }
@@ -216,6 +244,28 @@ fn apply(row: &mut BuildRow, jobs: &mut BTreeMap<String, JobRow>, event: &BuildE
             row.finished_at = Some(at);
         }
         BuildEvent::BuildRetried { new_build_id } => row.retried_by = Some(new_build_id.as_uuid()),
+        BuildEvent::ArtifactSaved {
+            job_id,
+            artifact_id,
+            blob,
+        } => row.artifacts.push(ArtifactRow {
+            id: artifact_id.to_string(),
+            job_id: job_id.to_string(),
+            key: blob.key.clone(),
+            size: blob.size,
+            sha256: blob.sha256.clone(),
+            saved_at: at,
+        }),
+        BuildEvent::JobLogArchived { job_id, blob, lines } => {
+            if let Some(job) = jobs.get_mut(job_id.as_str()) {
+                job.log_archive = Some(LogArchiveRow {
+                    key: blob.key.clone(),
+                    size: blob.size,
+                    sha256: blob.sha256.clone(),
+                    lines: *lines,
+                });
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! time holds a projection's lease (a PostgreSQL advisory lock held by the connection that does
 //! the work); when that process dies its connection closes and another process takes over.
 
+mod access;
 mod builds;
 mod error;
 mod orgs;
@@ -19,7 +20,8 @@ use monkeyci_eventstore::RecordedEvent;
 use sqlx::PgConnection;
 use std::sync::Arc;
 
-pub use builds::{BuildRow, BuildsProjection, JobRow};
+pub use access::{TokenRow, UserRow};
+pub use builds::{ArtifactRow, BuildRow, BuildsProjection, JobRow, LogArchiveRow};
 pub use error::ProjectionError;
 pub use orgs::{OrgRow, OrgsProjection};
 pub use repos::{RepoRow, ReposProjection};

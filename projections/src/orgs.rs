@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use monkeyci_domain::org::{Org, OrgEvent};
@@ -22,9 +24,12 @@ pub struct OrgRow {
     pub updated_at: DateTime<Utc>,
     /// The version of the org's stream this row reflects.
     pub version: i64,
+    /// Members by user id, with their role (`owner`, `member`, `viewer`).
+    #[serde(default)]
+    pub members: BTreeMap<Uuid, String>,
 }
 
-/// Projects org events into `orgs`.
+/// Projects org events into `orgs`, and users and tokens into `users` and `api_tokens`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OrgsProjection;
 
@@ -34,7 +39,7 @@ impl Projection for OrgsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["orgs"]
+        &["orgs", "users", "api_tokens"]
     }
 
     fn apply<'a>(
@@ -43,6 +48,7 @@ impl Projection for OrgsProjection {
         events: &'a [RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
+            crate::access::apply(conn, events).await?;
             let events = rows::decode_category::<OrgEvent>(events, Org::CATEGORY)?;
             let ids = rows::distinct_ids(&events);
             let mut orgs = rows::index(rows::load::<OrgRow>(conn, "orgs", "id", &ids).await?, |r| r.id);
@@ -62,6 +68,7 @@ impl Projection for OrgsProjection {
                                 created_at: at,
                                 updated_at: at,
                                 version,
+                                members: BTreeMap::new(),
                             },
                         );
                     }
@@ -72,6 +79,17 @@ impl Projection for OrgsProjection {
                     }
                     (Some(row), OrgEvent::OrgDeleted) => {
                         row.deleted = true;
+                        row.updated_at = at;
+                        row.version = version;
+                    }
+                    (Some(row), OrgEvent::MemberAdded { user_id, role })
+                    | (Some(row), OrgEvent::MemberRoleChanged { user_id, role }) => {
+                        row.members.insert(user_id.as_uuid(), role.as_str().into());
+                        row.updated_at = at;
+                        row.version = version;
+                    }
+                    (Some(row), OrgEvent::MemberRemoved { user_id }) => {
+                        row.members.remove(&user_id.as_uuid());
                         row.updated_at = at;
                         row.version = version;
                     }

@@ -35,7 +35,7 @@ pub struct Page<R> {
 }
 
 impl<R> Page<R> {
-    fn of(mut rows: Vec<R>, limit: usize) -> Self {
+    pub fn of(mut rows: Vec<R>, limit: usize) -> Self {
         let has_more = rows.len() > limit;
         rows.truncate(limit);
         Self { rows, has_more }
@@ -63,6 +63,23 @@ pub async fn orgs(pool: &PgPool, after: Option<Uuid>, limit: usize) -> Result<Pa
     let q = sqlx::query_scalar(
         "SELECT to_jsonb(o) FROM orgs o WHERE NOT deleted AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
     )
+    .bind(after)
+    .bind(limit_plus_one(limit));
+    Ok(Page::of(rows(pool, "orgs", q).await?, limit))
+}
+
+/// Orgs `user` is a member of, by id, after `after`.
+pub async fn orgs_of_member(
+    pool: &PgPool,
+    user: Uuid,
+    after: Option<Uuid>,
+    limit: usize,
+) -> Result<Page<OrgRow>, ProjectionError> {
+    let q = sqlx::query_scalar(
+        "SELECT to_jsonb(o) FROM orgs o WHERE NOT deleted AND members ? $1 \
+         AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
+    )
+    .bind(user.to_string())
     .bind(after)
     .bind(limit_plus_one(limit));
     Ok(Page::of(rows(pool, "orgs", q).await?, limit))

@@ -81,28 +81,39 @@ impl ProjectionRunner {
         }
     }
 
-    /// Starts one task per projection.
+    /// Starts one task per projection, and one that listens for rebuilds.
     pub fn start(self) -> RunnerHandle {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut roles = HashMap::new();
         let mut checkpoints = HashMap::new();
+        let mut resets = HashMap::new();
         let mut tasks = Vec::new();
+        let mut workers = Vec::new();
         for projection in self.projections {
             let (role_tx, role_rx) = watch::channel(Role::Standby);
             let (checkpoint_tx, checkpoint_rx) = watch::channel(Cursor::START);
+            let (reset_tx, reset_rx) = watch::channel(());
             roles.insert(projection.name(), role_rx);
             checkpoints.insert(projection.name(), checkpoint_rx);
-            let worker = Worker {
+            resets.insert(projection.name(), reset_tx);
+            workers.push(Worker {
                 store: self.store.clone(),
                 feed: self.feed.clone(),
                 projection,
                 config: self.config.clone(),
                 role: role_tx,
                 checkpoint: checkpoint_tx,
+                reset: reset_rx,
                 shutdown: shutdown_rx.clone(),
-            };
-            tasks.push(tokio::spawn(worker.run()));
+            });
         }
+        tasks.push(tokio::spawn(listen_for_resets(
+            self.store.pool().clone(),
+            resets,
+            self.config.error_backoff,
+            shutdown_rx,
+        )));
+        tasks.extend(workers.into_iter().map(|worker| tokio::spawn(worker.run())));
         RunnerHandle {
             roles,
             checkpoints,
@@ -139,7 +150,55 @@ struct Worker {
     config: RunnerConfig,
     role: watch::Sender<Role>,
     checkpoint: watch::Sender<Cursor>,
+    /// Changes when a rebuild of this projection commits (see [`rebuild`]).
+    reset: watch::Receiver<()>,
     shutdown: watch::Receiver<bool>,
+}
+
+/// The channel on which [`rebuild`] announces a projection whose checkpoint it moved back.
+const RESET_CHANNEL: &str = "monkeyci_projection_reset";
+
+/// Wakes the worker of every projection that a rebuild reset, in this process or another, so an
+/// idle worker starts the replay at once rather than at its next `idle_poll`. Notifications
+/// lost while the connection is down are covered by that poll.
+async fn listen_for_resets(
+    pool: sqlx::PgPool,
+    resets: HashMap<&'static str, watch::Sender<()>>,
+    backoff: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot listen for projection rebuilds; retrying");
+                let _ = tokio::time::timeout(backoff, shutdown.wait_for(|s| *s)).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen(RESET_CHANNEL).await {
+            tracing::warn!(error = %error, "cannot listen for projection rebuilds; retrying");
+            let _ = tokio::time::timeout(backoff, shutdown.wait_for(|s| *s)).await;
+            continue;
+        }
+        loop {
+            let notification = tokio::select! {
+                n = listener.recv() => n,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            match notification {
+                Ok(notification) => {
+                    if let Some(reset) = resets.get(notification.payload()) {
+                        reset.send_replace(());
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "lost the rebuild listener; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 enum Stop {
@@ -234,10 +293,12 @@ impl Worker {
                 let idle = tokio::select! {
                     _ = feed.wait_for(Cursor { tx: cursor.tx, position: cursor.position + 1 }) => false,
                     _ = tokio::time::sleep(self.config.idle_poll) => true,
+                    _ = self.reset.changed() => true,
                     _ = self.shutdown.wait_for(|s| *s) => return Stop::Shutdown,
                 };
                 if idle {
-                    // Nothing new for a while: a rebuild may have moved the checkpoint back.
+                    // Nothing new for a while, or a rebuild said so: a rebuild may have moved
+                    // the checkpoint back.
                     match load_checkpoint(conn, name).await {
                         Ok(stored) if stored != cursor => {
                             tracing::info!(projection = name, from = %stored, "checkpoint moved; continuing from it");
@@ -422,6 +483,12 @@ pub async fn rebuild(store: &EventStore, projection: &dyn Projection) -> Result<
     .bind(projection.name())
     .execute(&mut *tx)
     .await?;
+    // Delivered at commit: the active worker, in whichever process, starts replaying at once.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(RESET_CHANNEL)
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -74,7 +74,8 @@ pub async fn checkout(url: &str, target: &GitTarget, dest: &Path, auth: &GitAuth
     git(dest, auth, "git remote add", &["remote", "add", "origin", url]).await?;
     let mut fetch = vec!["fetch", "--quiet", "--no-tags"];
     if commit.is_none() {
-        fetch.extend(["--depth", "1"]);
+        // The tip and its parent: enough to tell which paths the commit changed.
+        fetch.extend(["--depth", "2"]);
     }
     fetch.extend(["origin", refspec.as_str()]);
     git(dest, auth, &format!("fetching {refspec} from {url}"), &fetch).await?;

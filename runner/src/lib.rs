@@ -1,7 +1,10 @@
-//! Build execution. So far: [`checkout`] fetches the code a build asks for with git, and an
-//! [`Executor`] runs one job's script as real processes, streams its output line by line, and
-//! honours cancel and timeouts by stopping the job's whole process group.
+//! Build execution: the [`Runner`] claims queued builds, [`checkout`] fetches the code a build
+//! asks for with git, [`run_pipeline`] runs the job graph, an [`Executor`] runs one job's script
+//! as real processes (streaming its output line by line, honouring cancel and timeouts by
+//! stopping the job's whole process group), and [`BuildBlobs`] keeps artifacts, caches and
+//! archived logs in blob storage.
 
+mod blobs;
 mod checkout;
 mod executor;
 mod local;
@@ -9,10 +12,11 @@ mod logs;
 mod scheduler;
 mod service;
 
+pub use blobs::BuildBlobs;
 pub use checkout::{checkout, CheckoutError, GitAuth, GitTarget};
 pub use executor::{ExecutionError, Executor, JobOutcome, JobSpec, LogLine, LogStream};
 pub use local::LocalExecutor;
-pub use logs::{read_job_log, write_logs, StoredLine, JOB_LOG_CHANNEL};
+pub use logs::{read_job_log, render_job_log, write_logs, StoredLine, JOB_LOG_CHANNEL};
 pub use scheduler::{
     run_pipeline, unblocked_jobs, BuildPlan, CommandRecorder, LogItem, LogSender, ScheduleError, StepRecorder,
 };

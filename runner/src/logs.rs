@@ -120,5 +120,25 @@ pub async fn read_job_log(
     .await
 }
 
+/// A job's whole output as text, one line per line of output, and the number of lines: what
+/// `GET /builds/{build}/jobs/{job}/log` serves and what is archived when the job ends.
+pub async fn render_job_log(pool: &PgPool, build_id: BuildId, job_id: &str) -> Result<(String, u64), sqlx::Error> {
+    let mut text = String::new();
+    let mut after = 0;
+    let mut count = 0;
+    loop {
+        let lines = read_job_log(pool, build_id, job_id, after, 5000).await?;
+        if lines.is_empty() {
+            return Ok((text, count));
+        }
+        for line in lines {
+            after = line.seq;
+            count += 1;
+            text.push_str(&line.text);
+            text.push('\n');
+        }
+    }
+}
+
 /// The channel on which every stored batch is announced, with payload `<build id> <job id>`.
 pub const JOB_LOG_CHANNEL: &str = "monkeyci_job_logs";

@@ -9,17 +9,22 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use monkeyci_commands::{
-    CommandContext, CommandError, CommandHandler, FinishBuild, JobTransitionInput, QueueJob, TransitionJob,
+    ArchiveJobLog, CommandContext, CommandError, CommandHandler, FinishBuild, JobTransitionInput, QueueJob,
+    SaveArtifact, TransitionJob,
 };
-use monkeyci_domain::build::{BuildOutcome, Trigger};
-use monkeyci_domain::pipeline::{ConditionContext, Job, Pipeline};
+use monkeyci_domain::build::{BlobRef, BuildOutcome, Trigger};
+use monkeyci_domain::pipeline::{ArtifactId, ConditionContext, Job, Pipeline};
 use monkeyci_domain::{BuildId, JobId};
+use monkeyci_storage::ObjectInfo;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::blobs::BuildBlobs;
 use crate::executor::{Executor, JobOutcome, JobSpec, LogLine, LogStream};
 
 /// Everything needed to run one build's pipeline.
@@ -36,6 +41,8 @@ pub struct BuildPlan {
     pub checkout: PathBuf,
     /// How many jobs may run at once.
     pub parallelism: usize,
+    /// Where artifacts and caches go; without it, jobs that name any fail.
+    pub blobs: Option<BuildBlobs>,
 }
 
 /// What the scheduler sends to whoever stores or shows job output.
@@ -69,16 +76,67 @@ pub trait StepRecorder: Send + Sync {
     /// The job moved on.
     fn transition(&self, job: &JobId, to: JobTransitionInput)
         -> impl Future<Output = Result<(), ScheduleError>> + Send;
-    /// The build ended.
-    fn finished(&self, outcome: BuildOutcome) -> impl Future<Output = Result<(), ScheduleError>> + Send;
+    /// A running job saved an artifact.
+    fn artifact_saved(
+        &self,
+        job: &JobId,
+        artifact: &ArtifactId,
+        info: &ObjectInfo,
+    ) -> impl Future<Output = Result<(), ScheduleError>> + Send;
+    /// The job's end is recorded and all its output stored (e.g. to archive the log). This
+    /// must return soon: slow work belongs in a task that `finished` waits for.
+    fn job_ended(&self, job: &JobId) -> impl Future<Output = ()> + Send {
+        let _ = job;
+        async {}
+    }
+    /// The build ended; `message` says why, where the outcome alone does not.
+    fn finished(
+        &self,
+        outcome: BuildOutcome,
+        message: Option<String>,
+    ) -> impl Future<Output = Result<(), ScheduleError>> + Send;
 }
 
 /// Records every step as a command on the build's stream.
 #[derive(Debug, Clone)]
 pub struct CommandRecorder {
-    pub commands: CommandHandler,
-    pub ctx: CommandContext,
-    pub build_id: BuildId,
+    commands: CommandHandler,
+    ctx: CommandContext,
+    build_id: BuildId,
+    /// Where ended jobs' logs are archived, read from this database.
+    log_archive: Option<(sqlx::PgPool, BuildBlobs)>,
+    /// Logs on their way to blob storage. They are tasks of their own, so that they make
+    /// progress (and give back their database connections) while the scheduler waits on
+    /// something else; the build is finished only after all of them.
+    archiving: Arc<Mutex<JoinSet<()>>>,
+}
+
+impl CommandRecorder {
+    /// A recorder for `build_id`; with `log_archive`, each ended job's log is stored as a blob.
+    pub fn new(
+        commands: CommandHandler,
+        ctx: CommandContext,
+        build_id: BuildId,
+        log_archive: Option<(sqlx::PgPool, BuildBlobs)>,
+    ) -> Self {
+        Self {
+            commands,
+            ctx,
+            build_id,
+            log_archive,
+            archiving: Arc::default(),
+        }
+    }
+
+    /// Waits until every log archive started so far is stored (or has failed and said so).
+    async fn archived(&self) {
+        let mut tasks = std::mem::take(&mut *self.archiving.lock().unwrap_or_else(PoisonError::into_inner));
+        while let Some(done) = tasks.join_next().await {
+            if let Err(error) = done {
+                tracing::warn!(build = %self.build_id, %error, "a log archive task did not finish");
+            }
+        }
+    }
 }
 
 fn failed(job: impl ToString, what: &'static str) -> impl FnOnce(CommandError) -> ScheduleError {
@@ -116,11 +174,46 @@ impl StepRecorder for CommandRecorder {
             .map_err(failed(job, "a transition"))
     }
 
-    async fn finished(&self, outcome: BuildOutcome) -> Result<(), ScheduleError> {
+    async fn artifact_saved(&self, job: &JobId, artifact: &ArtifactId, info: &ObjectInfo) -> Result<(), ScheduleError> {
+        let command = SaveArtifact {
+            build_id: self.build_id,
+            job_id: job.to_string(),
+            artifact_id: artifact.to_string(),
+            blob: BlobRef {
+                key: info.key.to_string(),
+                size: info.size,
+                sha256: info.sha256.clone(),
+            },
+        };
+        self.commands
+            .save_artifact(&self.ctx, command)
+            .await
+            .map(|_| ())
+            .map_err(failed(job, "an artifact"))
+    }
+
+    async fn job_ended(&self, job: &JobId) {
+        let Some((pool, blobs)) = self.log_archive.clone() else {
+            return;
+        };
+        let (commands, ctx, build_id, job) = (self.commands.clone(), self.ctx.clone(), self.build_id, job.clone());
+        let task = async move {
+            if let Err(error) = archive_log(&commands, &ctx, &pool, &blobs, build_id, &job).await {
+                tracing::warn!(build = %build_id, %job, %error, "could not archive the job's log");
+            }
+        };
+        self.archiving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .spawn(task);
+    }
+
+    async fn finished(&self, outcome: BuildOutcome, message: Option<String>) -> Result<(), ScheduleError> {
+        self.archived().await;
         let finish = FinishBuild {
             build_id: self.build_id,
             outcome,
-            message: None,
+            message,
         };
         self.commands
             .finish_build(&self.ctx, finish)
@@ -128,6 +221,47 @@ impl StepRecorder for CommandRecorder {
             .map(|_| ())
             .map_err(failed("the build", "the end"))
     }
+}
+
+/// Stores a job's whole output in blob storage and records where.
+async fn archive_log(
+    commands: &CommandHandler,
+    ctx: &CommandContext,
+    pool: &sqlx::PgPool,
+    blobs: &BuildBlobs,
+    build_id: BuildId,
+    job: &JobId,
+) -> Result<(), String> {
+    let (text, lines) = crate::logs::render_job_log(pool, build_id, job.as_str())
+        .await
+        .map_err(|e| format!("reading the log failed: {e}"))?;
+    let key = blobs.log_key(job).map_err(|e| e.to_string())?;
+    let info = blobs
+        .store()
+        .put_bytes(&key, text.into_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let command = ArchiveJobLog {
+        build_id,
+        job_id: job.to_string(),
+        blob: BlobRef {
+            key: info.key.to_string(),
+            size: info.size,
+            sha256: info.sha256,
+        },
+        lines,
+    };
+    commands
+        .archive_job_log(ctx, command)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// How a job ended, with the reason if the outcome alone does not say it.
+struct JobEnd {
+    outcome: JobOutcome,
+    message: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +345,10 @@ pub async fn run_pipeline<E: Executor, R: StepRecorder>(
 
     let mut running = FuturesUnordered::new();
     let mut canceled = false;
+    // The build's own timeout stops its jobs like a cancel, but the build fails.
+    let jobs_cancel = cancel.child_token();
+    let deadline = plan.pipeline.timeout().map(|t| (t, tokio::time::Instant::now() + t));
+    let mut timed_out = None;
     loop {
         // Skip what can no longer run; start what can, within the parallelism limit. Once the
         // build is canceled nothing starts, and finishing it cancels the jobs still open.
@@ -235,26 +373,27 @@ pub async fn run_pipeline<E: Executor, R: StepRecorder>(
             if ready && state[&job.id] == State::Waiting && running.len() < plan.parallelism.max(1) && !canceled {
                 rec.transition(&job.id, JobTransitionInput::Started).await?;
                 state.insert(&job.id, State::Running);
-                running.push(run_job(executor, plan, job, logs.clone(), cancel.clone()));
+                running.push(run_job(executor, rec, plan, job, logs.clone(), jobs_cancel.clone()));
             }
         }
         if running.is_empty() && !state.values().any(|s| *s == State::Blocked && !canceled) {
             break;
         }
         tokio::select! {
-            Some((id, outcome)) = running.next(), if !running.is_empty() => {
+            Some((id, end)) = running.next(), if !running.is_empty() => {
                 let job = jobs.iter().find(|j| j.id == id).copied();
                 let allow_failure = job.is_some_and(|j| j.allow_failure);
-                let (transition, next) = match outcome {
+                let (transition, next) = match end.outcome {
                     JobOutcome::Succeeded => (JobTransitionInput::Succeeded, State::Succeeded),
                     JobOutcome::Canceled => (JobTransitionInput::Canceled, State::Canceled),
                     failed => {
-                        let message = describe(failed);
+                        let message = end.message.unwrap_or_else(|| describe(failed));
                         let next = if allow_failure { State::FailedAllowed } else { State::Failed };
                         (JobTransitionInput::Failed { message }, next)
                     }
                 };
                 rec.transition(&id, transition).await?;
+                rec.job_ended(&id).await;
                 if let Some(job) = job {
                     state.insert(&job.id, next);
                 }
@@ -267,18 +406,61 @@ pub async fn run_pipeline<E: Executor, R: StepRecorder>(
                 }
             }
             () = cancel.cancelled(), if !canceled => canceled = true,
+            () = sleep_until(deadline.map(|(_, at)| at)), if !canceled => {
+                canceled = true;
+                timed_out = deadline.map(|(limit, _)| limit);
+                jobs_cancel.cancel();
+            }
         }
     }
 
-    let outcome = if canceled {
-        BuildOutcome::Canceled
-    } else if state.values().any(|s| *s == State::Failed) {
-        BuildOutcome::Failed
-    } else {
-        BuildOutcome::Succeeded
+    let (outcome, message) = match timed_out {
+        Some(limit) => {
+            // Jobs that never started end as skipped, so that the build can fail.
+            let reason = "the build ran out of time".to_owned();
+            for job in &jobs {
+                if matches!(state[&job.id], State::Waiting | State::Blocked) {
+                    let skip = JobTransitionInput::Skipped { reason: reason.clone() };
+                    rec.transition(&job.id, skip).await?;
+                }
+            }
+            let message = format!(
+                "the build ran longer than its timeout of {}; its running jobs were stopped",
+                humantime_secs(limit)
+            );
+            (BuildOutcome::Failed, Some(message))
+        }
+        None if canceled => (BuildOutcome::Canceled, None),
+        None if state.values().any(|s| *s == State::Failed) => (BuildOutcome::Failed, None),
+        None => (BuildOutcome::Succeeded, None),
     };
-    rec.finished(outcome).await?;
+    rec.finished(outcome, message).await?;
     Ok(outcome)
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A duration as a person writes it in a pipeline: `90s`, `5m`, `1h30m`.
+fn humantime_secs(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
 }
 
 fn describe(outcome: JobOutcome) -> String {
@@ -292,14 +474,19 @@ fn describe(outcome: JobOutcome) -> String {
     }
 }
 
-/// Runs one job, again after a failure up to its retries; returns its id and final outcome.
-async fn run_job<E: Executor>(
+/// Runs one job, again after a failure up to its retries; returns its id and how it ended.
+///
+/// Before the script: the job's caches and the artifacts it restores are unpacked into the
+/// checkout. After a successful script: its artifacts and caches are packed and stored. A
+/// missing artifact, or one that cannot be saved, fails the job; a cache never does.
+async fn run_job<E: Executor, R: StepRecorder>(
     executor: &E,
+    rec: &R,
     plan: &BuildPlan,
     job: &Job,
     logs: LogSender,
     cancel: CancellationToken,
-) -> (JobId, JobOutcome) {
+) -> (JobId, JobEnd) {
     let work_dir = match &job.work_dir {
         Some(dir) => plan.checkout.join(dir.as_str()),
         None => plan.checkout.clone(),
@@ -328,42 +515,173 @@ async fn run_job<E: Executor>(
             }
         })
     };
+    let say = |text: String| {
+        let tx = tx.clone();
+        async move {
+            let line = LogLine {
+                at: chrono::Utc::now(),
+                stream: LogStream::System,
+                text,
+            };
+            let _ = tx.send(line).await;
+        }
+    };
+    let end = match restore_files(plan, job, &say).await {
+        Err(message) => {
+            say(message.clone()).await;
+            JobEnd {
+                outcome: FAILED,
+                message: Some(message),
+            }
+        }
+        Ok(()) => {
+            let outcome = run_attempts(executor, &spec, job, &tx, &cancel, &say).await;
+            match outcome {
+                JobOutcome::Succeeded => match save_files(rec, plan, job, &say).await {
+                    Ok(()) => JobEnd { outcome, message: None },
+                    Err(message) => {
+                        say(message.clone()).await;
+                        JobEnd {
+                            outcome: FAILED,
+                            message: Some(message),
+                        }
+                    }
+                },
+                outcome => JobEnd { outcome, message: None },
+            }
+        }
+    };
+    drop(tx);
+    let _ = forward.await;
+    (id, end)
+}
+
+const FAILED: JobOutcome = JobOutcome::Failed {
+    exit_code: None,
+    signal: None,
+};
+
+/// Runs the script, and again after a failure up to the job's retries.
+async fn run_attempts<E: Executor, F, Fut>(
+    executor: &E,
+    spec: &JobSpec,
+    job: &Job,
+    tx: &mpsc::Sender<LogLine>,
+    cancel: &CancellationToken,
+    say: &F,
+) -> JobOutcome
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let attempts = job.retries + 1;
     let mut outcome = JobOutcome::Canceled;
     for attempt in 1..=attempts {
         if attempt > 1 {
-            let note = format!("attempt {attempt} of {attempts}");
-            let _ = tx
-                .send(LogLine {
-                    at: chrono::Utc::now(),
-                    stream: LogStream::System,
-                    text: note,
-                })
-                .await;
+            say(format!("attempt {attempt} of {attempts}")).await;
         }
-        outcome = match executor.run(&spec, tx.clone(), cancel.clone()).await {
+        outcome = match executor.run(spec, tx.clone(), cancel.clone()).await {
             Ok(outcome) => outcome,
             Err(error) => {
-                let _ = tx
-                    .send(LogLine {
-                        at: chrono::Utc::now(),
-                        stream: LogStream::System,
-                        text: format!("could not run the job: {error}"),
-                    })
-                    .await;
-                JobOutcome::Failed {
-                    exit_code: None,
-                    signal: None,
-                }
+                say(format!("could not run the job: {error}")).await;
+                FAILED
             }
         };
         if matches!(outcome, JobOutcome::Succeeded | JobOutcome::Canceled) {
             break;
         }
     }
-    drop(tx);
-    let _ = forward.await;
-    (id, outcome)
+    outcome
+}
+
+fn no_storage(what: &str, id: &ArtifactId) -> String {
+    format!("{what} {id} cannot be used: this runner has no blob storage")
+}
+
+/// Unpacks the job's caches and the artifacts it restores into the checkout.
+async fn restore_files<F, Fut>(plan: &BuildPlan, job: &Job, say: &F) -> Result<(), String>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for cache in &job.caches {
+        let Some(blobs) = &plan.blobs else {
+            return Err(no_storage("cache", &cache.id));
+        };
+        let key = blobs.cache_key(cache.id.as_str()).map_err(|e| e.to_string())?;
+        match blobs.restore(&key, &plan.checkout).await {
+            Ok(Some(done)) => say(format!("restored cache {} ({} files)", cache.id, done.files)).await,
+            Ok(None) => {
+                say(format!(
+                    "cache {} is empty; it is saved when this job succeeds",
+                    cache.id
+                ))
+                .await
+            }
+            // A cache is only an optimisation: the job runs without it.
+            Err(error) => say(format!("cache {} not restored: {error}", cache.id)).await,
+        }
+    }
+    for artifact in &job.restore_artifacts {
+        let Some(blobs) = &plan.blobs else {
+            return Err(no_storage("artifact", &artifact.id));
+        };
+        let key = blobs.artifact_key(artifact.id.as_str()).map_err(|e| e.to_string())?;
+        match blobs.restore(&key, &plan.checkout).await {
+            Ok(Some(done)) => say(format!("restored artifact {} ({} files)", artifact.id, done.files)).await,
+            Ok(None) => {
+                return Err(format!(
+                    "artifact {} was not saved by an earlier job of this build",
+                    artifact.id
+                ))
+            }
+            Err(error) => return Err(format!("restoring artifact {} failed: {error}", artifact.id)),
+        }
+    }
+    Ok(())
+}
+
+/// Packs and stores the job's artifacts (recording each) and caches.
+async fn save_files<R: StepRecorder, F, Fut>(rec: &R, plan: &BuildPlan, job: &Job, say: &F) -> Result<(), String>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for artifact in &job.save_artifacts {
+        let Some(blobs) = &plan.blobs else {
+            return Err(no_storage("artifact", &artifact.id));
+        };
+        let key = blobs.artifact_key(artifact.id.as_str()).map_err(|e| e.to_string())?;
+        let (info, packed) = blobs
+            .save(&key, &plan.checkout, artifact.path.as_str())
+            .await
+            .map_err(|e| format!("saving artifact {} failed: {e}", artifact.id))?;
+        rec.artifact_saved(&job.id, &artifact.id, &info)
+            .await
+            .map_err(|e| format!("recording artifact {} failed: {e}", artifact.id))?;
+        say(format!(
+            "saved artifact {} ({} files, {} bytes compressed)",
+            artifact.id, packed.files, info.size
+        ))
+        .await;
+    }
+    for cache in &job.caches {
+        let Some(blobs) = &plan.blobs else {
+            return Err(no_storage("cache", &cache.id));
+        };
+        let key = blobs.cache_key(cache.id.as_str()).map_err(|e| e.to_string())?;
+        match blobs.save(&key, &plan.checkout, cache.path.as_str()).await {
+            Ok((info, packed)) => {
+                say(format!(
+                    "saved cache {} ({} files, {} bytes compressed)",
+                    cache.id, packed.files, info.size
+                ))
+                .await
+            }
+            Err(error) => say(format!("cache {} not saved: {error}", cache.id)).await,
+        }
+    }
+    Ok(())
 }
 
 /// Feeds `JobUnblocked` events of one build, read from the live event feed, to the scheduler.

@@ -7,19 +7,22 @@
 //! expired lease (or a running build without one) ends that build as errored, naming the runner.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use monkeyci_commands::{CommandContext, CommandError, CommandHandler, FinishBuild, StartBuild};
 use monkeyci_domain::build::{BuildOutcome, Trigger, TriggerSource};
 use monkeyci_domain::pipeline::{self, PIPELINE_DIR, PIPELINE_FILES};
-use monkeyci_domain::{BuildId, CommitSha, DomainError, GitRef, Params, RefName};
+use monkeyci_domain::{BuildId, CommitSha, DomainError, GitRef, OrgId, Params, RefName, RepoId};
 use monkeyci_eventstore::{EventFeed, EventStore};
 use monkeyci_projections::{queries, BuildRow};
+use monkeyci_storage::BlobStore;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::blobs::BuildBlobs;
 use crate::checkout::{checkout, GitAuth, GitTarget};
 use crate::executor::Executor;
 use crate::logs::write_logs;
@@ -40,6 +43,8 @@ pub struct RunnerSettings {
     pub lease_ttl: Duration,
     /// How often the queue and the leases are looked at when nothing wakes the runner.
     pub poll: Duration,
+    /// Where artifacts, caches and archived job logs go.
+    pub blobs: Arc<dyn BlobStore>,
 }
 
 /// A runner on one database.
@@ -75,6 +80,7 @@ impl<E: Executor + Clone + 'static> Runner<E> {
     /// Claims and runs builds until `shutdown` fires; running builds are then canceled.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut running = tokio::task::JoinSet::new();
+        let mut queue_moved = builds_projection_moves(self.pool().clone(), shutdown.clone());
         loop {
             if let Err(error) = self.recover_lost_builds().await {
                 tracing::warn!(%error, "could not look for builds of lost runners");
@@ -93,18 +99,18 @@ impl<E: Executor + Clone + 'static> Runner<E> {
                     }
                 }
             }
-            let head = self.feed.head();
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(_) = running.join_next(), if !running.is_empty() => {}
-                () = self.feed.wait_for(monkeyci_eventstore::Cursor { tx: head.tx, position: head.position + 1 }) => {}
+                Ok(()) = queue_moved.changed() => {}
                 () = tokio::time::sleep(self.settings.poll) => {}
             }
         }
         while running.join_next().await.is_some() {}
     }
 
-    /// Takes the oldest queued build another runner has not taken first.
+    /// Takes the oldest queued build another runner has not taken first (from the `builds` read
+    /// model, which is why the runner wakes when that projection moves, not when the log does).
     async fn claim(&self) -> Result<Option<BuildRow>, String> {
         let queued = queries::queued_builds(self.pool(), 20)
             .await
@@ -246,25 +252,33 @@ impl<E: Executor + Clone + 'static> Runner<E> {
             commit: CommitSha::parse(&commit).ok(),
             params: Params::parse(build.params.clone()).map_err(|e| e.to_string())?,
         };
+        let blobs = BuildBlobs::new(
+            self.settings.blobs.clone(),
+            OrgId::from_uuid(build.org_id),
+            RepoId::from_uuid(build.repo_id),
+            build_id,
+            workspace.join("archives"),
+        )
+        .map_err(|e| e.to_string())?;
+        let changed_paths = changed_paths(&source, &commit).await;
         let plan = BuildPlan {
             build_id,
             pipeline,
             trigger,
             commit,
-            changed_paths: None,
+            changed_paths,
             checkout: source,
             parallelism: self.settings.parallelism,
+            blobs: Some(blobs.clone()),
         };
+
         let head = self.store.readable_head().await.map_err(|e| e.to_string())?;
         let unblocked = unblocked_jobs(&self.feed, build_id, head);
         let cancel = self.watch_cancel(build_id, stop);
         let (logs, lines) = mpsc::channel(1024);
         let writer = tokio::spawn(write_logs(self.pool().clone(), build_id, lines));
-        let recorder = CommandRecorder {
-            commands: self.commands.clone(),
-            ctx: self.context(),
-            build_id,
-        };
+        let archive = Some((self.pool().clone(), blobs));
+        let recorder = CommandRecorder::new(self.commands.clone(), self.context(), build_id, archive);
         let outcome = run_pipeline(&self.executor, &recorder, &plan, logs, unblocked, cancel)
             .await
             .map_err(|e| {
@@ -318,6 +332,31 @@ impl<E: Executor + Clone + 'static> Runner<E> {
     }
 }
 
+/// The paths the checked-out commit changed against its first parent (every path of a root
+/// commit), for `paths` conditions; `None` if git cannot tell (e.g. a shallow clone).
+async fn changed_paths(source: &Path, commit: &str) -> Option<Vec<String>> {
+    let output = tokio::process::Command::new("git")
+        .args([
+            "diff-tree",
+            "--no-commit-id",
+            "--name-only",
+            "-r",
+            "--root",
+            "-m",
+            "--first-parent",
+            commit,
+        ])
+        .current_dir(source)
+        .output()
+        .await
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(output.stdout).ok()?;
+    Some(text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
+}
+
 fn checkout_dir(workspace: &Path) -> PathBuf {
     workspace.join("src")
 }
@@ -360,4 +399,40 @@ async fn load_pipeline(source: &Path) -> Result<pipeline::Pipeline, String> {
         "no pipeline found: add {PIPELINE_DIR}/{} to the repository",
         PIPELINE_FILES.join(" or ")
     ))
+}
+
+/// Changes each time the `builds` projection moves its checkpoint, whichever process runs it:
+/// only then can a newly queued build be in `queued_builds`. The poll in `Runner::run` covers
+/// the moments without a listener (the connection dropped and was not yet back).
+fn builds_projection_moves(pool: PgPool, shutdown: CancellationToken) -> tokio::sync::watch::Receiver<()> {
+    let (moved, receiver) = tokio::sync::watch::channel(());
+    tokio::spawn(async move {
+        loop {
+            let error = tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = moved.closed() => return,
+                Err(error) = announce_builds_moves(&pool, &moved) => error,
+            };
+            tracing::warn!(%error, "lost the checkpoint listener; polling until it is back");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+    receiver
+}
+
+async fn announce_builds_moves(
+    pool: &PgPool,
+    moved: &tokio::sync::watch::Sender<()>,
+) -> Result<std::convert::Infallible, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen("monkeyci_checkpoints").await?;
+    loop {
+        let notification = listener.recv().await?;
+        if notification.payload().starts_with("builds ") {
+            moved.send_replace(());
+        }
+    }
 }

@@ -42,19 +42,7 @@ pub struct ApiContext {
     pub job_logs: JobLogWatch,
 }
 
-/// Who sends a request. Until tokens exist every caller is the same anonymous actor.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub actor: String,
-}
-
-impl Default for Caller {
-    fn default() -> Self {
-        Self {
-            actor: "anonymous".into(),
-        }
-    }
-}
+pub use crate::auth::Caller;
 
 /// Makes the first query field of a request wait for read-your-writes, once per request.
 #[derive(Debug, Default)]
@@ -80,9 +68,7 @@ pub(crate) fn api<'a>(ctx: &Context<'a>) -> &'a ApiContext {
     ctx.data_unchecked::<ApiContext>()
 }
 
-pub(crate) fn caller(ctx: &Context<'_>) -> Caller {
-    ctx.data_opt::<Caller>().cloned().unwrap_or_default()
-}
+pub(crate) use crate::auth::caller;
 
 /// The shared context, after waiting until the read models include every write committed
 /// before this request arrived.

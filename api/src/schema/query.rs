@@ -3,7 +3,8 @@ use async_graphql::{Context, Object, Result, ID};
 use monkeyci_projections::queries;
 
 use super::types::{connection, Build, Job, Node, Org, Repo};
-use super::{consistent, page_args, projection_error};
+use super::{caller, consistent, page_args, projection_error};
+use crate::auth::{can_read, Grant};
 use crate::errors::bad_input;
 use crate::ids::{self, Decoded, Kind};
 
@@ -17,24 +18,30 @@ impl QueryRoot {
     async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
         let api = consistent(ctx).await?;
         let pool = &api.pool;
-        Ok(match ids::decode(&id)? {
+        let found = match ids::decode(&id)? {
             Decoded::Org(u) => queries::org(pool, u)
                 .await
                 .map_err(projection_error)?
-                .map(|r| Node::Org(Org(r))),
+                .map(|r| (r.id, Node::Org(Org(r)))),
             Decoded::Repo(u) => queries::repo(pool, u)
                 .await
                 .map_err(projection_error)?
-                .map(|r| Node::Repo(Repo(r))),
+                .map(|r| (r.org_id, Node::Repo(Repo(r)))),
             Decoded::Build(u) => queries::build(pool, u)
                 .await
                 .map_err(projection_error)?
-                .map(|r| Node::Build(Build(r))),
-            Decoded::Job(b, j) => queries::job(pool, b, &j)
-                .await
-                .map_err(projection_error)?
-                .map(|r| Node::Job(Job(r))),
-        })
+                .map(|r| (r.org_id, Node::Build(Build(r)))),
+            // Users and tokens are not nodes one can read.
+            Decoded::User(_) | Decoded::Token(_) => None,
+            Decoded::Job(b, j) => match build_org(ctx, b).await? {
+                Some(org) => queries::job(pool, b, &j)
+                    .await
+                    .map_err(projection_error)?
+                    .map(|r| (org, Node::Job(Job(r)))),
+                None => None,
+            },
+        };
+        visible(ctx, found).await
     }
 
     /// Orgs, oldest first.
@@ -46,9 +53,17 @@ impl QueryRoot {
     ) -> Result<Connection<String, Org>> {
         let (limit, after_id) = page_args(first, after.as_deref())?;
         let api = consistent(ctx).await?;
-        let page = queries::orgs(&api.pool, after_id, limit)
-            .await
-            .map_err(projection_error)?;
+        let page = match caller(ctx).grant {
+            Grant::Admin => queries::orgs(&api.pool, after_id, limit).await,
+            Grant::User(user) => queries::orgs_of_member(&api.pool, user, after_id, limit).await,
+            Grant::Org { org_id, .. } => match after_id {
+                Some(after) if after >= org_id => Ok(monkeyci_projections::queries::Page::of(Vec::new(), limit)),
+                _ => queries::org(&api.pool, org_id)
+                    .await
+                    .map(|o| monkeyci_projections::queries::Page::of(o.into_iter().collect(), limit)),
+            },
+        }
+        .map_err(projection_error)?;
         Ok(connection(page, after_id.is_some(), |o| o.id, Org))
     }
 
@@ -60,36 +75,50 @@ impl QueryRoot {
             (None, Some(slug)) => queries::org_by_slug(&api.pool, &slug).await,
             _ => return Err(bad_input("give either `id` or `slug`")),
         };
-        Ok(row.map_err(projection_error)?.map(Org))
+        let row = row.map_err(projection_error)?;
+        visible(ctx, row.map(|r| (r.id, Org(r)))).await
     }
 
     /// One repo.
     async fn repo(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Repo>> {
         let uuid = ids::decode_as(&id, Kind::Repo)?;
         let api = consistent(ctx).await?;
-        Ok(queries::repo(&api.pool, uuid)
-            .await
-            .map_err(projection_error)?
-            .map(Repo))
+        let row = queries::repo(&api.pool, uuid).await.map_err(projection_error)?;
+        visible(ctx, row.map(|r| (r.org_id, Repo(r)))).await
     }
 
     /// One build, with its jobs.
     async fn build(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Build>> {
         let uuid = ids::decode_as(&id, Kind::Build)?;
         let api = consistent(ctx).await?;
-        Ok(queries::build(&api.pool, uuid)
-            .await
-            .map_err(projection_error)?
-            .map(Build))
+        let row = queries::build(&api.pool, uuid).await.map_err(projection_error)?;
+        visible(ctx, row.map(|r| (r.org_id, Build(r)))).await
     }
 
     /// One job.
     async fn job(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Job>> {
         let (build, job) = ids::decode_job(&id)?;
         let api = consistent(ctx).await?;
-        Ok(queries::job(&api.pool, build, &job)
-            .await
-            .map_err(projection_error)?
-            .map(Job))
+        let Some(org) = build_org(ctx, build).await? else {
+            return Ok(None);
+        };
+        let row = queries::job(&api.pool, build, &job).await.map_err(projection_error)?;
+        visible(ctx, row.map(|r| (org, Job(r)))).await
     }
+}
+
+/// `found` if the caller may read its org; `None` (as if it did not exist) otherwise.
+async fn visible<T>(ctx: &Context<'_>, found: Option<(uuid::Uuid, T)>) -> Result<Option<T>> {
+    match found {
+        Some((org, value)) if can_read(ctx, org).await? => Ok(Some(value)),
+        _ => Ok(None),
+    }
+}
+
+/// The org of a build, if the build exists.
+async fn build_org(ctx: &Context<'_>, build: uuid::Uuid) -> Result<Option<uuid::Uuid>> {
+    let row = queries::build(&super::api(ctx).pool, build)
+        .await
+        .map_err(projection_error)?;
+    Ok(row.map(|b| b.org_id))
 }

@@ -10,11 +10,13 @@ use monkeyci_projections::queries;
 use uuid::Uuid;
 
 use super::types::Build;
-use super::{api, ApiContext};
+use super::{api, caller, ApiContext};
+use crate::auth::{require, Grant};
 use crate::errors::{bad_input, client, internal, not_found, Code};
 use crate::fanout::BuildReadError;
 use crate::ids::{self, Kind};
 use crate::metrics::Metrics;
+use monkeyci_domain::access::Role;
 
 /// Live updates, on the event feed.
 #[derive(Debug, Default)]
@@ -106,6 +108,7 @@ impl SubscriptionRoot {
             .map_err(|e| internal(&e))?
             .map(Build)
             .ok_or_else(|| not_found("build"))?;
+        require(ctx, first.0.org_id, Role::Viewer, "build").await?;
         let open = Open::new(&api.metrics);
         let first_version = first.0.version;
         Ok(stream! {
@@ -167,6 +170,7 @@ impl SubscriptionRoot {
                     .await
                     .map_err(|e| internal(&e))?
                     .ok_or_else(|| not_found("org"))?;
+                require(ctx, org, Role::Viewer, "org").await?;
                 (org, None)
             }
             (None, Some(repo)) => {
@@ -175,6 +179,7 @@ impl SubscriptionRoot {
                     .await
                     .map_err(|e| internal(&e))?
                     .ok_or_else(|| not_found("repo"))?;
+                require(ctx, row.org_id, Role::Viewer, "repo").await?;
                 (row.org_id, Some(repo))
             }
             _ => return Err(bad_input("give either `orgId` or `repoId`")),
@@ -225,6 +230,11 @@ impl SubscriptionRoot {
             .read_your_writes()
             .await
             .map_err(|e| client(Code::Unavailable, e.to_string()))?;
+        let owner = queries::build(&api.pool, build)
+            .await
+            .map_err(|e| internal(&e))?
+            .ok_or_else(|| not_found("job"))?;
+        require(ctx, owner.org_id, Role::Viewer, "job").await?;
         queries::job(&api.pool, build, &job)
             .await
             .map_err(|e| internal(&e))?
@@ -295,6 +305,14 @@ impl SubscriptionRoot {
             (None, Some(stream)) if !stream.is_empty() => Filter::Stream(stream),
             _ => return Err(bad_input("give either `orgId` or `streamId`")),
         };
+        match &filter {
+            Filter::Org(org) => require(ctx, *org, Role::Viewer, "org").await?,
+            Filter::Stream(stream) if caller(ctx).grant != Grant::Admin => {
+                let org = stream_org(&api, stream).await?.ok_or_else(|| not_found("stream"))?;
+                require(ctx, org, Role::Viewer, "stream").await?;
+            }
+            Filter::Stream(_) => {}
+        }
         let start = match after {
             Some(cursor) => cursor.parse::<Cursor>().map_err(|e| bad_input(e.to_string()))?,
             None => api.store.readable_head().await.map_err(|e| internal(&e))?,
@@ -315,6 +333,29 @@ impl SubscriptionRoot {
             }
         })
     }
+}
+
+/// The org an org, repo or build stream belongs to; `None` for other streams (users, tokens,
+/// slugs), which only the admin may follow.
+async fn stream_org(api: &ApiContext, stream: &str) -> Result<Option<Uuid>> {
+    let (category, id) = stream.split_once('-').unwrap_or((stream, ""));
+    let Ok(id) = Uuid::parse_str(id) else { return Ok(None) };
+    api.consistency
+        .read_your_writes()
+        .await
+        .map_err(|e| client(Code::Unavailable, e.to_string()))?;
+    Ok(match category {
+        "org" => Some(id),
+        "repo" => queries::repo(&api.pool, id)
+            .await
+            .map_err(|e| internal(&e))?
+            .map(|r| r.org_id),
+        "build" => queries::build(&api.pool, id)
+            .await
+            .map_err(|e| internal(&e))?
+            .map(|b| b.org_id),
+        _ => None,
+    })
 }
 
 /// Whether the job has ended, according to the read model.

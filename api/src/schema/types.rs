@@ -331,6 +331,23 @@ impl Build {
         Ok(row.map(Repo))
     }
 
+    /// The artifacts the build's jobs saved, in the order they were saved.
+    async fn artifacts(&self) -> Vec<Artifact> {
+        let build_id = ids::encode(Kind::Build, self.0.id);
+        self.0
+            .artifacts
+            .iter()
+            .map(|a| Artifact {
+                id: a.id.clone(),
+                job_id: a.job_id.clone(),
+                size: a.size,
+                sha256: a.sha256.clone(),
+                saved_at: a.saved_at,
+                download_path: format!("/builds/{}/artifacts/{}", build_id.as_str(), a.id),
+            })
+            .collect()
+    }
+
     /// The build this one retries.
     async fn retry_of(&self, ctx: &Context<'_>) -> Result<Option<Build>> {
         linked_build(ctx, self.0.retry_of).await
@@ -346,6 +363,33 @@ async fn linked_build(ctx: &Context<'_>, id: Option<Uuid>) -> Result<Option<Buil
     let Some(id) = id else { return Ok(None) };
     let row = queries::build(&api(ctx).pool, id).await.map_err(projection_error)?;
     Ok(row.map(Build))
+}
+
+/// Files a job saved for later jobs of its build and for download (a tar.gz).
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Artifact {
+    /// The artifact's id in the pipeline (`save-artifacts`).
+    pub id: String,
+    /// The job that saved it.
+    pub job_id: String,
+    /// Size of the tar.gz in bytes.
+    pub size: u64,
+    /// SHA-256 of the tar.gz, lower-case hex.
+    pub sha256: String,
+    pub saved_at: DateTime<Utc>,
+    /// Where to download it on this server: `GET` this path.
+    pub download_path: String,
+}
+
+/// A job's output as archived to blob storage when the job ended.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct LogArchive {
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the archived text, lower-case hex.
+    pub sha256: String,
+    /// Lines of output.
+    pub lines: u64,
 }
 
 /// Job states.
@@ -412,6 +456,21 @@ impl Job {
 
     async fn build(&self, ctx: &Context<'_>) -> Result<Option<Build>> {
         linked_build(ctx, Some(self.0.build_id)).await
+    }
+
+    /// Where the job's output was archived, once it has ended and the archive is stored.
+    async fn log_archive(&self) -> Option<LogArchive> {
+        self.0.log_archive.as_ref().map(|a| LogArchive {
+            size: a.size,
+            sha256: a.sha256.clone(),
+            lines: a.lines,
+        })
+    }
+
+    /// Where to download the job's whole output as text: `GET` this path.
+    async fn log_path(&self) -> String {
+        let build_id = ids::encode(Kind::Build, self.0.build_id);
+        format!("/builds/{}/jobs/{}/log", build_id.as_str(), self.0.job_id)
     }
 
     /// The job's output so far: up to `first` lines (at most 5,000) after line `after`.

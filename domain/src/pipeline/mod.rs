@@ -123,7 +123,8 @@ pub struct Artifact {
 }
 
 /// The id of an artifact or cache: 1–100 of `A-Z a-z 0-9 _ . -`, like a [`JobId`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct ArtifactId(String);
 
 impl ArtifactId {

@@ -1,0 +1,300 @@
+//! Tokens and roles over real HTTP and WebSocket: every request is authenticated, every query,
+//! mutation and subscription authorised for its org; other orgs stay invisible.
+
+use monkeyci_api::AuthConfig;
+use monkeyci_crypto::TokenHash;
+use monkeyci_tests::{table_rows, TestApp, WsEvent};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+const ADMIN: &str = "the-admin-token-of-this-test";
+
+async fn app(pool: PgPool) -> TestApp {
+    TestApp::spawn_with(pool, |c| {
+        c.auth = AuthConfig::Required {
+            admin: Some(TokenHash::of(ADMIN)),
+        }
+    })
+    .await
+    .expect("app")
+}
+
+/// Sends a GraphQL request with `token` (if any) and returns the HTTP status and the body.
+async fn gql(app: &TestApp, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+    let mut request = app
+        .http
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+/// A mutation that returns an id; panics with the response otherwise.
+async fn id(app: &TestApp, token: &str, field: &str, input_type: &str, input: Value) -> String {
+    let query = format!("mutation($input: {input_type}!) {{ {field}(input: $input) }}");
+    let (_, body) = gql(app, Some(token), &query, json!({ "input": input })).await;
+    body["data"][field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field}: {body}"))
+        .to_owned()
+}
+
+fn code(body: &Value) -> Option<&str> {
+    body["errors"][0]["extensions"]["code"].as_str()
+}
+
+async fn token(app: &TestApp, as_token: &str, input: Value) -> String {
+    let (_, body) = gql(
+        app,
+        Some(as_token),
+        "mutation($input: CreateApiTokenInput!) { createApiToken(input: $input) { id token expiresAt } }",
+        json!({ "input": input }),
+    )
+    .await;
+    body["data"]["createApiToken"]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("createApiToken: {body}"))
+        .to_owned()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn requests_without_a_valid_token_are_refused_and_change_nothing(pool: PgPool) {
+    let app = app(pool.clone()).await;
+    let before = table_rows(&pool, "events", "position").await.expect("events");
+    let create = "mutation { createOrg(input: {name: \"Acme\", slug: \"acme\"}) }";
+
+    let (missing, body) = gql(&app, None, create, json!({})).await;
+    assert_eq!((missing, code(&body)), (401, Some("UNAUTHENTICATED")), "{body}");
+    let (wrong, body) = gql(&app, Some("mci_not-a-token"), create, json!({})).await;
+    assert_eq!((wrong, code(&body)), (401, Some("UNAUTHENTICATED")), "{body}");
+    let log = app.http.get(app.url("/builds/x/jobs/y/log")).send().await.expect("log");
+    assert_eq!(log.status(), 401);
+    assert_eq!(
+        table_rows(&pool, "events", "position").await.expect("events"),
+        before,
+        "nothing was appended"
+    );
+
+    // The WebSocket wants the token in connection_init.
+    let mut ws = app.websocket().await.expect("ws");
+    ws.send(json!({ "type": "connection_init" })).await.expect("init");
+    assert!(matches!(ws.next().await.expect("close"), WsEvent::Closed(4403, _)));
+    let mut ws = app.websocket().await.expect("ws");
+    ws.send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {ADMIN}") } }))
+        .await
+        .expect("init");
+    assert_eq!(ws.message().await.expect("ack")["type"], "connection_ack");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn roles_decide_what_a_caller_may_do_and_other_orgs_stay_invisible(pool: PgPool) {
+    let app = app(pool.clone()).await;
+    // The admin bootstraps: two users, two orgs, Ada owns A, Vic views A.
+    let ada = id(&app, ADMIN, "createUser", "CreateUserInput", json!({ "name": "Ada" })).await;
+    let vic = id(&app, ADMIN, "createUser", "CreateUserInput", json!({ "name": "Vic" })).await;
+    let org_a = id(
+        &app,
+        ADMIN,
+        "createOrg",
+        "CreateOrgInput",
+        json!({ "name": "A", "slug": "org-a" }),
+    )
+    .await;
+    let org_b = id(
+        &app,
+        ADMIN,
+        "createOrg",
+        "CreateOrgInput",
+        json!({ "name": "B", "slug": "org-b" }),
+    )
+    .await;
+    for (user, role) in [(&ada, "owner"), (&vic, "viewer")] {
+        id(
+            &app,
+            ADMIN,
+            "addMember",
+            "MemberInput",
+            json!({ "orgId": org_a, "userId": user, "role": role }),
+        )
+        .await;
+    }
+    let repo_b = id(
+        &app,
+        ADMIN,
+        "createRepo",
+        "CreateRepoInput",
+        json!({ "orgId": org_b, "name": "b", "gitUrl": "https://git.example/b.git" }),
+    )
+    .await;
+    let ada_token = token(&app, ADMIN, json!({ "name": "ada", "userId": ada })).await;
+    let vic_token = token(&app, ADMIN, json!({ "name": "vic", "userId": vic })).await;
+    assert!(ada_token.starts_with("mci_"));
+    // Only hashes are stored.
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE data::text LIKE '%' || $1 || '%'")
+        .bind(&ada_token)
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0, "the token is in no event");
+
+    // Ada, the owner, adds a repo; Vic, a viewer, may read it but not build it.
+    let repo_a = id(
+        &app,
+        &ada_token,
+        "createRepo",
+        "CreateRepoInput",
+        json!({ "orgId": org_a, "name": "a", "gitUrl": "https://git.example/a.git" }),
+    )
+    .await;
+    let trigger = "mutation($input: TriggerBuildInput!) { triggerBuild(input: $input) }";
+    let (_, body) = gql(
+        &app,
+        Some(&vic_token),
+        trigger,
+        json!({ "input": { "repoId": repo_a } }),
+    )
+    .await;
+    assert_eq!(code(&body), Some("FORBIDDEN"), "{body}");
+    let (_, body) = gql(
+        &app,
+        Some(&vic_token),
+        "query($id: ID!) { repo(id: $id) { name } }",
+        json!({ "id": repo_a }),
+    )
+    .await;
+    assert_eq!(body["data"]["repo"]["name"], "a", "{body}");
+    let (_, body) = gql(
+        &app,
+        Some(&vic_token),
+        "{ orgs { edges { node { slug } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        body["data"]["orgs"]["edges"],
+        json!([{ "node": { "slug": "org-a" } }]),
+        "{body}"
+    );
+
+    // An org token of A (member) builds in A and finds nothing of B.
+    let org_token = token(
+        &app,
+        &ada_token,
+        json!({ "name": "ci", "orgId": org_a, "role": "member" }),
+    )
+    .await;
+    let build = id(
+        &app,
+        &org_token,
+        "triggerBuild",
+        "TriggerBuildInput",
+        json!({ "repoId": repo_a }),
+    )
+    .await;
+    let (_, body) = gql(
+        &app,
+        Some(&org_token),
+        trigger,
+        json!({ "input": { "repoId": repo_b } }),
+    )
+    .await;
+    assert_eq!(code(&body), Some("NOT_FOUND"), "{body}");
+    let (_, body) = gql(
+        &app,
+        Some(&org_token),
+        "query($id: ID!) { org(id: $id) { name } }",
+        json!({ "id": org_b }),
+    )
+    .await;
+    assert_eq!(body["data"]["org"], Value::Null, "{body}");
+    let (_, body) = gql(
+        &app,
+        Some(&org_token),
+        "query($id: ID!) { node(id: $id) { id } }",
+        json!({ "id": repo_b }),
+    )
+    .await;
+    assert_eq!(body["data"]["node"], Value::Null, "{body}");
+    let rename = "mutation($input: RenameOrgInput!) { renameOrg(input: $input) }";
+    let (_, body) = gql(
+        &app,
+        Some(&org_token),
+        rename,
+        json!({ "input": { "id": org_b, "name": "X" } }),
+    )
+    .await;
+    assert_eq!(code(&body), Some("NOT_FOUND"), "{body}");
+    let (_, body) = gql(
+        &app,
+        Some(&org_token),
+        rename,
+        json!({ "input": { "id": org_a, "name": "X" } }),
+    )
+    .await;
+    assert_eq!(code(&body), Some("FORBIDDEN"), "a member is no owner: {body}");
+
+    // Every event records who did it.
+    let actors: Vec<String> = sqlx::query_scalar("SELECT DISTINCT metadata->>'actor' FROM events ORDER BY 1")
+        .fetch_all(&pool)
+        .await
+        .expect("actors");
+    assert!(
+        actors.contains(&"admin".to_owned()) && actors.iter().any(|a| a.starts_with("user:")),
+        "{actors:?}"
+    );
+    assert!(actors.iter().any(|a| a.starts_with("token:")), "{actors:?}");
+
+    // Subscriptions are authorised too: B's builds are not found for A's token.
+    let mut ws = app.websocket().await.expect("ws");
+    ws.send(json!({ "type": "connection_init", "payload": { "token": org_token } }))
+        .await
+        .expect("init");
+    assert_eq!(ws.message().await.expect("ack")["type"], "connection_ack");
+    ws.subscribe(
+        "1",
+        "subscription($id: ID!) { buildsUpdated(orgId: $id) { id } }",
+        json!({ "id": org_b }),
+    )
+    .await
+    .expect("subscribe");
+    let refused = ws.message().await.expect("error");
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "NOT_FOUND", "{refused}");
+    ws.subscribe(
+        "2",
+        "subscription($id: ID!) { buildUpdated(buildId: $id) { status } }",
+        json!({ "id": build }),
+    )
+    .await
+    .expect("subscribe");
+    let state = ws.message().await.expect("state");
+    assert_eq!(state["payload"]["data"]["buildUpdated"]["status"], "QUEUED", "{state}");
+
+    // A revoked token stops working at once.
+    let (_, body) = gql(
+        &app,
+        Some(&vic_token),
+        "mutation { createApiToken(input: {name: \"mine\"}) { id token } }",
+        json!({}),
+    )
+    .await;
+    let own = body["data"]["createApiToken"]["token"]
+        .as_str()
+        .expect("own token")
+        .to_owned();
+    let own_id = body["data"]["createApiToken"]["id"].as_str().expect("id").to_owned();
+    id(
+        &app,
+        &own,
+        "revokeApiToken",
+        "RevokeApiTokenInput",
+        json!({ "id": own_id }),
+    )
+    .await;
+    let (status, _) = gql(&app, Some(&own), "{ orgs { edges { node { id } } } }", json!({})).await;
+    assert_eq!(status, 401, "revoked");
+}
