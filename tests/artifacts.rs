@@ -213,6 +213,7 @@ async fn a_cache_saved_by_one_build_is_restored_in_the_next(pool: PgPool) {
                 tag: None,
                 commit: None,
                 params: BTreeMap::new(),
+                push: None,
             },
         )
         .await

@@ -67,6 +67,7 @@ pub(crate) async fn trigger(core: &Core, repo: &Path) -> BuildId {
             tag: None,
             commit: None,
             params: BTreeMap::new(),
+            push: None,
         },
     )
     .await
@@ -86,6 +87,7 @@ pub(crate) fn settings_with(workspace: &Path, id: &str, blobs: Arc<dyn BlobStore
         lease_ttl: Duration::from_secs(2),
         poll: Duration::from_millis(100),
         blobs,
+        keys: None,
     }
 }
 

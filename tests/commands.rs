@@ -209,6 +209,7 @@ async fn concurrent_commands_on_one_build_are_decided_again_after_a_conflict(poo
                 tag: None,
                 commit: None,
                 params: BTreeMap::new(),
+                push: None,
             },
         )
         .await

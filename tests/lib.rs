@@ -67,7 +67,12 @@ impl Core {
 
     /// Waits until every projection has applied every event committed so far.
     pub async fn caught_up(&self) -> anyhow::Result<()> {
-        wait_for_checkpoints(&self.store, &["orgs", "repos", "builds"], Duration::from_secs(30)).await
+        wait_for_checkpoints(
+            &self.store,
+            &["orgs", "repos", "builds", "triggers", "secrets"],
+            Duration::from_secs(30),
+        )
+        .await
     }
 
     /// Stops the projections.
@@ -195,6 +200,7 @@ pub async fn run_workload(
                             tag: None,
                             commit: Some(format!("{:040x}", b + 1)),
                             params: [("N".to_owned(), b.to_string())].into(),
+                            push: None,
                         },
                     )
                     .await?;

@@ -11,3 +11,5 @@ mod log_order;
 mod projections;
 mod runner;
 mod scheduler;
+mod secrets;
+mod triggers;

@@ -78,6 +78,7 @@ async fn read_models_show_status_timings_trigger_and_job_counts(pool: PgPool) {
                 tag: None,
                 commit: Some("ABCDEF1234567".into()),
                 params: [("DEPLOY".to_owned(), "no".to_owned())].into(),
+                push: None,
             },
         )
         .await

@@ -58,6 +58,7 @@ async fn running_build(pool: PgPool, branch: &str) -> Fixture {
                 tag: None,
                 commit: None,
                 params: [("GREETING".to_owned(), "hello".to_owned())].into(),
+                push: None,
             },
         )
         .await
@@ -87,12 +88,14 @@ fn plan(f: &Fixture, yaml: &str, branch: &str) -> BuildPlan {
             git_ref: GitRef::Branch(RefName::parse(branch).expect("ref")),
             commit: None,
             params: Params::parse([("GREETING".to_owned(), "hello".to_owned())]).expect("params"),
+            push: None,
         },
         commit: "0123456789abcdef0123456789abcdef01234567".into(),
         changed_paths: None,
         checkout: f.dir.path().to_path_buf(),
         parallelism: 4,
         blobs: None,
+        secret_env: Default::default(),
     }
 }
 

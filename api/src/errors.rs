@@ -96,7 +96,8 @@ pub fn command_code(error: &CommandError) -> Code {
         ) => Code::Conflict,
         CommandError::IdempotencyKeyReused { .. } | CommandError::InvalidIdempotencyKey => Code::BadUserInput,
         CommandError::Conflict { .. } => Code::Conflict,
-        CommandError::Corrupt { .. } | CommandError::Store(_) => Code::Internal,
+        CommandError::Keys(monkeyci_commands::KeyError::NoMasterKey) => Code::Unavailable,
+        CommandError::Corrupt { .. } | CommandError::Store(_) | CommandError::Keys(_) => Code::Internal,
     }
 }
 

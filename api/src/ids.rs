@@ -16,6 +16,10 @@ pub enum Kind {
     Job,
     User,
     Token,
+    Webhook,
+    Schedule,
+    ParamSet,
+    SshKey,
 }
 
 impl Kind {
@@ -27,6 +31,10 @@ impl Kind {
             Self::Job => "Job",
             Self::User => "User",
             Self::Token => "Token",
+            Self::Webhook => "Webhook",
+            Self::Schedule => "Schedule",
+            Self::ParamSet => "ParamSet",
+            Self::SshKey => "SshKey",
         }
     }
 }
@@ -50,6 +58,10 @@ pub enum Decoded {
     Job(Uuid, String),
     User(Uuid),
     Token(Uuid),
+    Webhook(Uuid),
+    Schedule(Uuid),
+    ParamSet(Uuid),
+    SshKey(Uuid),
 }
 
 /// Decodes any global id.
@@ -65,6 +77,10 @@ pub fn decode(id: &ID) -> Result<Decoded, Error> {
         "Build" => Decoded::Build(uuid(rest)?),
         "User" => Decoded::User(uuid(rest)?),
         "Token" => Decoded::Token(uuid(rest)?),
+        "Webhook" => Decoded::Webhook(uuid(rest)?),
+        "Schedule" => Decoded::Schedule(uuid(rest)?),
+        "ParamSet" => Decoded::ParamSet(uuid(rest)?),
+        "SshKey" => Decoded::SshKey(uuid(rest)?),
         "Job" => {
             let (build, job) = rest.split_once(':').ok_or_else(invalid)?;
             if job.is_empty() {
@@ -83,7 +99,11 @@ pub fn decode_as(id: &ID, kind: Kind) -> Result<Uuid, Error> {
         | (Decoded::Repo(u), Kind::Repo)
         | (Decoded::Build(u), Kind::Build)
         | (Decoded::User(u), Kind::User)
-        | (Decoded::Token(u), Kind::Token) => Ok(u),
+        | (Decoded::Token(u), Kind::Token)
+        | (Decoded::Webhook(u), Kind::Webhook)
+        | (Decoded::Schedule(u), Kind::Schedule)
+        | (Decoded::ParamSet(u), Kind::ParamSet)
+        | (Decoded::SshKey(u), Kind::SshKey) => Ok(u),
         _ => Err(bad_input(format!(
             "{:?} is not the id of a {}",
             id.as_str(),

@@ -10,6 +10,7 @@ pub mod ids;
 mod joblogs;
 mod metrics;
 pub mod schema;
+mod webhooks;
 mod ws;
 
 use std::future::Future;
@@ -52,6 +53,10 @@ pub struct ApiConfig {
     pub blobs: Option<Arc<dyn monkeyci_storage::BlobStore>>,
     /// Whether requests need a token.
     pub auth: AuthConfig,
+    /// Where the data keys of secrets are; without it, webhooks and secrets cannot be created.
+    pub keys: Option<monkeyci_commands::KeyStore>,
+    /// The largest webhook delivery, in bytes (GitHub sends at most 25 MiB).
+    pub webhook_body_limit: usize,
 }
 
 impl Default for ApiConfig {
@@ -71,6 +76,8 @@ impl Default for ApiConfig {
             ready_max_lag: 1000,
             blobs: None,
             auth: AuthConfig::Disabled,
+            keys: None,
+            webhook_body_limit: 25 * 1024 * 1024,
         }
     }
 }
@@ -104,7 +111,10 @@ impl ApiServer {
         spawn_event_counter(&feed, &store, metrics.clone()).await?;
         let context = schema::ApiContext {
             pool: store.pool().clone(),
-            commands: CommandHandler::new(store.clone()),
+            commands: match config.keys {
+                Some(keys) => CommandHandler::new(store.clone()).with_keys(keys),
+                None => CommandHandler::new(store.clone()),
+            },
             store,
             feed,
             consistency,
@@ -125,6 +135,10 @@ impl ApiServer {
             .route("/graphql", post(http::graphql_post).get(http::graphql_get))
             .route("/builds/{build_id}/jobs/{job_id}/log", get(http::job_log))
             .route("/builds/{build_id}/artifacts/{artifact_id}", get(http::artifact))
+            .route(
+                "/webhooks/{host}/{id}",
+                post(webhooks::receive).layer(DefaultBodyLimit::max(config.webhook_body_limit)),
+            )
             .route("/health", get(http::health))
             .route("/ready", get(http::ready))
             .route("/metrics", get(http::metrics))

@@ -47,6 +47,7 @@ impl Generator {
                     git_ref: GitRef::Branch(self.branch.clone()),
                     commit: Some(commit),
                     params: self.params.clone(),
+                    push: None,
                 },
                 retry_of: None,
             },

@@ -162,10 +162,12 @@ pub async fn run(dir: PathBuf, job: Option<String>, parallelism: usize) -> anyho
             ),
             commit: None,
             params: Params::default(),
+            push: None,
         },
         commit,
         changed_paths: None,
         checkout: dir,
+        secret_env: Default::default(),
         parallelism,
         blobs: Some(blobs),
     };

@@ -7,9 +7,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use monkeyci_api::{ApiConfig, ApiServer, AuthConfig, QueryLimits, WsConfig};
+use monkeyci_commands::KeyStore;
+use monkeyci_crypto::{MasterKey, MasterKeys};
 use monkeyci_eventstore::{EventFeed, EventStore, FeedConfig};
 use monkeyci_projections::{ProjectionRunner, RunnerConfig};
-use monkeyci_runner::{CancellationToken, LocalExecutor, Runner, RunnerSettings};
+use monkeyci_runner::{CancellationToken, LocalExecutor, Runner, RunnerSettings, ScheduleTicker};
 use monkeyci_storage::{BlobStore, FsStore, S3Config, S3Store};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
@@ -107,6 +109,11 @@ struct ServerArgs {
     #[arg(long, env = "MONKEYCI_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
 
+    /// Do not fire cron schedules in this server. Several servers may fire them: each tick
+    /// still triggers one build.
+    #[arg(long, env = "MONKEYCI_NO_SCHEDULES")]
+    no_schedules: bool,
+
     /// Do not run builds in this server (run `monkeyci runner` elsewhere).
     #[arg(long, env = "MONKEYCI_NO_RUNNER")]
     no_runner: bool,
@@ -161,6 +168,23 @@ struct RunnerArgs {
 
     #[command(flatten)]
     storage: StorageArgs,
+
+    /// The master key: 32 bytes in standard base64 (e.g. from `openssl rand -base64 32`). It wraps
+    /// the data keys that encrypt webhook secrets. Without it, the server uses the key in
+    /// `<data dir>/master.key`, made on first start and readable only by its owner.
+    #[arg(long, env = "MONKEYCI_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<String>,
+
+    /// Master keys being retired, comma-separated: data keys they wrapped still open, and the
+    /// server rewraps all of them under the current master key at start. Remove them once the
+    /// server has logged the rewrap.
+    #[arg(
+        long,
+        env = "MONKEYCI_PREVIOUS_MASTER_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    previous_master_keys: Vec<String>,
 }
 
 /// Where artifacts, caches and archived job logs are kept: the filesystem under the data
@@ -202,6 +226,51 @@ struct StorageArgs {
     s3_secret_access_key: Option<String>,
 }
 
+/// The configured master keys, or the one in `<data dir>/master.key` (made if missing).
+fn master_keys(args: &RunnerArgs) -> anyhow::Result<MasterKeys> {
+    let current = match &args.master_key {
+        Some(key) => MasterKey::from_base64(key).context("MONKEYCI_MASTER_KEY")?,
+        None => {
+            let path = args.storage.data_dir.join("master.key");
+            MasterKey::from_base64(&read_or_make_key_file(&path)?)
+                .with_context(|| format!("the master key in {}", path.display()))?
+        }
+    };
+    let previous = args
+        .previous_master_keys
+        .iter()
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| MasterKey::from_base64(k).context("MONKEYCI_PREVIOUS_MASTER_KEYS"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(MasterKeys::new(current, previous)?)
+}
+
+/// The base64 key in `path`; a new random one is written there first if the file is missing.
+fn read_or_make_key_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => {
+            let text = MasterKey::generate_base64()?;
+            file.write_all(text.as_bytes())?;
+            tracing::warn!(path = %path.display(), "made a new master key; back it up with the database, or set MONKEYCI_MASTER_KEY");
+            Ok(text)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
 /// `$XDG_DATA_HOME/monkeyci`, `~/.local/share/monkeyci`, or `monkeyci-data` in the temp dir.
 fn default_data_dir() -> std::path::PathBuf {
     match (std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME")) {
@@ -239,7 +308,7 @@ impl StorageArgs {
 }
 
 impl RunnerArgs {
-    fn settings(&self, blobs: Arc<dyn BlobStore>) -> RunnerSettings {
+    fn settings(&self, blobs: Arc<dyn BlobStore>, keys: KeyStore) -> RunnerSettings {
         let runner_id = self.runner_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())
@@ -253,6 +322,7 @@ impl RunnerArgs {
             poll: Duration::from_secs(1)
                 .min(Duration::from_millis(self.lease_ttl_ms / 2).max(Duration::from_millis(50))),
             blobs,
+            keys: Some(keys),
         }
     }
 }
@@ -396,13 +466,24 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
     let runner = ProjectionRunner::new(store.clone(), feed.clone(), monkeyci_projections::all(), config).start();
     let blobs = args.runner.storage.open().await?;
     tracing::info!(storage = %blobs.describe(), "blob storage");
+    let keys = KeyStore::new(store.pool().clone(), master_keys(&args.runner)?);
+    let rewrapped = keys
+        .rewrap_all()
+        .await
+        .context("rewrapping data keys under the current master key")?;
+    if rewrapped > 0 {
+        tracing::info!(
+            rewrapped,
+            "data keys rewrapped under the current master key; older master keys can be removed"
+        );
+    }
     let stop_runner = CancellationToken::new();
     let builds = (!args.no_runner).then(|| {
         let runner = Runner::new(
             store.clone(),
             feed.clone(),
             LocalExecutor::default(),
-            args.runner.settings(blobs.clone()),
+            args.runner.settings(blobs.clone(), keys.clone()),
         );
         tokio::spawn(runner.run(stop_runner.clone()))
     });
@@ -418,7 +499,14 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
             token.expose().to_owned()
         }
     };
+    let stop_ticker = CancellationToken::new();
+    let ticker = (!args.no_schedules).then(|| {
+        let commands = monkeyci_commands::CommandHandler::new(store.clone());
+        let ticker = ScheduleTicker::new(store.pool().clone(), commands);
+        tokio::spawn(ticker.run(stop_ticker.clone()))
+    });
     let api_config = ApiConfig {
+        keys: Some(keys),
         blobs: Some(blobs),
         auth: AuthConfig::Required {
             admin: Some(monkeyci_crypto::TokenHash::of(&admin_token)),
@@ -442,8 +530,12 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("requests still running after 30 s; stopping anyway"),
     }
     stop_runner.cancel();
+    stop_ticker.cancel();
     if let Some(builds) = builds {
         builds.await?;
+    }
+    if let Some(ticker) = ticker {
+        ticker.await?;
     }
     runner.shutdown().await;
     Ok(())
@@ -453,7 +545,8 @@ async fn run_builds(store: EventStore, args: &RunnerArgs) -> anyhow::Result<()> 
     let feed = EventFeed::start(store.clone(), FeedConfig::default()).await?;
     let blobs = args.storage.open().await?;
     tracing::info!(storage = %blobs.describe(), "blob storage");
-    let settings = args.settings(blobs);
+    let keys = KeyStore::new(store.pool().clone(), master_keys(args)?);
+    let settings = args.settings(blobs, keys);
     println!(
         "monkeyci runner {} is waiting for builds; Ctrl-C stops it",
         settings.runner_id

@@ -24,6 +24,9 @@ pub enum CommandError {
         #[source]
         source: DecodeError,
     },
+    /// A secret could not be sealed or opened.
+    #[error(transparent)]
+    Keys(crate::keys::KeyError),
     /// The event store failed.
     #[error("event store failure")]
     Store(#[source] EventStoreError),

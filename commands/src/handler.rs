@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::context::CommandContext;
 use crate::error::CommandError;
 use crate::inputs::*;
+use crate::keys::KeyStore;
 
 /// How often a command is decided again after losing a race for one of its streams.
 const MAX_ATTEMPTS: usize = 8;
@@ -40,27 +41,28 @@ fn backoff(attempt: usize) -> std::time::Duration {
 #[derive(Debug, Clone)]
 pub struct CommandHandler {
     store: EventStore,
+    keys: Option<KeyStore>,
 }
 
 /// An aggregate as read, with the version its stream was at.
-struct Loaded<A> {
+pub(crate) struct Loaded<A> {
     stream: StreamId,
     version: u64,
-    state: A,
+    pub(crate) state: A,
 }
 
 /// An event encoded for the log: type, schema version, payload.
 type Encoded = (String, i32, serde_json::Value);
 
 /// What a command decided: the id it returns and, per stream, the version read and new events.
-struct Decision<T> {
+pub(crate) struct Decision<T> {
     result: T,
     org_id: Option<OrgId>,
     writes: Vec<(StreamId, u64, Vec<Encoded>)>,
 }
 
 impl<T> Decision<T> {
-    fn new(result: T, org_id: Option<OrgId>) -> Self {
+    pub(crate) fn new(result: T, org_id: Option<OrgId>) -> Self {
         Self {
             result,
             org_id,
@@ -68,7 +70,7 @@ impl<T> Decision<T> {
         }
     }
 
-    fn with<A: Aggregate>(mut self, loaded: &Loaded<A>, events: Vec<A::Event>) -> Self {
+    pub(crate) fn with<A: Aggregate>(mut self, loaded: &Loaded<A>, events: Vec<A::Event>) -> Self {
         if !events.is_empty() {
             let encoded = events
                 .iter()
@@ -84,7 +86,7 @@ impl<T> Decision<T> {
     }
 }
 
-fn parse<T>(result: Result<T, monkeyci_domain::ValidationError>) -> Result<T, CommandError> {
+pub(crate) fn parse<T>(result: Result<T, monkeyci_domain::ValidationError>) -> Result<T, CommandError> {
     result.map_err(|e| CommandError::Domain(DomainError::Invalid(e)))
 }
 
@@ -98,7 +100,18 @@ fn parse_opt<T>(
 impl CommandHandler {
     /// A handler appending to `store`.
     pub fn new(store: EventStore) -> Self {
-        Self { store }
+        Self { store, keys: None }
+    }
+
+    /// The same handler, able to store secrets with `keys`.
+    pub fn with_keys(mut self, keys: KeyStore) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Where secrets' data keys are, if this server has a master key.
+    pub fn keys(&self) -> Option<&KeyStore> {
+        self.keys.as_ref()
     }
 
     /// The event store commands append to.
@@ -106,7 +119,7 @@ impl CommandHandler {
         &self.store
     }
 
-    async fn load<A: Aggregate>(&self, id: impl Display) -> Result<Loaded<A>, CommandError> {
+    pub(crate) async fn load<A: Aggregate>(&self, id: impl Display) -> Result<Loaded<A>, CommandError> {
         let stream = StreamId::new(A::CATEGORY, id);
         let events = match self.store.read_stream(stream.as_str(), 0).await {
             Ok(events) => events,
@@ -130,7 +143,7 @@ impl CommandHandler {
     }
 
     /// Checks the idempotency key, decides (again after each lost race) and appends.
-    async fn execute<'a, T>(
+    pub(crate) async fn execute<'a, T>(
         &'a self,
         ctx: &CommandContext,
         command: &'static str,
@@ -474,7 +487,7 @@ impl CommandHandler {
         .await
     }
 
-    async fn load_repo_and_org(&self, repo_id: RepoId) -> Result<(Loaded<Repo>, Loaded<Org>), CommandError> {
+    pub(crate) async fn load_repo_and_org(&self, repo_id: RepoId) -> Result<(Loaded<Repo>, Loaded<Org>), CommandError> {
         let repo = self.load::<Repo>(repo_id).await?;
         let org_id = repo.state.org_id.ok_or_else(|| DomainError::NotFound {
             kind: "repo",
@@ -503,6 +516,7 @@ impl CommandHandler {
             git_ref,
             commit: parse_opt(input.commit.as_deref(), CommitSha::parse)?,
             params: parse(Params::parse(input.params.clone()))?,
+            push: input.push.clone(),
         };
         let repo_id = input.repo_id;
         let build_id = BuildId::from_uuid(Uuid::now_v7());

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use monkeyci_domain::access::TokenSubject;
-use monkeyci_domain::build::{BlobRef, BuildOutcome, TriggerSource};
+use monkeyci_domain::build::{BlobRef, BuildOutcome, PushDetails, TriggerSource};
 use monkeyci_domain::{BuildId, OrgId, RepoId, TokenId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +67,9 @@ pub struct TriggerBuild {
     pub tag: Option<String>,
     pub commit: Option<String>,
     pub params: BTreeMap<String, String>,
+    /// What the git host said about the push (webhook builds).
+    #[serde(default)]
+    pub push: Option<PushDetails>,
 }
 
 /// Cancels a queued or running build.

@@ -9,6 +9,9 @@ mod context;
 mod error;
 mod handler;
 mod inputs;
+mod keys;
+mod secrets;
+mod triggers;
 
 pub use context::CommandContext;
 pub use error::CommandError;
@@ -17,4 +20,13 @@ pub use inputs::{
     AddMember, AddRepo, ArchiveJobLog, ArchiveRepo, CancelBuild, ChangeMemberRole, CreateOrg, CreateToken, CreateUser,
     DeleteOrg, FinishBuild, JobTransitionInput, QueueJob, RemoveMember, RenameOrg, RetryBuild, RevokeToken,
     SaveArtifact, StartBuild, TransitionJob, TriggerBuild, UpdateRepo,
+};
+pub use keys::{KeyError, KeyStore};
+pub use monkeyci_domain::build::PushDetails;
+pub use secrets::{
+    AddSshKey, CreateParamSet, DeleteParamSet, DeleteSshKey, ParamSetContent, ReplaceParamSet, SSH_PRIVATE_KEY,
+};
+pub use triggers::{
+    ChangeSchedule, CreateSchedule, CreateWebhook, DeleteSchedule, DeleteWebhook, RotateWebhookSecret, SecretText,
+    WEBHOOK_SECRET,
 };

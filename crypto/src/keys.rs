@@ -87,6 +87,13 @@ impl MasterKey {
         Ok(Self { id, bytes })
     }
 
+    /// A new random key in standard base64, as [`MasterKey::from_base64`] reads it.
+    pub fn generate_base64() -> Result<String, CryptoError> {
+        let mut bytes = KeyBytes::zeroed();
+        crate::random::fill(&mut bytes.0[..])?;
+        Ok(STANDARD.encode(&bytes.0[..]))
+    }
+
     /// Replaces the derived id with a configured one (1 to 64 characters of `A-Za-z0-9._-`).
     pub fn with_id(mut self, id: &str) -> Result<Self, CryptoError> {
         let valid = (1..=64).contains(&id.len())

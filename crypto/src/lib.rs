@@ -10,8 +10,8 @@
 //!   digits of the SHA-256 of the key, or an id from the configuration) is recorded beside everything
 //!   it wraps. [`MasterKeys`] is the keyring: one current key that wraps, older keys that only unwrap.
 //! - A **[`DataKey`]** (32 random bytes) belongs to one secret-holding aggregate: one parameter set,
-//!   one ssh key. It is stored only as a [`WrappedKey`] (encrypted under the current master key), in
-//!   that aggregate's events.
+//!   one ssh key, one webhook. It is stored only as a [`WrappedKey`] (encrypted under the current
+//!   master key), outside the event log (MonkeyCI keeps it in the `data_keys` table).
 //! - Each secret value is a **[`Sealed`]**: encrypted with its aggregate's data key under a fresh random
 //!   96-bit nonce, and bound by its associated data (AAD, e.g. `paramset:<id>:<name>`) to the place it
 //!   belongs, so a value copied to another parameter or parameter set does not open.
@@ -21,11 +21,9 @@
 //! One data key per aggregate makes crypto-shredding possible: destroying an aggregate's wrapped key
 //! makes its values unreadable wherever copies of the ciphertext remain, without touching other
 //! aggregates. It also keeps each key's message count far below the 2³² that random nonces allow.
-//! The event log is append-only, though, so a wrapped key recorded in an event cannot be destroyed
-//! there: it stays readable for as long as the master key that wrapped it is configured. Either keep
-//! wrapped data keys out of the log (a table of its own, whose row is deleted with the aggregate), or
-//! accept that deletion takes effect at the next rotation, which rewraps only live aggregates' keys
-//! and then retires the old master key.
+//! The event log is append-only, so a wrapped key recorded in an event could not be destroyed
+//! there; that is why wrapped data keys live in a table of their own, whose row is deleted with the
+//! aggregate.
 //!
 //! ```
 //! use monkeyci_crypto::{DataKey, MasterKey, MasterKeys};
@@ -51,9 +49,9 @@
 //!
 //! 1. Configure the new key as current and keep the old one as previous: `MasterKeys::new(new, [old])`.
 //!    New data keys are wrapped under the new key; old wrapped keys still unwrap.
-//! 2. For every stored wrapped key with [`MasterKeys::needs_rewrap`], record the result of
-//!    [`MasterKeys::rewrap`] (an event such as "data key rewrapped"). Secret values are not touched:
-//!    their data keys do not change.
+//! 2. For every stored wrapped key with [`MasterKeys::needs_rewrap`], store the result of
+//!    [`MasterKeys::rewrap`] in its place. Secret values are not touched: their data keys do not
+//!    change.
 //! 3. When nothing needs a rewrap any more, remove the old key from the configuration.
 //!
 //! # API tokens

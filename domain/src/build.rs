@@ -46,6 +46,21 @@ pub struct TriggerRequest {
     pub git_ref: Option<GitRef>,
     pub commit: Option<CommitSha>,
     pub params: Params,
+    pub push: Option<PushDetails>,
+}
+
+/// What a git host said about the push that triggered a build.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushDetails {
+    /// The head commit's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The head commit's author.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Every file the push changed, when the host listed them all; otherwise the runner asks git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_files: Option<Vec<String>>,
 }
 
 /// The resolved trigger a build carries for its whole life.
@@ -57,6 +72,9 @@ pub struct Trigger {
     pub commit: Option<CommitSha>,
     #[serde(default)]
     pub params: Params,
+    /// The push that triggered a webhook build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushDetails>,
 }
 
 /// How a build ended.
@@ -627,6 +645,7 @@ fn request_into_trigger(repo: &Repo, repo_id: RepoId, request: TriggerRequest) -
         git_ref,
         commit: request.commit,
         params: request.params,
+        push: request.push,
     })
 }
 
@@ -705,6 +724,7 @@ mod tests {
             git_ref: None,
             commit: None,
             params: Params::default(),
+            push: None,
         }
     }
 
@@ -714,6 +734,7 @@ mod tests {
             git_ref: branch("main"),
             commit: None,
             params: Params::default(),
+            push: None,
         }
     }
 
@@ -818,6 +839,7 @@ mod tests {
             git_ref: Some(tag.clone()),
             commit: Some(commit.clone()),
             params: params.clone(),
+            push: None,
         };
         given::<Build>([])
             .when(|b| b.trigger(build_id(), repo_id(), &repo(), &active_org(), request))
@@ -829,6 +851,7 @@ mod tests {
                     git_ref: tag,
                     commit: Some(commit),
                     params,
+                    push: None,
                 },
                 retry_of: None,
             }]);
@@ -1387,6 +1410,7 @@ mod tests {
             git_ref: GitRef::Tag(RefName::parse("v1").expect("valid ref")),
             commit: Some(CommitSha::parse("abcdef1").expect("valid sha")),
             params: Params::parse([("X".into(), "1".into())]).expect("valid params"),
+            push: None,
         };
         let queued_with_tag = BuildEvent::BuildQueued {
             org_id: org_id(),

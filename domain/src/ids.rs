@@ -65,3 +65,19 @@ uuid_id!(
     /// Identifies an API token.
     TokenId
 );
+uuid_id!(
+    /// Identifies a repo's webhook.
+    WebhookId
+);
+uuid_id!(
+    /// Identifies a repo's cron schedule.
+    ScheduleId
+);
+uuid_id!(
+    /// Identifies an org's parameter set.
+    ParamSetId
+);
+uuid_id!(
+    /// Identifies an org's ssh key.
+    SshKeyId
+);

@@ -7,17 +7,20 @@
 pub mod access;
 mod aggregate;
 pub mod build;
+pub mod cron;
 mod error;
 mod event;
 mod ids;
 pub mod org;
 pub mod pipeline;
 pub mod repo;
+pub mod secrets;
 pub mod testing;
+pub mod triggers;
 mod values;
 
 pub use aggregate::{Aggregate, StreamId};
 pub use error::{DomainError, ValidationError};
 pub use event::{DecodeError, DomainEvent};
-pub use ids::{BuildId, OrgId, RepoId, TokenId, UserId};
+pub use ids::{BuildId, OrgId, ParamSetId, RepoId, ScheduleId, SshKeyId, TokenId, UserId, WebhookId};
 pub use values::{CommitSha, GitRef, GitUrl, JobId, Labels, Name, OrgSlug, Params, RefName};

@@ -50,6 +50,9 @@ pub struct BuildRow {
     /// Artifacts saved by the build's jobs, in the order they were saved.
     #[serde(default)]
     pub artifacts: Vec<ArtifactRow>,
+    /// For webhook builds: the pushed head commit's message and author, and the changed files.
+    #[serde(default)]
+    pub push: Option<monkeyci_domain::build::PushDetails>,
 }
 
 /// An artifact of a build, in blob storage.
@@ -154,6 +157,7 @@ impl Projection for BuildsProjection {
                                     runner: None,
                                     cancel_requested: false,
                                     message: None,
+                                    push: trigger.push.clone(),
                                     queued_at: at,
                                     started_at: None,
                                     finished_at: None,

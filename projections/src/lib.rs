@@ -14,6 +14,8 @@ pub mod queries;
 mod repos;
 mod rows;
 mod runner;
+mod secrets;
+mod triggers;
 
 use futures::future::BoxFuture;
 use monkeyci_eventstore::RecordedEvent;
@@ -26,6 +28,8 @@ pub use error::ProjectionError;
 pub use orgs::{OrgRow, OrgsProjection};
 pub use repos::{RepoRow, ReposProjection};
 pub use runner::{rebuild, status, ProjectionRunner, ProjectionStatus, Role, RunnerConfig, RunnerHandle};
+pub use secrets::{ParamSetRow, SecretsProjection, SshKeyRow};
+pub use triggers::{ScheduleRow, TriggersProjection, WebhookRow};
 
 /// Builds one read model from the events of the log.
 pub trait Projection: Send + Sync + std::fmt::Debug {
@@ -52,5 +56,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(OrgsProjection),
         Arc::new(ReposProjection),
         Arc::new(BuildsProjection),
+        Arc::new(TriggersProjection),
+        Arc::new(SecretsProjection),
     ]
 }

@@ -11,6 +11,8 @@ use crate::builds::{BuildRow, JobRow};
 use crate::error::ProjectionError;
 use crate::orgs::OrgRow;
 use crate::repos::RepoRow;
+use crate::secrets::{ParamSetRow, SshKeyRow};
+use crate::triggers::{ScheduleRow, WebhookRow};
 
 type JsonQuery<'q> = QueryScalar<'q, Postgres, serde_json::Value, PgArguments>;
 
@@ -165,4 +167,56 @@ pub async fn queued_builds(pool: &PgPool, limit: usize) -> Result<Vec<BuildRow>,
         sqlx::query_scalar("SELECT to_jsonb(b) FROM builds b WHERE status = 'queued' ORDER BY queued_at, id LIMIT $1")
             .bind(i64::try_from(limit).unwrap_or(i64::MAX));
     rows(pool, "builds", q).await
+}
+
+/// One webhook, deleted or not.
+pub async fn webhook(pool: &PgPool, id: Uuid) -> Result<Option<WebhookRow>, ProjectionError> {
+    let q = sqlx::query_scalar("SELECT to_jsonb(w) FROM webhooks w WHERE id = $1").bind(id);
+    Ok(rows(pool, "webhooks", q).await?.pop())
+}
+
+/// A repo's webhooks that were not deleted, oldest first.
+pub async fn webhooks_of_repo(pool: &PgPool, repo_id: Uuid) -> Result<Vec<WebhookRow>, ProjectionError> {
+    let q = sqlx::query_scalar("SELECT to_jsonb(w) FROM webhooks w WHERE repo_id = $1 AND NOT deleted ORDER BY id")
+        .bind(repo_id);
+    rows(pool, "webhooks", q).await
+}
+
+/// A repo's schedules that were not deleted, oldest first.
+pub async fn schedules_of_repo(pool: &PgPool, repo_id: Uuid) -> Result<Vec<ScheduleRow>, ProjectionError> {
+    let q = sqlx::query_scalar("SELECT to_jsonb(s) FROM schedules s WHERE repo_id = $1 AND NOT deleted ORDER BY id")
+        .bind(repo_id);
+    rows(pool, "schedules", q).await
+}
+
+/// Every schedule that was not deleted.
+pub async fn active_schedules(pool: &PgPool) -> Result<Vec<ScheduleRow>, ProjectionError> {
+    let q = sqlx::query_scalar("SELECT to_jsonb(s) FROM schedules s WHERE NOT deleted ORDER BY id");
+    rows(pool, "schedules", q).await
+}
+
+/// An org's parameter sets that were not deleted, oldest first.
+pub async fn param_sets_of_org(pool: &PgPool, org_id: Uuid) -> Result<Vec<ParamSetRow>, ProjectionError> {
+    let q = sqlx::query_scalar("SELECT to_jsonb(p) FROM param_sets p WHERE org_id = $1 AND NOT deleted ORDER BY id")
+        .bind(org_id);
+    rows(pool, "param_sets", q).await
+}
+
+/// One parameter set, deleted or not.
+pub async fn param_set(pool: &PgPool, id: Uuid) -> Result<Option<ParamSetRow>, ProjectionError> {
+    let q = sqlx::query_scalar("SELECT to_jsonb(p) FROM param_sets p WHERE id = $1").bind(id);
+    Ok(rows(pool, "param_sets", q).await?.pop())
+}
+
+/// An org's ssh keys that were not deleted, oldest first.
+pub async fn ssh_keys_of_org(pool: &PgPool, org_id: Uuid) -> Result<Vec<SshKeyRow>, ProjectionError> {
+    let q = sqlx::query_scalar("SELECT to_jsonb(k) FROM ssh_keys k WHERE org_id = $1 AND NOT deleted ORDER BY id")
+        .bind(org_id);
+    rows(pool, "ssh_keys", q).await
+}
+
+/// One ssh key, deleted or not.
+pub async fn ssh_key(pool: &PgPool, id: Uuid) -> Result<Option<SshKeyRow>, ProjectionError> {
+    let q = sqlx::query_scalar("SELECT to_jsonb(k) FROM ssh_keys k WHERE id = $1").bind(id);
+    Ok(rows(pool, "ssh_keys", q).await?.pop())
 }

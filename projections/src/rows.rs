@@ -118,3 +118,68 @@ pub(crate) fn distinct_ids<T>(items: &[(Uuid, &RecordedEvent, T)]) -> Vec<Uuid> 
 pub(crate) fn index<K: Eq + Hash, R>(rows: Vec<R>, key: impl Fn(&R) -> K) -> HashMap<K, R> {
     rows.into_iter().map(|r| (key(&r), r)).collect()
 }
+
+/// A read-model row of one entity that records the version of the entity's stream it reflects.
+pub(crate) trait Versioned {
+    fn id(&self) -> Uuid;
+    fn version(&self) -> i64;
+    fn set_version(&mut self, version: i64);
+}
+
+/// Applies the batch's events of `E`'s aggregate to the rows of `table` (primary key `id`): loads
+/// the rows of the entities the batch touches, skips events a row already reflects, lets `create`
+/// make a row from an entity's first event and `change` apply any later one, and writes every
+/// touched row once. An event of an entity without a row (other than a creating one) is logged
+/// and ignored.
+pub(crate) async fn apply_versioned<A, R>(
+    conn: &mut PgConnection,
+    events: &[RecordedEvent],
+    table: &'static str,
+    create: impl Fn(Uuid, &RecordedEvent, &A::Event) -> Option<R>,
+    change: impl Fn(&mut R, &RecordedEvent, &A::Event),
+) -> Result<(), ProjectionError>
+where
+    A: monkeyci_domain::Aggregate,
+    R: Versioned + Serialize + DeserializeOwned,
+{
+    let events = decode_category::<A::Event>(events, A::CATEGORY)?;
+    let ids = distinct_ids(&events);
+    let mut found = index(load::<R>(conn, table, "id", &ids).await?, Versioned::id);
+    for (id, recorded, event) in &events {
+        let version = i64::try_from(recorded.stream_version).unwrap_or(i64::MAX);
+        match found.get_mut(id) {
+            Some(row) if row.version() >= version => {}
+            Some(row) => {
+                change(row, recorded, event);
+                row.set_version(version);
+            }
+            None => match create(*id, recorded, event) {
+                Some(mut row) => {
+                    row.set_version(version);
+                    found.insert(*id, row);
+                }
+                None => tracing::warn!(stream = %recorded.stream_id, table, "event before the entity's first; ignored"),
+            },
+        }
+    }
+    let changed: Vec<R> = ids.iter().filter_map(|id| found.remove(id)).collect();
+    upsert(conn, table, &["id"], &changed).await
+}
+
+/// Implements [`Versioned`] for a row type with `id: Uuid` and `version: i64` fields.
+macro_rules! versioned {
+    ($($row:ty),*) => {$(
+        impl $crate::rows::Versioned for $row {
+            fn id(&self) -> uuid::Uuid {
+                self.id
+            }
+            fn version(&self) -> i64 {
+                self.version
+            }
+            fn set_version(&mut self, version: i64) {
+                self.version = version;
+            }
+        }
+    )*};
+}
+pub(crate) use versioned;

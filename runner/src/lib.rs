@@ -10,7 +10,9 @@ mod executor;
 mod local;
 mod logs;
 mod scheduler;
+mod secrets;
 mod service;
+mod ticker;
 
 pub use blobs::BuildBlobs;
 pub use checkout::{checkout, CheckoutError, GitAuth, GitTarget};
@@ -21,4 +23,5 @@ pub use scheduler::{
     run_pipeline, unblocked_jobs, BuildPlan, CommandRecorder, LogItem, LogSender, ScheduleError, StepRecorder,
 };
 pub use service::{Runner, RunnerSettings};
+pub use ticker::{Fired, ScheduleTicker};
 pub use tokio_util::sync::CancellationToken;

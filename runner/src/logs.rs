@@ -27,7 +27,12 @@ fn stream_name(stream: LogStream) -> &'static str {
 ///
 /// A batch is whatever has arrived by the time the previous one is written (at most 500 lines),
 /// so a quiet job's line is stored at once and a chatty job's lines share few statements.
-pub async fn write_logs(pool: PgPool, build_id: BuildId, mut items: mpsc::Receiver<LogItem>) {
+pub async fn write_logs(
+    pool: PgPool,
+    build_id: BuildId,
+    mut items: mpsc::Receiver<LogItem>,
+    masker: Option<monkeyci_crypto::Masker>,
+) {
     let mut next_seq: HashMap<JobId, i64> = HashMap::new();
     let mut batch: Vec<(JobId, LogLine)> = Vec::with_capacity(BATCH);
     let mut flushed = Vec::new();
@@ -35,7 +40,14 @@ pub async fn write_logs(pool: PgPool, build_id: BuildId, mut items: mpsc::Receiv
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                LogItem::Line(job, line) => batch.push((job, line)),
+                LogItem::Line(job, mut line) => {
+                    if let Some(masker) = &masker {
+                        if let std::borrow::Cow::Owned(masked) = masker.mask(&line.text) {
+                            line.text = masked;
+                        }
+                    }
+                    batch.push((job, line))
+                }
                 LogItem::Flush(done) => flushed.push(done),
             }
             if batch.len() < BATCH {

@@ -43,6 +43,8 @@ pub struct BuildPlan {
     pub parallelism: usize,
     /// Where artifacts and caches go; without it, jobs that name any fail.
     pub blobs: Option<BuildBlobs>,
+    /// The org's parameters for this repo; build parameters override them.
+    pub secret_env: BTreeMap<String, String>,
 }
 
 /// What the scheduler sends to whoever stores or shows job output.
@@ -290,7 +292,8 @@ impl State {
 
 /// The environment every job gets, on top of its own `env`.
 fn monkeyci_env(plan: &BuildPlan, job: &Job) -> BTreeMap<String, String> {
-    let mut env: BTreeMap<String, String> = plan.trigger.params.as_map().clone();
+    let mut env = plan.secret_env.clone();
+    env.extend(plan.trigger.params.as_map().clone());
     env.extend(job.env.clone());
     let (branch, tag) = match &plan.trigger.git_ref {
         monkeyci_domain::GitRef::Branch(b) => (Some(b.to_string()), None),

@@ -45,6 +45,8 @@ pub struct RunnerSettings {
     pub poll: Duration,
     /// Where artifacts, caches and archived job logs go.
     pub blobs: Arc<dyn BlobStore>,
+    /// Opens the org's parameters and ssh keys; without it, builds of repos that have any error.
+    pub keys: Option<monkeyci_commands::KeyStore>,
 }
 
 /// A runner on one database.
@@ -236,8 +238,16 @@ impl<E: Executor + Clone + 'static> Runner<E> {
             .map_err(|e| format!("reading the repo failed: {e}"))?
             .ok_or("the build's repo does not exist")?;
         let (git_ref, target) = git_target(build)?;
+        let secrets =
+            crate::secrets::load(self.pool(), self.settings.keys.as_ref(), build.org_id, &repo.labels).await?;
+        let auth = match &secrets.ssh_key {
+            Some(private) => GitAuth {
+                ssh_key: Some(write_ssh_key(workspace, private).await?),
+            },
+            None => GitAuth::default(),
+        };
         let source = checkout_dir(workspace);
-        let commit = checkout(&repo.git_url, &target, &source, &GitAuth::default())
+        let commit = checkout(&repo.git_url, &target, &source, &auth)
             .await
             .map_err(|e| format!("checkout failed: {e}"))?;
         let pipeline = load_pipeline(&source).await?;
@@ -251,6 +261,7 @@ impl<E: Executor + Clone + 'static> Runner<E> {
             git_ref,
             commit: CommitSha::parse(&commit).ok(),
             params: Params::parse(build.params.clone()).map_err(|e| e.to_string())?,
+            push: build.push.clone(),
         };
         let blobs = BuildBlobs::new(
             self.settings.blobs.clone(),
@@ -260,7 +271,12 @@ impl<E: Executor + Clone + 'static> Runner<E> {
             workspace.join("archives"),
         )
         .map_err(|e| e.to_string())?;
-        let changed_paths = changed_paths(&source, &commit).await;
+        // The host's list when it named every changed file, else git's view of the commit.
+        let listed = build.push.as_ref().and_then(|p| p.changed_files.clone());
+        let changed_paths = match listed {
+            Some(files) => Some(files),
+            None => changed_paths(&source, &commit).await,
+        };
         let plan = BuildPlan {
             build_id,
             pipeline,
@@ -270,13 +286,14 @@ impl<E: Executor + Clone + 'static> Runner<E> {
             checkout: source,
             parallelism: self.settings.parallelism,
             blobs: Some(blobs.clone()),
+            secret_env: secrets.env,
         };
 
         let head = self.store.readable_head().await.map_err(|e| e.to_string())?;
         let unblocked = unblocked_jobs(&self.feed, build_id, head);
         let cancel = self.watch_cancel(build_id, stop);
         let (logs, lines) = mpsc::channel(1024);
-        let writer = tokio::spawn(write_logs(self.pool().clone(), build_id, lines));
+        let writer = tokio::spawn(write_logs(self.pool().clone(), build_id, lines, secrets.masker));
         let archive = Some((self.pool().clone(), blobs));
         let recorder = CommandRecorder::new(self.commands.clone(), self.context(), build_id, archive);
         let outcome = run_pipeline(&self.executor, &recorder, &plan, logs, unblocked, cancel)
@@ -435,4 +452,27 @@ async fn announce_builds_moves(
             moved.send_replace(());
         }
     }
+}
+
+/// Writes the build's ssh key where only this user can read it, outside the checkout.
+async fn write_ssh_key(workspace: &Path, private: &str) -> Result<PathBuf, String> {
+    use tokio::io::AsyncWriteExt;
+    let dir = workspace.join("ssh");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join("id");
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .await
+        .map_err(|e| format!("cannot write the ssh key: {e}"))?;
+    let mut text = private.trim_end().to_owned();
+    text.push('\n');
+    file.write_all(text.as_bytes())
+        .await
+        .map_err(|e| format!("cannot write the ssh key: {e}"))?;
+    Ok(path)
 }

@@ -3,8 +3,10 @@
 
 mod mutation;
 mod query;
+pub mod secrets;
 mod subscription;
-pub mod types;
+mod triggers;
+mod types;
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use sqlx::PgPool;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-pub use mutation::MutationRoot;
+pub use mutation::CoreMutation;
 pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
 
@@ -27,6 +29,10 @@ use crate::joblogs::JobLogWatch;
 use crate::metrics::Metrics;
 
 /// The schema type served by the API.
+/// Every mutation: the core ones, those of webhooks and schedules, and those of secrets.
+#[derive(async_graphql::MergedObject, Debug, Default)]
+pub struct MutationRoot(CoreMutation, triggers::TriggerMutation, secrets::SecretsMutation);
+
 pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Everything resolvers need, shared by all requests.
@@ -57,7 +63,7 @@ pub struct QueryLimits {
 
 /// Builds the schema with its limits.
 pub fn build(context: ApiContext, limits: QueryLimits) -> AppSchema {
-    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
         .data(context)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)

@@ -20,7 +20,7 @@ use crate::ids::{self, Kind};
 /// Writes. Each returns only the id of what it created or changed; its effects are visible to
 /// every query sent after it returned, and arrive on subscriptions.
 #[derive(Debug, Default)]
-pub struct MutationRoot;
+pub struct CoreMutation;
 
 /// A `name = value` pair.
 #[derive(InputObject, Debug, Clone)]
@@ -116,14 +116,19 @@ pub struct UnblockJobInput {
     pub idempotency_key: Option<String>,
 }
 
-fn context(ctx: &Context<'_>, idempotency_key: Option<String>) -> CommandContext {
+pub(crate) fn context(ctx: &Context<'_>, idempotency_key: Option<String>) -> CommandContext {
     let mut command = CommandContext::new(caller(ctx).actor);
     command.idempotency_key = idempotency_key;
     command
 }
 
 /// Counts the command and maps its outcome to the returned id or a client error.
-fn finish<T>(ctx: &Context<'_>, name: &str, result: Result<T, CommandError>, id: impl FnOnce(T) -> ID) -> Result<ID> {
+pub(crate) fn finish<T>(
+    ctx: &Context<'_>,
+    name: &str,
+    result: Result<T, CommandError>,
+    id: impl FnOnce(T) -> ID,
+) -> Result<ID> {
     let metrics = &api(ctx).metrics;
     match result {
         Ok(value) => {
@@ -138,7 +143,7 @@ fn finish<T>(ctx: &Context<'_>, name: &str, result: Result<T, CommandError>, id:
 }
 
 /// What a mutation changes, to find the org whose role it needs.
-enum Target {
+pub(crate) enum Target {
     Org(uuid::Uuid),
     Repo(uuid::Uuid),
     Build(uuid::Uuid),
@@ -147,7 +152,7 @@ enum Target {
 /// Fails unless the caller has at least `needed` in the org of `target`: `NOT_FOUND` without
 /// a role there (as if it did not exist), `FORBIDDEN` with too small a role. The admin skips
 /// the lookup.
-async fn allow(ctx: &Context<'_>, target: Target, needed: Role) -> Result<()> {
+pub(crate) async fn allow(ctx: &Context<'_>, target: Target, needed: Role) -> Result<()> {
     if caller(ctx).grant == Grant::Admin {
         return Ok(());
     }
@@ -222,7 +227,7 @@ pub struct CreatedApiToken {
 }
 
 #[Object]
-impl MutationRoot {
+impl CoreMutation {
     /// Creates an org; returns its id.
     async fn create_org(&self, ctx: &Context<'_>, input: CreateOrgInput) -> Result<ID> {
         let command = CreateOrg {
@@ -328,6 +333,7 @@ impl MutationRoot {
             tag: input.tag,
             commit: input.commit,
             params: pairs(input.params)?,
+            push: None,
         };
         let result = api(ctx)
             .commands

@@ -32,7 +32,12 @@ impl QueryRoot {
                 .map_err(projection_error)?
                 .map(|r| (r.org_id, Node::Build(Build(r)))),
             // Users and tokens are not nodes one can read.
-            Decoded::User(_) | Decoded::Token(_) => None,
+            Decoded::User(_)
+            | Decoded::Token(_)
+            | Decoded::Webhook(_)
+            | Decoded::Schedule(_)
+            | Decoded::ParamSet(_)
+            | Decoded::SshKey(_) => None,
             Decoded::Job(b, j) => match build_org(ctx, b).await? {
                 Some(org) => queries::job(pool, b, &j)
                     .await

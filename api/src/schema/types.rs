@@ -11,6 +11,8 @@ use super::{api, page_args, projection_error};
 use crate::ids::{self, Kind};
 
 /// An object with a global id (Relay).
+// One value per `node` query, never stored: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Interface, Debug)]
 #[graphql(field(name = "id", ty = "ID", desc = "The global id."))]
 pub enum Node {
@@ -89,6 +91,16 @@ impl Org {
             .await
             .map_err(projection_error)?;
         Ok(connection(page, after_id.is_some(), |r| r.id, Repo))
+    }
+
+    /// The org's parameter sets (names and filters; values are never shown).
+    async fn param_sets(&self, ctx: &Context<'_>) -> Result<Vec<super::secrets::ParamSet>> {
+        super::secrets::param_sets_of(ctx, self.0.id).await
+    }
+
+    /// The org's ssh keys (public halves only).
+    async fn ssh_keys(&self, ctx: &Context<'_>) -> Result<Vec<super::secrets::SshKey>> {
+        super::secrets::ssh_keys_of(ctx, self.0.id).await
     }
 }
 
@@ -199,6 +211,16 @@ impl Repo {
             .await
             .map_err(projection_error)?;
         Ok(connection(page, after_id.is_some(), |b| b.id, Build))
+    }
+
+    /// The repo's webhooks: one per git host that sends it pushes.
+    async fn webhooks(&self, ctx: &Context<'_>) -> Result<Vec<super::triggers::Webhook>> {
+        super::triggers::webhooks_of(ctx, self.0.id).await
+    }
+
+    /// The repo's cron schedules.
+    async fn schedules(&self, ctx: &Context<'_>) -> Result<Vec<super::triggers::Schedule>> {
+        super::triggers::schedules_of(ctx, self.0.id).await
     }
 }
 

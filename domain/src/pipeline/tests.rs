@@ -733,6 +733,7 @@ fn the_context_of_a_trigger_carries_its_ref_and_source() {
         git_ref: GitRef::Tag(RefName::parse("v1.0.0").expect("valid ref")),
         commit: None,
         params: Params::default(),
+        push: None,
     };
     let context = ConditionContext::from_trigger(&trigger, None);
     assert_eq!(context.branch, None);

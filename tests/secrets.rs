@@ -1,0 +1,341 @@
+//! An org's parameter sets and ssh keys, end to end: created over the API (owners only), stored
+//! only as ciphertext, handed to the jobs of the repos their filters choose, masked in job output
+//! and destroyed with their data key.
+
+use std::sync::Arc;
+
+use monkeyci_api::AuthConfig;
+use monkeyci_commands::KeyStore;
+use monkeyci_crypto::{MasterKey, MasterKeys, TokenHash};
+use monkeyci_runner::{CancellationToken, LocalExecutor, Runner};
+use monkeyci_storage::{BlobStore, FsStore};
+use monkeyci_tests::{table_rows, TestApp};
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::builds::{repo_with, settings_with};
+
+const ADMIN: &str = "the-admin-token-of-this-test";
+const MASTER: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const PASSWORD: &str = "s3cr3t-Pa55w0rd-4711";
+const PRIVATE_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDUJxbXc6lLbkxLKVmbzN3W3C1CQqQ4T8qZVv1Y2XkOqAAAAJhcF3xTXBd8\n-----END OPENSSH PRIVATE KEY-----\n";
+const PUBLIC_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINQnFtdzqUtuTEspWZvM3dbcLUJCpDhPyplW/VjZeQ6o ci@acme";
+
+fn keys(pool: &PgPool) -> KeyStore {
+    let master = MasterKey::from_base64(MASTER).expect("key");
+    KeyStore::new(pool.clone(), MasterKeys::new(master, []).expect("keyring"))
+}
+
+async fn big_pool(options: PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(30)
+        .connect_with(options)
+        .await
+        .expect("pool")
+}
+
+async fn app(pool: PgPool) -> TestApp {
+    let keys = keys(&pool);
+    TestApp::spawn_with(pool, |c| {
+        c.keys = Some(keys);
+        c.auth = AuthConfig::Required {
+            admin: Some(TokenHash::of(ADMIN)),
+        };
+    })
+    .await
+    .expect("app")
+}
+
+async fn gql(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
+    app.http
+        .post(app.url("/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn id(app: &TestApp, token: &str, field: &str, input_type: &str, input: Value) -> String {
+    let query = format!("mutation($input: {input_type}!) {{ {field}(input: $input) }}");
+    let body = gql(app, token, &query, json!({ "input": input })).await;
+    body["data"][field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field}: {body}"))
+        .to_owned()
+}
+
+fn code(body: &Value) -> Option<&str> {
+    body["errors"][0]["extensions"]["code"].as_str()
+}
+
+fn rule(pairs: &[(&str, &str)]) -> Value {
+    json!({ "labels": pairs.iter().map(|(n, v)| json!({ "name": n, "value": v })).collect::<Vec<_>>() })
+}
+
+/// Everything the database holds about secrets and their use, as text.
+async fn database_text(pool: &PgPool) -> String {
+    let mut text = String::new();
+    for (table, order) in [
+        ("events", "position"),
+        ("param_sets", "id"),
+        ("ssh_keys", "id"),
+        ("data_keys", "owner_id"),
+        ("idempotency_keys", "key"),
+        ("job_log_lines", "seq"),
+        ("builds", "id"),
+        ("jobs", "job_id"),
+    ] {
+        let rows = table_rows(pool, table, order).await.expect(table);
+        text.push_str(&serde_json::to_string(&rows).expect("json"));
+    }
+    text
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn org_parameters_reach_the_jobs_of_chosen_repos_masked_in_their_output(
+    _: PgPoolOptions,
+    options: PgConnectOptions,
+) {
+    let pool = big_pool(options).await;
+    let app = app(pool.clone()).await;
+    let workspace = tempfile::tempdir().expect("workspace");
+    let blobs: Arc<dyn BlobStore> = Arc::new(FsStore::new(workspace.path().join("blobs")));
+    let stop = CancellationToken::new();
+    let mut settings = settings_with(workspace.path(), "r1", blobs.clone());
+    settings.keys = Some(keys(&pool));
+    let runner = Runner::new(
+        app.core.store.clone(),
+        app.core.feed.clone(),
+        LocalExecutor::default(),
+        settings,
+    );
+    tokio::spawn(runner.run(stop.clone()));
+
+    let git = repo_with(
+        "build.yaml",
+        r#"
+- id: show
+  script:
+    - echo "password=$DB_PASSWORD"
+    - echo "greeting=$GREETING"
+    - echo "other=${OTHER:-unset}"
+    - echo "reversed=$(echo "$DB_PASSWORD" | rev)"
+"#,
+    );
+    let org = id(
+        &app,
+        ADMIN,
+        "createOrg",
+        "CreateOrgInput",
+        json!({ "name": "Acme", "slug": "acme" }),
+    )
+    .await;
+    let repo = id(
+        &app,
+        ADMIN,
+        "createRepo",
+        "CreateRepoInput",
+        json!({ "orgId": org, "name": "web", "gitUrl": format!("file://{}", git.path().display()),
+                "labels": [{ "name": "team", "value": "web" }, { "name": "env", "value": "prod" }] }),
+    )
+    .await;
+    // Chosen: team=web AND env=prod. Not chosen: team=ops.
+    id(
+        &app,
+        ADMIN,
+        "createParamSet",
+        "CreateParamSetInput",
+        json!({ "orgId": org, "name": "web prod", "filter": [rule(&[("team", "web"), ("env", "prod")])],
+                "parameters": [{ "name": "DB_PASSWORD", "value": PASSWORD }, { "name": "GREETING", "value": "from the set" }] }),
+    )
+    .await;
+    id(
+        &app,
+        ADMIN,
+        "createParamSet",
+        "CreateParamSetInput",
+        json!({ "orgId": org, "name": "ops", "filter": [rule(&[("team", "ops")])],
+                "parameters": [{ "name": "OTHER", "value": "not for web" }] }),
+    )
+    .await;
+    let build = id(
+        &app,
+        ADMIN,
+        "triggerBuild",
+        "TriggerBuildInput",
+        json!({ "repoId": repo, "params": [{ "name": "GREETING", "value": "from the build" }] }),
+    )
+    .await;
+
+    let query = "query($id: ID!) { build(id: $id) { status jobs { id log { text } } } }";
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let done = loop {
+        let body = gql(&app, ADMIN, query, json!({ "id": build })).await;
+        let status = body["data"]["build"]["status"].as_str().unwrap_or_default().to_owned();
+        if ["SUCCEEDED", "FAILED", "ERRORED", "CANCELED"].contains(&status.as_str()) {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the build did not finish: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["data"]["build"]["status"], "SUCCEEDED", "{done}");
+    let lines: Vec<&str> = done["data"]["build"]["jobs"][0]["log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .filter_map(|l| l["text"].as_str())
+        .collect();
+    assert!(lines.contains(&"password=***"), "{lines:?}");
+    assert!(
+        lines.contains(&"greeting=from the build"),
+        "build parameters win: {lines:?}"
+    );
+    assert!(
+        lines.contains(&"other=unset"),
+        "a set for other repos stays away: {lines:?}"
+    );
+    // Masking catches the value as printed, not every transformation of it.
+    let reversed: String = PASSWORD.chars().rev().collect();
+    assert!(lines.contains(&format!("reversed={reversed}").as_str()), "{lines:?}");
+
+    // The plaintext is nowhere: not in the log, the read models, the stored output or the
+    // archived log in blob storage.
+    app.core.caught_up().await.expect("caught up");
+    assert!(!database_text(&pool).await.contains(PASSWORD));
+    let archived = blobs.list("").await.expect("list");
+    assert!(!archived.is_empty());
+    for (key, _) in archived {
+        let bytes = blobs.get_bytes(&key).await.expect("get").expect("exists");
+        assert!(!String::from_utf8_lossy(&bytes).contains(PASSWORD), "{key:?}");
+    }
+    stop.cancel();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn only_owners_manage_secrets_values_never_come_back_and_deleting_shreds_them(pool: PgPool) {
+    let app = app(pool.clone()).await;
+    let org = id(
+        &app,
+        ADMIN,
+        "createOrg",
+        "CreateOrgInput",
+        json!({ "name": "Acme", "slug": "acme" }),
+    )
+    .await;
+    let other = id(
+        &app,
+        ADMIN,
+        "createOrg",
+        "CreateOrgInput",
+        json!({ "name": "Other", "slug": "other" }),
+    )
+    .await;
+    let user = id(&app, ADMIN, "createUser", "CreateUserInput", json!({ "name": "Mem" })).await;
+    id(
+        &app,
+        ADMIN,
+        "addMember",
+        "MemberInput",
+        json!({ "orgId": org, "userId": user, "role": "member" }),
+    )
+    .await;
+    let token = gql(
+        &app,
+        ADMIN,
+        "mutation($input: CreateApiTokenInput!) { createApiToken(input: $input) { token } }",
+        json!({ "input": { "name": "mem", "userId": user } }),
+    )
+    .await["data"]["createApiToken"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    let create = "mutation($input: CreateParamSetInput!) { createParamSet(input: $input) }";
+    let input = json!({ "input": { "orgId": org, "name": "deploy", "parameters": [{ "name": "DB_PASSWORD", "value": PASSWORD }] } });
+    assert_eq!(code(&gql(&app, &token, create, input.clone()).await), Some("FORBIDDEN"));
+    let elsewhere = json!({ "input": { "orgId": other, "name": "x", "parameters": [] } });
+    assert_eq!(code(&gql(&app, &token, create, elsewhere).await), Some("NOT_FOUND"));
+    let bad = json!({ "input": { "orgId": org, "name": "x", "parameters": [{ "name": "NOT-A-NAME", "value": "v" }] } });
+    assert_eq!(code(&gql(&app, ADMIN, create, bad).await), Some("BAD_USER_INPUT"));
+
+    let set = gql(&app, ADMIN, create, input).await["data"]["createParamSet"]
+        .as_str()
+        .expect("set id")
+        .to_owned();
+    let key = id(
+        &app,
+        ADMIN,
+        "addSshKey",
+        "AddSshKeyInput",
+        json!({ "orgId": org, "description": "deploy key", "privateKey": PRIVATE_KEY, "publicKey": PUBLIC_KEY }),
+    )
+    .await;
+    let not_a_key = gql(
+        &app,
+        ADMIN,
+        "mutation($input: AddSshKeyInput!) { addSshKey(input: $input) }",
+        json!({ "input": { "orgId": org, "description": "x", "privateKey": "hunter2", "publicKey": PUBLIC_KEY } }),
+    )
+    .await;
+    assert_eq!(code(&not_a_key), Some("BAD_USER_INPUT"), "{not_a_key}");
+
+    // A member reads names, filters and public keys; no field carries a value.
+    let listed = gql(
+        &app,
+        &token,
+        "query($slug: String!) { org(slug: $slug) { paramSets { name parameterNames filter { labels { name value } } } sshKeys { description publicKey } } }",
+        json!({ "slug": "acme" }),
+    )
+    .await;
+    let text = listed.to_string();
+    assert_eq!(
+        listed["data"]["org"]["paramSets"][0]["parameterNames"],
+        json!(["DB_PASSWORD"]),
+        "{listed}"
+    );
+    assert_eq!(listed["data"]["org"]["sshKeys"][0]["publicKey"], PUBLIC_KEY, "{listed}");
+    assert!(!text.contains(PASSWORD) && !text.contains("PRIVATE KEY"), "{text}");
+
+    app.core.caught_up().await.expect("caught up");
+    let stored = database_text(&pool).await;
+    assert!(!stored.contains(PASSWORD), "the password is stored in the clear");
+    assert!(!stored.contains("b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW"));
+
+    // Deleting destroys the data keys; a member may not delete.
+    let delete_set = "mutation($input: DeleteInput!) { deleteParamSet(input: $input) }";
+    assert_eq!(
+        code(&gql(&app, &token, delete_set, json!({ "input": { "id": set } })).await),
+        Some("FORBIDDEN")
+    );
+    id(&app, ADMIN, "deleteParamSet", "DeleteInput", json!({ "id": set })).await;
+    id(&app, ADMIN, "deleteSshKey", "DeleteInput", json!({ "id": key })).await;
+    let keys_left: i64 = sqlx::query_scalar("SELECT count(*) FROM data_keys")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(keys_left, 0);
+    let after = gql(
+        &app,
+        ADMIN,
+        "query($slug: String!) { org(slug: $slug) { paramSets { name } sshKeys { description } } }",
+        json!({ "slug": "acme" }),
+    )
+    .await;
+    assert_eq!(
+        after["data"]["org"],
+        json!({ "paramSets": [], "sshKeys": [] }),
+        "{after}"
+    );
+    assert_eq!(
+        code(&gql(&app, ADMIN, delete_set, json!({ "input": { "id": set } })).await),
+        Some("NOT_FOUND")
+    );
+}
