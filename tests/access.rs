@@ -10,7 +10,13 @@ use sqlx::PgPool;
 const ADMIN: &str = "the-admin-token-of-this-test";
 
 async fn app(pool: PgPool) -> TestApp {
+    let master = monkeyci_crypto::MasterKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").expect("key");
+    let keys = monkeyci_commands::KeyStore::new(
+        pool.clone(),
+        monkeyci_crypto::MasterKeys::new(master, []).expect("keyring"),
+    );
     TestApp::spawn_with(pool, |c| {
+        c.keys = Some(keys);
         c.auth = AuthConfig::Required {
             admin: Some(TokenHash::of(ADMIN)),
         }
@@ -297,4 +303,183 @@ async fn roles_decide_what_a_caller_may_do_and_other_orgs_stay_invisible(pool: P
     .await;
     let (status, _) = gql(&app, Some(&own), "{ orgs { edges { node { id } } } }", json!({})).await;
     assert_eq!(status, 401, "revoked");
+}
+
+/// The role each operation needs in the org it touches.
+fn operations(org: &str, repo: &str, build: &str, user: &str) -> Vec<(&'static str, &'static str, String, Value)> {
+    let m = |field: &str, input_type: &str| format!("mutation($input: {input_type}!) {{ {field}(input: $input) }}");
+    vec![
+        (
+            "read the repo",
+            "viewer",
+            "query($id: ID!) { repo(id: $id) { name } }".into(),
+            json!({ "id": repo }),
+        ),
+        (
+            "read the build",
+            "viewer",
+            "query($id: ID!) { build(id: $id) { status } }".into(),
+            json!({ "id": build }),
+        ),
+        (
+            "trigger a build",
+            "member",
+            m("triggerBuild", "TriggerBuildInput"),
+            json!({ "input": { "repoId": repo } }),
+        ),
+        (
+            "cancel a build",
+            "member",
+            m("cancelBuild", "BuildInput"),
+            json!({ "input": { "id": build } }),
+        ),
+        (
+            "update the repo",
+            "member",
+            m("updateRepo", "UpdateRepoInput"),
+            json!({ "input": { "id": repo, "name": "renamed" } }),
+        ),
+        (
+            "create a webhook",
+            "member",
+            "mutation($input: CreateWebhookInput!) { createWebhook(input: $input) { webhookId } }".into(),
+            json!({ "input": { "repoId": repo, "host": "GITHUB" } }),
+        ),
+        (
+            "create a schedule",
+            "member",
+            m("createSchedule", "CreateScheduleInput"),
+            json!({ "input": { "repoId": repo, "cron": "@daily" } }),
+        ),
+        (
+            "create a parameter set",
+            "owner",
+            m("createParamSet", "CreateParamSetInput"),
+            json!({ "input": { "orgId": org, "name": "p", "parameters": [{ "name": "A", "value": "b" }] } }),
+        ),
+        (
+            "rename the org",
+            "owner",
+            m("renameOrg", "RenameOrgInput"),
+            json!({ "input": { "id": org, "name": "Renamed" } }),
+        ),
+        (
+            "add a member",
+            "owner",
+            m("addMember", "MemberInput"),
+            json!({ "input": { "orgId": org, "userId": user, "role": "viewer" } }),
+        ),
+    ]
+}
+
+fn rank(role: &str) -> u8 {
+    match role {
+        "viewer" => 1,
+        "member" => 2,
+        "owner" => 3,
+        _ => 0,
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_authorisation_matrix_holds_for_every_role_and_operation(pool: PgPool) {
+    let app = app(pool.clone()).await;
+    let org = id(
+        &app,
+        ADMIN,
+        "createOrg",
+        "CreateOrgInput",
+        json!({ "name": "A", "slug": "matrix-a" }),
+    )
+    .await;
+    let other_org = id(
+        &app,
+        ADMIN,
+        "createOrg",
+        "CreateOrgInput",
+        json!({ "name": "B", "slug": "matrix-b" }),
+    )
+    .await;
+    let newcomer = id(&app, ADMIN, "createUser", "CreateUserInput", json!({ "name": "New" })).await;
+    // One user per role in A, and the owner of B, who has no role in A.
+    let mut callers = Vec::new();
+    for (role, target) in [
+        ("viewer", &org),
+        ("member", &org),
+        ("owner", &org),
+        ("owner of B", &other_org),
+    ] {
+        let user = id(&app, ADMIN, "createUser", "CreateUserInput", json!({ "name": role })).await;
+        let role_in_target = role.split(' ').next().expect("role");
+        let input = json!({ "orgId": target, "userId": user, "role": role_in_target });
+        id(&app, ADMIN, "addMember", "MemberInput", input).await;
+        callers.push((role, token(&app, ADMIN, json!({ "name": role, "userId": user })).await));
+    }
+    for (caller, token) in &callers {
+        // A fresh repo and build per caller, so that one caller's changes do not decide the next.
+        let repo = id(
+            &app,
+            ADMIN,
+            "createRepo",
+            "CreateRepoInput",
+            json!({ "orgId": org, "name": "app", "gitUrl": "https://git.example/app.git" }),
+        )
+        .await;
+        let build = id(
+            &app,
+            ADMIN,
+            "triggerBuild",
+            "TriggerBuildInput",
+            json!({ "repoId": repo }),
+        )
+        .await;
+        for (what, needed, query, variables) in operations(&org, &repo, &build, &newcomer) {
+            let (status, body) = gql(&app, Some(token), &query, variables).await;
+            assert_eq!(status, 200, "{caller} / {what}: {body}");
+            let allowed = rank(caller) >= rank(needed);
+            let found = body["data"]
+                .as_object()
+                .is_some_and(|d| d.values().all(|v| !v.is_null()));
+            match (allowed, code(&body)) {
+                (true, None) => assert!(found, "{caller} / {what}: {body}"),
+                (true, Some(code)) => panic!("{caller} may {what}, got {code}: {body}"),
+                // No role at all: as if it did not exist (queries answer null, mutations NOT_FOUND).
+                (false, None) => assert!(rank(caller) == 0 && !found, "{caller} / {what}: {body}"),
+                (false, Some(code)) => {
+                    let expected = if rank(caller) == 0 { "NOT_FOUND" } else { "FORBIDDEN" };
+                    assert_eq!(code, expected, "{caller} / {what}: {body}");
+                }
+            }
+        }
+        // The same over WebSocket: a subscription to the build's org.
+        let mut ws = app.websocket().await.expect("ws");
+        ws.send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }))
+            .await
+            .expect("init");
+        assert_eq!(ws.message().await.expect("ack")["type"], "connection_ack");
+        ws.subscribe(
+            "1",
+            "subscription($id: ID!) { buildUpdated(buildId: $id) { status } }",
+            json!({ "id": build }),
+        )
+        .await
+        .expect("subscribe");
+        let first = ws.message().await.expect("first message");
+        if rank(caller) == 0 {
+            assert_eq!(
+                first["payload"][0]["extensions"]["code"], "NOT_FOUND",
+                "{caller}: {first}"
+            );
+        } else {
+            assert_eq!(first["type"], "next", "{caller}: {first}");
+        }
+    }
+    // Nothing a refused caller tried is in the log: B's owner appended nothing.
+    let by_outsider: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE metadata->>'actor' = (SELECT 'user:' || id FROM users WHERE name = 'owner of B')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(by_outsider, 0);
 }

@@ -444,7 +444,12 @@ async fn announce_builds_moves(
     pool: &PgPool,
     moved: &tokio::sync::watch::Sender<()>,
 ) -> Result<std::convert::Infallible, sqlx::Error> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    // A connection of its own, outside `pool`: a listener holds its connection for good, and the
+    // pool's connections are for the builds.
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(pool.connect_options().as_ref().clone());
+    let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
     listener.listen("monkeyci_checkpoints").await?;
     loop {
         let notification = listener.recv().await?;
