@@ -233,3 +233,51 @@ impl CommandHandler {
         Ok(deleted)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::triggers::{CreateWebhook, RotateWebhookSecret};
+    use monkeyci_domain::{RepoId, WebhookId};
+
+    /// Commands are logged with `Debug` and fingerprinted with `Serialize`: neither shows a value.
+    #[test]
+    fn secret_values_stay_out_of_debug_output_and_fingerprints() {
+        let value = "hunter2-and-more";
+        let values = BTreeMap::from([("DB_PASSWORD".to_owned(), SecretText::new(value.into()))]);
+        let set = CreateParamSet {
+            org_id: OrgId::from_uuid(Uuid::now_v7()),
+            content: ParamSetContent::new("deploy".into(), vec![], values),
+        };
+        let key = AddSshKey {
+            org_id: OrgId::from_uuid(Uuid::now_v7()),
+            description: "deploy key".into(),
+            filter: vec![],
+            public_key: "ssh-ed25519 AAAA".into(),
+            private_key: SecretText::new(value.into()),
+        };
+        let webhook = CreateWebhook {
+            repo_id: RepoId::from_uuid(Uuid::now_v7()),
+            host: "github".into(),
+            secret: Some(SecretText::new(value.into())),
+        };
+        let rotate = RotateWebhookSecret {
+            webhook_id: WebhookId::from_uuid(Uuid::now_v7()),
+            secret: Some(SecretText::new(value.into())),
+        };
+        let shown = [
+            format!("{set:?}"),
+            format!("{key:?}"),
+            format!("{webhook:?}"),
+            format!("{rotate:?}"),
+            serde_json::to_string(&set).expect("json"),
+            serde_json::to_string(&key).expect("json"),
+            serde_json::to_string(&webhook).expect("json"),
+            serde_json::to_string(&rotate).expect("json"),
+        ];
+        for text in shown {
+            assert!(!text.contains(value), "{text}");
+        }
+        assert!(format!("{set:?}").contains("DB_PASSWORD"), "names are not secret");
+    }
+}

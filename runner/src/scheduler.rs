@@ -253,12 +253,25 @@ async fn archive_log(
         },
         lines,
     };
-    commands
-        .archive_job_log(ctx, command)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    // The build's stream is busy while its other jobs run, and an archive is worth waiting for:
+    // a command that lost all its races is sent again, after a pause that grows, until the
+    // scheduler's own appends leave a gap (at the latest when the last job has ended).
+    let mut round = 0u64;
+    loop {
+        match commands.archive_job_log(ctx, command.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(CommandError::Conflict { .. }) if round < ARCHIVE_ROUNDS => {
+                round += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20 * round)).await;
+            }
+            Err(error) => return Err(error.to_string()),
+        }
+    }
 }
+
+/// How often an archive that lost every race is sent again (waiting 20 ms, 40 ms, … in between:
+/// about 4.5 s in all).
+const ARCHIVE_ROUNDS: u64 = 20;
 
 /// How a job ended, with the reason if the outcome alone does not say it.
 struct JobEnd {

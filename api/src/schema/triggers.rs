@@ -115,7 +115,7 @@ pub(crate) async fn schedules_of(ctx: &Context<'_>, repo: uuid::Uuid) -> Result<
     Ok(rows.into_iter().map(Schedule).collect())
 }
 
-#[derive(InputObject, Debug)]
+#[derive(InputObject)]
 pub struct CreateWebhookInput {
     pub repo_id: ID,
     pub host: GitHost,
@@ -126,13 +126,25 @@ pub struct CreateWebhookInput {
     pub idempotency_key: Option<String>,
 }
 
-#[derive(InputObject, Debug)]
+#[derive(InputObject)]
 pub struct RotateWebhookSecretInput {
     pub id: ID,
     /// The new secret; without one, a random secret is made.
     #[graphql(secret)]
     pub secret: Option<String>,
     pub idempotency_key: Option<String>,
+}
+
+impl std::fmt::Debug for CreateWebhookInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CreateWebhookInput {{ repo_id: {:?}, host: {:?}, secret: *** }}", self.repo_id, self.host)
+    }
+}
+
+impl std::fmt::Debug for RotateWebhookSecretInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RotateWebhookSecretInput {{ id: {:?}, secret: *** }}", self.id)
+    }
 }
 
 #[derive(InputObject, Debug)]
