@@ -122,9 +122,12 @@ pub async fn run(
 
     let mut catch_up = Vec::new();
     let started = Instant::now();
+    // Every projection the runner runs, not only the three rebuilt below: one left at the start
+    // of the log would replay it during the rebuilds and share their two cores.
+    let all_names: Vec<&'static str> = monkeyci_projections::all().iter().map(|p| p.name()).collect();
     if !measure_catch_up {
         // The projections start at the head; the rebuilds below replay the whole log anyway.
-        for name in ["builds", "orgs", "repos"] {
+        for name in all_names.iter().copied() {
             sqlx::query(
                 "INSERT INTO projection_checkpoints (name, tx, position, events_processed) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (name) DO UPDATE SET tx = $2, position = $3, events_processed = $4",
@@ -155,7 +158,7 @@ pub async fn run(
         eprintln!("  initial catch-up: {catch_up:?}");
     }
     // Each worker has loaded its checkpoint (the head) before any rebuild is timed.
-    for name in ["builds", "orgs", "repos"] {
+    for name in all_names.iter().copied() {
         let mut checkpoint = handle.checkpoint(name).context("missing projection")?;
         wait_for_checkpoint(&mut checkpoint, head, LIMIT).await?;
     }
