@@ -137,7 +137,11 @@ pub struct RotateWebhookSecretInput {
 
 impl std::fmt::Debug for CreateWebhookInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CreateWebhookInput {{ repo_id: {:?}, host: {:?}, secret: *** }}", self.repo_id, self.host)
+        write!(
+            f,
+            "CreateWebhookInput {{ repo_id: {:?}, host: {:?}, secret: *** }}",
+            self.repo_id, self.host
+        )
     }
 }
 
