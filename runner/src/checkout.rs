@@ -42,9 +42,16 @@ async fn git(dir: &Path, auth: &GitAuth, step: &str, args: &[&str]) -> Result<St
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null());
     if let Some(key) = &auth.ssh_key {
+        // A fresh build knows no host keys: the host's key is accepted on first contact and kept
+        // beside the build's key for the rest of the checkout (no pinning across builds yet).
+        let known_hosts = key.with_file_name("known_hosts");
         command.env(
             "GIT_SSH_COMMAND",
-            format!("ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes", key.display()),
+            format!(
+                "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile='{}'",
+                key.display(),
+                known_hosts.display()
+            ),
         );
     }
     let output = command.output().await.map_err(CheckoutError::Git)?;
