@@ -7,14 +7,20 @@ use monkeyci_tests::{table_rows, TestApp, WsEvent};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-const ADMIN: &str = "the-admin-token-of-this-test";
+pub(crate) const ADMIN: &str = "the-admin-token-of-this-test";
 
-async fn app(pool: PgPool) -> TestApp {
+/// Data keys in `pool`, under a fixed master key.
+pub(crate) fn keys(pool: &PgPool) -> monkeyci_commands::KeyStore {
     let master = monkeyci_crypto::MasterKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").expect("key");
-    let keys = monkeyci_commands::KeyStore::new(
+    monkeyci_commands::KeyStore::new(
         pool.clone(),
         monkeyci_crypto::MasterKeys::new(master, []).expect("keyring"),
-    );
+    )
+}
+
+/// The app with authentication required and a master key for secrets.
+pub(crate) async fn app(pool: PgPool) -> TestApp {
+    let keys = keys(&pool);
     TestApp::spawn_with(pool, |c| {
         c.keys = Some(keys);
         c.auth = AuthConfig::Required {
@@ -26,7 +32,7 @@ async fn app(pool: PgPool) -> TestApp {
 }
 
 /// Sends a GraphQL request with `token` (if any) and returns the HTTP status and the body.
-async fn gql(app: &TestApp, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+pub(crate) async fn gql(app: &TestApp, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
     let mut request = app
         .http
         .post(app.url("/graphql"))
@@ -40,7 +46,7 @@ async fn gql(app: &TestApp, token: Option<&str>, query: &str, variables: Value) 
 }
 
 /// A mutation that returns an id; panics with the response otherwise.
-async fn id(app: &TestApp, token: &str, field: &str, input_type: &str, input: Value) -> String {
+pub(crate) async fn id(app: &TestApp, token: &str, field: &str, input_type: &str, input: Value) -> String {
     let query = format!("mutation($input: {input_type}!) {{ {field}(input: $input) }}");
     let (_, body) = gql(app, Some(token), &query, json!({ "input": input })).await;
     body["data"][field]
@@ -49,11 +55,12 @@ async fn id(app: &TestApp, token: &str, field: &str, input_type: &str, input: Va
         .to_owned()
 }
 
-fn code(body: &Value) -> Option<&str> {
+pub(crate) fn code(body: &Value) -> Option<&str> {
     body["errors"][0]["extensions"]["code"].as_str()
 }
 
-async fn token(app: &TestApp, as_token: &str, input: Value) -> String {
+/// Issues an API token and returns it.
+pub(crate) async fn token(app: &TestApp, as_token: &str, input: Value) -> String {
     let (_, body) = gql(
         app,
         Some(as_token),

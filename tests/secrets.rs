@@ -4,9 +4,6 @@
 
 use std::sync::Arc;
 
-use monkeyci_api::AuthConfig;
-use monkeyci_commands::KeyStore;
-use monkeyci_crypto::{MasterKey, MasterKeys, TokenHash};
 use monkeyci_runner::{CancellationToken, LocalExecutor, Runner};
 use monkeyci_storage::{BlobStore, FsStore};
 use monkeyci_tests::{table_rows, TestApp};
@@ -14,18 +11,12 @@ use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
+use crate::access::{app, code, id, keys, token, ADMIN};
 use crate::builds::{repo_with, settings_with};
 
-const ADMIN: &str = "the-admin-token-of-this-test";
-const MASTER: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const PASSWORD: &str = "s3cr3t-Pa55w0rd-4711";
 const PRIVATE_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDUJxbXc6lLbkxLKVmbzN3W3C1CQqQ4T8qZVv1Y2XkOqAAAAJhcF3xTXBd8\n-----END OPENSSH PRIVATE KEY-----\n";
 const PUBLIC_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINQnFtdzqUtuTEspWZvM3dbcLUJCpDhPyplW/VjZeQ6o ci@acme";
-
-fn keys(pool: &PgPool) -> KeyStore {
-    let master = MasterKey::from_base64(MASTER).expect("key");
-    KeyStore::new(pool.clone(), MasterKeys::new(master, []).expect("keyring"))
-}
 
 async fn big_pool(options: PgConnectOptions) -> PgPool {
     PgPoolOptions::new()
@@ -35,42 +26,9 @@ async fn big_pool(options: PgConnectOptions) -> PgPool {
         .expect("pool")
 }
 
-async fn app(pool: PgPool) -> TestApp {
-    let keys = keys(&pool);
-    TestApp::spawn_with(pool, |c| {
-        c.keys = Some(keys);
-        c.auth = AuthConfig::Required {
-            admin: Some(TokenHash::of(ADMIN)),
-        };
-    })
-    .await
-    .expect("app")
-}
-
+/// A GraphQL request with `token`; the body.
 async fn gql(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
-    app.http
-        .post(app.url("/graphql"))
-        .bearer_auth(token)
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json")
-}
-
-async fn id(app: &TestApp, token: &str, field: &str, input_type: &str, input: Value) -> String {
-    let query = format!("mutation($input: {input_type}!) {{ {field}(input: $input) }}");
-    let body = gql(app, token, &query, json!({ "input": input })).await;
-    body["data"][field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{field}: {body}"))
-        .to_owned()
-}
-
-fn code(body: &Value) -> Option<&str> {
-    body["errors"][0]["extensions"]["code"].as_str()
+    crate::access::gql(app, Some(token), query, variables).await.1
 }
 
 fn rule(pairs: &[(&str, &str)]) -> Value {
@@ -247,16 +205,7 @@ async fn only_owners_manage_secrets_values_never_come_back_and_deleting_shreds_t
         json!({ "orgId": org, "userId": user, "role": "member" }),
     )
     .await;
-    let token = gql(
-        &app,
-        ADMIN,
-        "mutation($input: CreateApiTokenInput!) { createApiToken(input: $input) { token } }",
-        json!({ "input": { "name": "mem", "userId": user } }),
-    )
-    .await["data"]["createApiToken"]["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let token = token(&app, ADMIN, json!({ "name": "mem", "userId": user })).await;
 
     let create = "mutation($input: CreateParamSetInput!) { createParamSet(input: $input) }";
     let input = json!({ "input": { "orgId": org, "name": "deploy", "parameters": [{ "name": "DB_PASSWORD", "value": PASSWORD }] } });

@@ -26,7 +26,7 @@ pub enum CommandError {
     },
     /// A secret could not be sealed or opened.
     #[error(transparent)]
-    Keys(crate::keys::KeyError),
+    Keys(#[from] crate::keys::KeyError),
     /// The event store failed.
     #[error("event store failure")]
     Store(#[source] EventStoreError),

@@ -101,9 +101,6 @@ async fn seal_content(
         let reason = format!("a parameter value may have at most {MAX_VALUE_BYTES} bytes");
         return Err(invalid("parameters", reason));
     }
-    for name in content.values.keys() {
-        parse(monkeyci_domain::secrets::validate_param_name(name))?;
-    }
     let key = keys.get_or_create(id).await?;
     for (param, value) in &content.values {
         sealed.insert(param.clone(), KeyStore::seal(&key, id, param, value.expose())?);
@@ -111,11 +108,22 @@ async fn seal_content(
     Ok((name, filter, sealed))
 }
 
-impl CommandHandler {
-    async fn load_org(&self, org_id: OrgId) -> Result<crate::handler::Loaded<Org>, CommandError> {
-        self.load::<Org>(org_id).await
+/// Removes the data key made for a new aggregate whose creation was refused, so that bad input
+/// leaves nothing behind. The id was fresh: no other aggregate uses that key.
+pub(crate) async fn forget_key_if_refused<T>(
+    keys: &KeyStore,
+    id: Uuid,
+    result: Result<T, CommandError>,
+) -> Result<T, CommandError> {
+    if result.is_err() {
+        if let Err(error) = keys.destroy(id).await {
+            tracing::warn!(%id, %error, "could not remove the data key of a refused create");
+        }
     }
+    result
+}
 
+impl CommandHandler {
     /// Creates a parameter set; its values are sealed with a data key of its own.
     pub async fn create_param_set(
         &self,
@@ -126,16 +134,18 @@ impl CommandHandler {
         let id = ParamSetId::from_uuid(Uuid::now_v7());
         let org_id = input.org_id;
         let content = &input.content;
-        self.execute(ctx, "createParamSet", &input, move || {
-            Box::pin(async move {
-                let org = self.load_org(org_id).await?;
-                let set = self.load::<ParamSet>(id).await?;
-                let (name, filter, values) = seal_content(keys, id.as_uuid(), content).await?;
-                let events = set.state.create(id, (org_id, &org.state), name, filter, values)?;
-                Ok(Decision::new(id, Some(org_id)).with(&set, events))
+        let created = self
+            .execute(ctx, "createParamSet", &input, move || {
+                Box::pin(async move {
+                    let org = self.load::<Org>(org_id).await?;
+                    let set = self.load::<ParamSet>(id).await?;
+                    let (name, filter, values) = seal_content(keys, id.as_uuid(), content).await?;
+                    let events = set.state.create(id, (org_id, &org.state), name, filter, values)?;
+                    Ok(Decision::new(id, Some(org_id)).with(&set, events))
+                })
             })
-        })
-        .await
+            .await;
+        forget_key_if_refused(keys, id.as_uuid(), created).await
     }
 
     /// Replaces a parameter set's content.
@@ -194,24 +204,26 @@ impl CommandHandler {
             return Err(invalid("privateKey", reason.into()));
         }
         let (org_id, public_key) = (input.org_id, &input.public_key);
-        self.execute(ctx, "addSshKey", &input, move || {
-            Box::pin(async move {
-                let org = self.load_org(org_id).await?;
-                let ssh_key = self.load::<SshKey>(id).await?;
-                let key = keys.get_or_create(id.as_uuid()).await?;
-                let sealed = KeyStore::seal(&key, id.as_uuid(), SSH_PRIVATE_KEY, private_key)?;
-                let events = ssh_key.state.add(
-                    id,
-                    (org_id, &org.state),
-                    description.clone(),
-                    filter.clone(),
-                    sealed,
-                    public_key.clone(),
-                )?;
-                Ok(Decision::new(id, Some(org_id)).with(&ssh_key, events))
+        let added = self
+            .execute(ctx, "addSshKey", &input, move || {
+                Box::pin(async move {
+                    let org = self.load::<Org>(org_id).await?;
+                    let ssh_key = self.load::<SshKey>(id).await?;
+                    let key = keys.get_or_create(id.as_uuid()).await?;
+                    let sealed = KeyStore::seal(&key, id.as_uuid(), SSH_PRIVATE_KEY, private_key)?;
+                    let events = ssh_key.state.add(
+                        id,
+                        (org_id, &org.state),
+                        description.clone(),
+                        filter.clone(),
+                        sealed,
+                        public_key.clone(),
+                    )?;
+                    Ok(Decision::new(id, Some(org_id)).with(&ssh_key, events))
+                })
             })
-        })
-        .await
+            .await;
+        forget_key_if_refused(keys, id.as_uuid(), added).await
     }
 
     /// Deletes an ssh key, then destroys its data key.

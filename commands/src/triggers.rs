@@ -103,19 +103,21 @@ impl CommandHandler {
         let secret = secret_or_random(input.secret.as_ref())?;
         let (repo_id, host, secret) = (input.repo_id, input.host.trim().to_ascii_lowercase(), &secret);
         let host = &host;
-        self.execute(ctx, "createWebhook", &input, move || {
-            Box::pin(async move {
-                let (repo, org) = self.load_repo_and_org(repo_id).await?;
-                let webhook = self.load::<Webhook>(id).await?;
-                let key = keys.get_or_create(id.as_uuid()).await?;
-                let sealed = KeyStore::seal(&key, id.as_uuid(), WEBHOOK_SECRET, secret.expose())?;
-                let events = webhook
-                    .state
-                    .create(id, (repo_id, &repo.state), &org.state, host, sealed)?;
-                Ok(Decision::new(id, repo.state.org_id).with(&webhook, events))
+        let created = self
+            .execute(ctx, "createWebhook", &input, move || {
+                Box::pin(async move {
+                    let (repo, org) = self.load_repo_and_org(repo_id).await?;
+                    let webhook = self.load::<Webhook>(id).await?;
+                    let key = keys.get_or_create(id.as_uuid()).await?;
+                    let sealed = KeyStore::seal(&key, id.as_uuid(), WEBHOOK_SECRET, secret.expose())?;
+                    let events = webhook
+                        .state
+                        .create(id, (repo_id, &repo.state), &org.state, host, sealed)?;
+                    Ok(Decision::new(id, repo.state.org_id).with(&webhook, events))
+                })
             })
-        })
-        .await
+            .await;
+        crate::secrets::forget_key_if_refused(keys, id.as_uuid(), created).await
     }
 
     /// Replaces a webhook's secret.
@@ -217,11 +219,5 @@ impl CommandHandler {
             })
         })
         .await
-    }
-}
-
-impl From<KeyError> for CommandError {
-    fn from(error: KeyError) -> Self {
-        CommandError::Keys(error)
     }
 }

@@ -207,7 +207,10 @@ async fn shown_secret(ctx: &Context<'_>, id: uuid::Uuid) -> Result<WebhookSecret
         .map_err(projection_error)?
         .filter(|w| !w.deleted)
         .ok_or_else(|| errors::not_found("webhook"))?;
-    let keys = api.commands.keys().ok_or_else(|| errors::internal(&no_master_key()))?;
+    let keys = api
+        .commands
+        .keys()
+        .ok_or_else(|| errors::internal(&monkeyci_commands::KeyError::NoMasterKey))?;
     let secret = keys
         .open(id, monkeyci_commands::WEBHOOK_SECRET, &row.secret)
         .await
@@ -217,10 +220,6 @@ async fn shown_secret(ctx: &Context<'_>, id: uuid::Uuid) -> Result<WebhookSecret
         secret: secret.to_string(),
         path: delivery_path(&row.host, id),
     })
-}
-
-fn no_master_key() -> monkeyci_commands::KeyError {
-    monkeyci_commands::KeyError::NoMasterKey
 }
 
 /// The repo a webhook or schedule belongs to, for authorisation.
