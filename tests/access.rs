@@ -74,6 +74,64 @@ pub(crate) async fn token(app: &TestApp, as_token: &str, input: Value) -> String
         .to_owned()
 }
 
+/// An org made by the admin; its global id.
+pub(crate) async fn admin_org(app: &TestApp, name: &str, slug: &str) -> String {
+    id(
+        app,
+        ADMIN,
+        "createOrg",
+        "CreateOrgInput",
+        json!({ "name": name, "slug": slug }),
+    )
+    .await
+}
+
+/// A repo of `org` made with `as_token`; its global id.
+pub(crate) async fn repo_in(app: &TestApp, as_token: &str, org: &str, name: &str) -> String {
+    id(
+        app,
+        as_token,
+        "createRepo",
+        "CreateRepoInput",
+        json!({ "orgId": org, "name": name, "gitUrl": format!("https://git.example/{name}.git") }),
+    )
+    .await
+}
+
+/// Two orgs made by the admin, A and B, and two users of A: Ada, its owner, and Vic, a viewer,
+/// each with a user token.
+pub(crate) struct TwoOrgs {
+    pub ada_token: String,
+    pub vic_token: String,
+    pub org_a: String,
+    pub org_b: String,
+}
+
+pub(crate) async fn two_orgs(app: &TestApp) -> TwoOrgs {
+    let ada = id(app, ADMIN, "createUser", "CreateUserInput", json!({ "name": "Ada" })).await;
+    let vic = id(app, ADMIN, "createUser", "CreateUserInput", json!({ "name": "Vic" })).await;
+    let org_a = admin_org(app, "A", "org-a").await;
+    let org_b = admin_org(app, "B", "org-b").await;
+    for (user, role) in [(&ada, "owner"), (&vic, "viewer")] {
+        id(
+            app,
+            ADMIN,
+            "addMember",
+            "MemberInput",
+            json!({ "orgId": org_a, "userId": user, "role": role }),
+        )
+        .await;
+    }
+    let ada_token = token(app, ADMIN, json!({ "name": "ada", "userId": ada })).await;
+    let vic_token = token(app, ADMIN, json!({ "name": "vic", "userId": vic })).await;
+    TwoOrgs {
+        ada_token,
+        vic_token,
+        org_a,
+        org_b,
+    }
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn requests_without_a_valid_token_are_refused_and_change_nothing(pool: PgPool) {
     let app = app(pool.clone()).await;
@@ -107,44 +165,13 @@ async fn requests_without_a_valid_token_are_refused_and_change_nothing(pool: PgP
 async fn roles_decide_what_a_caller_may_do_and_other_orgs_stay_invisible(pool: PgPool) {
     let app = app(pool.clone()).await;
     // The admin bootstraps: two users, two orgs, Ada owns A, Vic views A.
-    let ada = id(&app, ADMIN, "createUser", "CreateUserInput", json!({ "name": "Ada" })).await;
-    let vic = id(&app, ADMIN, "createUser", "CreateUserInput", json!({ "name": "Vic" })).await;
-    let org_a = id(
-        &app,
-        ADMIN,
-        "createOrg",
-        "CreateOrgInput",
-        json!({ "name": "A", "slug": "org-a" }),
-    )
-    .await;
-    let org_b = id(
-        &app,
-        ADMIN,
-        "createOrg",
-        "CreateOrgInput",
-        json!({ "name": "B", "slug": "org-b" }),
-    )
-    .await;
-    for (user, role) in [(&ada, "owner"), (&vic, "viewer")] {
-        id(
-            &app,
-            ADMIN,
-            "addMember",
-            "MemberInput",
-            json!({ "orgId": org_a, "userId": user, "role": role }),
-        )
-        .await;
-    }
-    let repo_b = id(
-        &app,
-        ADMIN,
-        "createRepo",
-        "CreateRepoInput",
-        json!({ "orgId": org_b, "name": "b", "gitUrl": "https://git.example/b.git" }),
-    )
-    .await;
-    let ada_token = token(&app, ADMIN, json!({ "name": "ada", "userId": ada })).await;
-    let vic_token = token(&app, ADMIN, json!({ "name": "vic", "userId": vic })).await;
+    let TwoOrgs {
+        ada_token,
+        vic_token,
+        org_a,
+        org_b,
+    } = two_orgs(&app).await;
+    let repo_b = repo_in(&app, ADMIN, &org_b, "b").await;
     assert!(ada_token.starts_with("mci_"));
     // Only hashes are stored.
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE data::text LIKE '%' || $1 || '%'")

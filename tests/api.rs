@@ -14,7 +14,7 @@ fn code(response: &Value) -> Option<&str> {
 }
 
 /// The uuid inside a global id, for driving the build with commands as a runner would.
-fn build_uuid(id: &str) -> BuildId {
+pub(crate) fn build_uuid(id: &str) -> BuildId {
     use base64::Engine;
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(id)
@@ -197,7 +197,7 @@ async fn malformed_and_oversized_bodies_are_refused(pool: PgPool) {
     app.stop().await;
 }
 
-async fn drive_build_to_success(app: &TestApp, build: BuildId) {
+pub(crate) async fn drive_build_to_success(app: &TestApp, build: BuildId) {
     let c = &app.core.commands;
     let ctx = user();
     c.start_build(

@@ -69,7 +69,7 @@ impl Core {
     pub async fn caught_up(&self) -> anyhow::Result<()> {
         wait_for_checkpoints(
             &self.store,
-            &["orgs", "repos", "builds", "triggers", "secrets"],
+            &["orgs", "repos", "builds", "triggers", "secrets", "audit"],
             Duration::from_secs(30),
         )
         .await

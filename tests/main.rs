@@ -3,6 +3,7 @@
 mod access;
 mod api;
 mod artifacts;
+mod audit;
 mod builds;
 mod cli;
 mod commands;

@@ -30,6 +30,10 @@ impl Projection for StallingBuilds {
         BuildsProjection.tables()
     }
 
+    fn categories(&self) -> &'static [&'static str] {
+        BuildsProjection.categories()
+    }
+
     fn apply<'a>(
         &'a self,
         conn: &'a mut PgConnection,

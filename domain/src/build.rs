@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::aggregate::Aggregate;
 use crate::error::{DomainError, ValidationError};
@@ -153,8 +154,9 @@ pub enum BuildEvent {
     JobSucceeded { job_id: JobId },
     /// The job ended with failure.
     JobFailed { job_id: JobId, message: String },
-    /// The job will not run (a dependency failed, a condition did not hold…).
-    JobSkipped { job_id: JobId, reason: String },
+    /// The job will not run (a dependency failed, a condition did not hold…); `message` says
+    /// why. Schema version 2: version 1 called the field `reason` (see `upcast` below).
+    JobSkipped { job_id: JobId, message: String },
     /// The job was canceled before it could end by itself.
     JobCanceled { job_id: JobId },
     /// Somebody asked to cancel the running build; the runner stops it.
@@ -177,7 +179,24 @@ pub enum BuildEvent {
     JobLogArchived { job_id: JobId, blob: BlobRef, lines: u64 },
 }
 
-impl DomainEvent for BuildEvent {}
+impl DomainEvent for BuildEvent {
+    fn schema_version(event_type: &str) -> i32 {
+        match event_type {
+            "JobSkipped" => 2,
+            _ => 1,
+        }
+    }
+
+    fn upcast(event_type: &str, version: i32, mut data: Value) -> Value {
+        // JobSkipped v1 → v2: `reason` became `message`, as in JobFailed.
+        if let ("JobSkipped", 1, Value::Object(fields)) = (event_type, version, &mut data) {
+            if let Some(reason) = fields.remove("reason") {
+                fields.insert("message".into(), reason);
+            }
+        }
+        data
+    }
+}
 
 /// Where a build is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -283,7 +302,10 @@ impl JobTransition {
             Self::Start => BuildEvent::JobStarted { job_id },
             Self::Succeed => BuildEvent::JobSucceeded { job_id },
             Self::Fail { message } => BuildEvent::JobFailed { job_id, message },
-            Self::Skip { reason } => BuildEvent::JobSkipped { job_id, reason },
+            Self::Skip { reason } => BuildEvent::JobSkipped {
+                job_id,
+                message: reason,
+            },
             Self::Cancel => BuildEvent::JobCanceled { job_id },
         }
     }
@@ -1060,7 +1082,7 @@ mod tests {
     fn a_queued_or_blocked_job_can_be_skipped() {
         let skipped = vec![BuildEvent::JobSkipped {
             job_id: job("a"),
-            reason: "dependency failed".into(),
+            message: "dependency failed".into(),
         }];
         given::<Build>(with_job_a([]))
             .when(|b| b.transition_job(build_id(), job("a"), skip()))
@@ -1146,7 +1168,7 @@ mod tests {
                 "skipped",
                 vec![BuildEvent::JobSkipped {
                     job_id: a.clone(),
-                    reason: "not needed".into(),
+                    message: "not needed".into(),
                 }],
             ),
             ("canceled", vec![BuildEvent::JobCanceled { job_id: a.clone() }]),
@@ -1292,7 +1314,7 @@ mod tests {
             BuildEvent::JobSucceeded { job_id: job("a") },
             BuildEvent::JobSkipped {
                 job_id: job("b"),
-                reason: "condition".into(),
+                message: "condition".into(),
             },
             BuildEvent::JobCanceled { job_id: job("c") },
         ]))

@@ -67,14 +67,17 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + 
                 supported,
             });
         }
+        let upcast;
         let data = if version < supported {
-            Self::upcast(event_type, version, data.clone())
+            upcast = Self::upcast(event_type, version, data.clone());
+            &upcast
         } else {
-            data.clone()
+            data
         };
-        let mut object = match data {
+        let empty = serde_json::Map::new();
+        let payload = match data {
             Value::Object(map) => map,
-            Value::Null => serde_json::Map::new(),
+            Value::Null => &empty,
             other => {
                 return Err(DecodeError::Malformed {
                     event_type: event_type.to_owned(),
@@ -84,8 +87,7 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + 
                 })
             }
         };
-        object.insert("type".into(), Value::String(event_type.to_owned()));
-        serde_json::from_value(Value::Object(object)).map_err(|source| {
+        <Self as serde::Deserialize>::deserialize(tagged::Tagged { event_type, payload }).map_err(|source| {
             if is_unknown_type::<Self>(event_type) {
                 DecodeError::UnknownType(event_type.to_owned())
             } else {
@@ -95,6 +97,72 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + 
                 }
             }
         })
+    }
+}
+
+/// The payload of a stored event read as the object `{"type": <event type>, ...payload}` that the
+/// event enum's `#[serde(tag = "type")]` expects, straight from the stored JSON: nothing is copied
+/// before serde sees it (decoding is most of a replay's work in this process).
+mod tagged {
+    use serde::de::value::BorrowedStrDeserializer;
+    use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    pub(super) struct Tagged<'a> {
+        pub(super) event_type: &'a str,
+        pub(super) payload: &'a Map<String, Value>,
+    }
+
+    impl<'de> Deserializer<'de> for Tagged<'de> {
+        type Error = serde_json::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+            visitor.visit_map(Entries {
+                tag: Some(self.event_type),
+                // The tag is the event type column; a payload's own "type" would contradict it.
+                entries: self.payload.iter().filter(|(key, _)| key.as_str() != "type"),
+                value: None,
+            })
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+            identifier ignored_any
+        }
+    }
+
+    struct Entries<'de, I> {
+        tag: Option<&'de str>,
+        entries: I,
+        value: Option<&'de Value>,
+    }
+
+    impl<'de, I: Iterator<Item = (&'de String, &'de Value)>> MapAccess<'de> for Entries<'de, I> {
+        type Error = serde_json::Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Self::Error> {
+            if self.tag.is_some() {
+                return seed.deserialize(BorrowedStrDeserializer::new("type")).map(Some);
+            }
+            match self.entries.next() {
+                Some((key, value)) => {
+                    self.value = Some(value);
+                    seed.deserialize(BorrowedStrDeserializer::new(key.as_str())).map(Some)
+                }
+                None => Ok(None),
+            }
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Self::Error> {
+            if let Some(tag) = self.tag.take() {
+                return seed.deserialize(BorrowedStrDeserializer::new(tag));
+            }
+            match self.value.take() {
+                Some(value) => seed.deserialize(value),
+                None => Err(serde_json::Error::custom("a map value was asked for before its key")),
+            }
+        }
     }
 }
 
@@ -180,7 +248,7 @@ mod tests {
             },
             BuildEvent::JobSkipped {
                 job_id: job("deploy"),
-                reason: "dependency failed".into(),
+                message: "dependency failed".into(),
             },
             BuildEvent::JobCanceled { job_id: job("deploy") },
             BuildEvent::BuildCancelRequested,
@@ -424,5 +492,24 @@ mod tests {
             ),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn a_stored_v1_job_skipped_loads_with_its_reason_as_the_message() {
+        assert_eq!(BuildEvent::schema_version("JobSkipped"), 2);
+        let stored = json!({"job_id": "deploy", "reason": "dependency failed"});
+        let decoded = BuildEvent::decode("JobSkipped", 1, &stored).expect("v1 decodes");
+        assert_eq!(
+            decoded,
+            BuildEvent::JobSkipped {
+                job_id: job("deploy"),
+                message: "dependency failed".into(),
+            }
+        );
+        // New events are written in the current shape.
+        let (_, data) = decoded.encode();
+        assert_eq!(data, json!({"job_id": "deploy", "message": "dependency failed"}));
+        // A v2 payload is not touched, and the v1 field name is not accepted as v2.
+        assert!(BuildEvent::decode("JobSkipped", 2, &stored).is_err());
     }
 }

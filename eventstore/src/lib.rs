@@ -16,7 +16,7 @@ pub use model::{
     AppendResult, Cursor, CursorParseError, ExpectedVersion, IdempotencyClaim, Metadata, NewEvent, RecordedEvent,
     StreamAppend,
 };
-pub use store::{EventStore, APPEND_AT_SQL, APPEND_SQL};
+pub use store::{decode_row, EventStore, APPEND_AT_SQL, APPEND_SQL, EVENT_COLUMNS};
 
 /// Runs the embedded database migrations (event log and read models).
 pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {

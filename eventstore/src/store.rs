@@ -63,8 +63,10 @@ RETURNING transaction_id::text::bigint AS tx, position
 const VERSIONS_SQL: &str = "SELECT stream_id, MAX(stream_version) AS version FROM events \
      WHERE stream_id = ANY($1) GROUP BY stream_id";
 
-const EVENT_COLUMNS: &str = "position, transaction_id::text::bigint AS tx, stream_id, stream_version, \
-     event_type, schema_version, data, metadata, recorded_at";
+/// The columns [`decode_row`] reads, qualified so that they also work in a join with `events`.
+pub const EVENT_COLUMNS: &str = "events.position, events.transaction_id::text::bigint AS tx, events.stream_id, \
+     events.stream_version, events.event_type, events.schema_version, events.data, events.metadata, \
+     events.recorded_at";
 
 /// The event log in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -517,11 +519,16 @@ fn append_violates(error: &AppendError, constraint: &str) -> bool {
     matches!(error, AppendError::Database(e) if violates(e, constraint))
 }
 
-fn decode_row(row: &PgRow) -> Result<RecordedEvent, ReadError> {
+/// The event in a row selected with [`EVENT_COLUMNS`].
+pub fn decode_row(row: &PgRow) -> Result<RecordedEvent, ReadError> {
     let position: i64 = row.try_get("position")?;
     let corrupt = |reason: String| ReadError::Corrupt { position, reason };
-    let metadata: serde_json::Value = row.try_get("metadata")?;
-    let metadata: Metadata = serde_json::from_value(metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+    // Parsed straight from the column's JSON text into `Metadata` (no intermediate JSON tree).
+    let metadata = match row.try_get::<sqlx::types::Json<Metadata>, _>("metadata") {
+        Ok(sqlx::types::Json(metadata)) => metadata,
+        Err(sqlx::Error::ColumnDecode { source, .. }) => return Err(corrupt(format!("metadata: {source}"))),
+        Err(other) => return Err(other.into()),
+    };
     let stream_version: i64 = row.try_get("stream_version")?;
     Ok(RecordedEvent {
         cursor: Cursor {

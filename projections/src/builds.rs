@@ -106,6 +106,10 @@ impl Projection for BuildsProjection {
         &["builds", "jobs"]
     }
 
+    fn categories(&self) -> &'static [&'static str] {
+        &[Build::CATEGORY]
+    }
+
     fn apply<'a>(
         &'a self,
         conn: &'a mut PgConnection,
@@ -133,49 +137,11 @@ impl Projection for BuildsProjection {
                         row.version = version;
                         row.updated_at = at;
                     }
-                    None => match event {
-                        BuildEvent::BuildQueued {
-                            org_id,
-                            repo_id,
-                            trigger,
-                            retry_of,
-                        } => {
-                            builds.insert(
-                                *id,
-                                BuildRow {
-                                    id: *id,
-                                    org_id: org_id.as_uuid(),
-                                    repo_id: repo_id.as_uuid(),
-                                    status: "queued".into(),
-                                    source: trigger.source.as_str().into(),
-                                    ref_kind: trigger.git_ref.kind().into(),
-                                    ref_name: trigger.git_ref.name().to_string(),
-                                    commit_sha: trigger.commit.as_ref().map(ToString::to_string),
-                                    params: trigger.params.as_map().clone(),
-                                    retry_of: retry_of.map(|b| b.as_uuid()),
-                                    retried_by: None,
-                                    runner: None,
-                                    cancel_requested: false,
-                                    message: None,
-                                    push: trigger.push.clone(),
-                                    queued_at: at,
-                                    started_at: None,
-                                    finished_at: None,
-                                    jobs_total: 0,
-                                    jobs_queued: 0,
-                                    jobs_blocked: 0,
-                                    jobs_running: 0,
-                                    jobs_succeeded: 0,
-                                    jobs_failed: 0,
-                                    jobs_skipped: 0,
-                                    jobs_canceled: 0,
-                                    updated_at: at,
-                                    version,
-                                    artifacts: Vec::new(),
-                                },
-                            );
+                    None => match new_row(*id, event, at, version) {
+                        Some(row) => {
+                            builds.insert(*id, row);
                         }
-                        _ => tracing::warn!(stream = %recorded.stream_id, "build event before BuildQueued; ignored"),
+                        None => tracing::warn!(stream = %recorded.stream_id, "build event before BuildQueued; ignored"),
                     },
                 }
             }
@@ -193,6 +159,74 @@ impl Projection for BuildsProjection {
             rows::upsert(conn, "jobs", &["build_id", "job_id"], &changed_jobs).await
         })
     }
+}
+
+/// The row a build's first event makes; `None` for any other event.
+fn new_row(id: Uuid, event: &BuildEvent, at: DateTime<Utc>, version: i64) -> Option<BuildRow> {
+    let BuildEvent::BuildQueued {
+        org_id,
+        repo_id,
+        trigger,
+        retry_of,
+    } = event
+    else {
+        return None;
+    };
+    Some(BuildRow {
+        id,
+        org_id: org_id.as_uuid(),
+        repo_id: repo_id.as_uuid(),
+        status: "queued".into(),
+        source: trigger.source.as_str().into(),
+        ref_kind: trigger.git_ref.kind().into(),
+        ref_name: trigger.git_ref.name().to_string(),
+        commit_sha: trigger.commit.as_ref().map(ToString::to_string),
+        params: trigger.params.as_map().clone(),
+        retry_of: retry_of.map(|b| b.as_uuid()),
+        retried_by: None,
+        runner: None,
+        cancel_requested: false,
+        message: None,
+        push: trigger.push.clone(),
+        queued_at: at,
+        started_at: None,
+        finished_at: None,
+        jobs_total: 0,
+        jobs_queued: 0,
+        jobs_blocked: 0,
+        jobs_running: 0,
+        jobs_succeeded: 0,
+        jobs_failed: 0,
+        jobs_skipped: 0,
+        jobs_canceled: 0,
+        updated_at: at,
+        version,
+        artifacts: Vec::new(),
+    })
+}
+
+/// The build and its jobs as the builds projection would store them after exactly `events`
+/// (the build stream's events, in order, from its first): a build as it was at any moment.
+/// `None` if `events` holds no `BuildQueued`.
+pub fn fold_build(id: Uuid, events: &[RecordedEvent]) -> Result<Option<(BuildRow, Vec<JobRow>)>, ProjectionError> {
+    let mut row: Option<BuildRow> = None;
+    let mut jobs = BTreeMap::new();
+    for (_, recorded, event) in rows::decode_category::<BuildEvent>(events, Build::CATEGORY)? {
+        let version = i64::try_from(recorded.stream_version).unwrap_or(i64::MAX);
+        let at = recorded.recorded_at;
+        match row.as_mut() {
+            Some(row) => {
+                apply(row, &mut jobs, &event, at);
+                row.version = version;
+                row.updated_at = at;
+            }
+            None => row = new_row(id, &event, at, version),
+        }
+    }
+    Ok(row.map(|mut row| {
+        count_jobs(&mut row, jobs.values());
+        (row, jobs.into_values().collect())
+    }))
 }
 
 fn apply(row: &mut BuildRow, jobs: &mut BTreeMap<String, JobRow>, event: &BuildEvent, at: DateTime<Utc>) {
@@ -239,7 +273,7 @@ fn apply(row: &mut BuildRow, jobs: &mut BTreeMap<String, JobRow>, event: &BuildE
         BuildEvent::JobStarted { job_id } => set_job(job_id.as_str(), JobStatus::Running, None),
         BuildEvent::JobSucceeded { job_id } => set_job(job_id.as_str(), JobStatus::Succeeded, None),
         BuildEvent::JobFailed { job_id, message } => set_job(job_id.as_str(), JobStatus::Failed, Some(message)),
-        BuildEvent::JobSkipped { job_id, reason } => set_job(job_id.as_str(), JobStatus::Skipped, Some(reason)),
+        BuildEvent::JobSkipped { job_id, message } => set_job(job_id.as_str(), JobStatus::Skipped, Some(message)),
         BuildEvent::JobCanceled { job_id } => set_job(job_id.as_str(), JobStatus::Canceled, None),
         BuildEvent::BuildCancelRequested => row.cancel_requested = true,
         BuildEvent::BuildFinished { outcome, message } => {

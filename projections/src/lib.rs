@@ -7,6 +7,7 @@
 //! the work); when that process dies its connection closes and another process takes over.
 
 mod access;
+mod audit;
 mod builds;
 mod error;
 mod orgs;
@@ -23,7 +24,8 @@ use sqlx::PgConnection;
 use std::sync::Arc;
 
 pub use access::{TokenRow, UserRow};
-pub use builds::{ArtifactRow, BuildRow, BuildsProjection, JobRow, LogArchiveRow};
+pub use audit::AuditProjection;
+pub use builds::{fold_build, ArtifactRow, BuildRow, BuildsProjection, JobRow, LogArchiveRow};
 pub use error::ProjectionError;
 pub use orgs::{OrgRow, OrgsProjection};
 pub use repos::{RepoRow, ReposProjection};
@@ -39,6 +41,11 @@ pub trait Projection: Send + Sync + std::fmt::Debug {
     /// The tables this projection owns; a rebuild empties them.
     fn tables(&self) -> &'static [&'static str];
 
+    /// The stream categories (the part of a stream id before the first `-`) whose events
+    /// [`Projection::apply`] reads, or [`EVERY_CATEGORY`]. The runner moves the checkpoint over
+    /// a batch without any of them without calling `apply`.
+    fn categories(&self) -> &'static [&'static str];
+
     /// Applies a batch of events, in log order, inside the runner's transaction on `conn`.
     ///
     /// Events of streams the projection does not care about must be ignored. An error rolls the
@@ -50,6 +57,18 @@ pub trait Projection: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<(), ProjectionError>>;
 }
 
+/// [`Projection::categories`] of a projection that reads events of every stream.
+pub const EVERY_CATEGORY: &[&str] = &["*"];
+
+/// Whether `projection` reads events of the stream `stream_id`.
+pub(crate) fn reads(projection: &dyn Projection, stream_id: &str) -> bool {
+    let categories = projection.categories();
+    categories == EVERY_CATEGORY
+        || stream_id
+            .split_once('-')
+            .is_some_and(|(category, _)| categories.contains(&category))
+}
+
 /// MonkeyCI's read models.
 pub fn all() -> Vec<Arc<dyn Projection>> {
     vec![
@@ -58,5 +77,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(BuildsProjection),
         Arc::new(TriggersProjection),
         Arc::new(SecretsProjection),
+        Arc::new(AuditProjection),
     ]
 }

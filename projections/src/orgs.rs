@@ -42,6 +42,14 @@ impl Projection for OrgsProjection {
         &["orgs", "users", "api_tokens"]
     }
 
+    fn categories(&self) -> &'static [&'static str] {
+        &[
+            Org::CATEGORY,
+            monkeyci_domain::access::User::CATEGORY,
+            monkeyci_domain::access::ApiToken::CATEGORY,
+        ]
+    }
+
     fn apply<'a>(
         &'a self,
         conn: &'a mut PgConnection,

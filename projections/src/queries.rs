@@ -220,3 +220,53 @@ pub async fn ssh_key(pool: &PgPool, id: Uuid) -> Result<Option<SshKeyRow>, Proje
     let q = sqlx::query_scalar("SELECT to_jsonb(k) FROM ssh_keys k WHERE id = $1").bind(id);
     Ok(rows(pool, "ssh_keys", q).await?.pop())
 }
+
+/// Which of an org's events [`audit_log`] lists; every field that is set narrows the list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only events with this actor in their metadata.
+    pub actor: Option<String>,
+    /// Only events of these types; all types if empty.
+    pub event_types: Vec<String>,
+    /// Only events recorded at or after this time.
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only events recorded before this time.
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Up to `limit` of the org's events after `after`, in log order (the `audit` projection's index
+/// joined to the log).
+pub async fn audit_log(
+    pool: &PgPool,
+    org: Uuid,
+    filter: &AuditFilter,
+    after: monkeyci_eventstore::Cursor,
+    limit: usize,
+) -> Result<Page<monkeyci_eventstore::RecordedEvent>, ProjectionError> {
+    let sql = format!(
+        "SELECT {} FROM audit_entries a JOIN events ON events.position = a.position \
+         WHERE a.org_id = $1 AND (a.tx, a.position) > ($2, $3) \
+           AND ($4::text IS NULL OR events.metadata->>'actor' = $4) \
+           AND (cardinality($5::text[]) = 0 OR events.event_type = ANY($5)) \
+           AND ($6::timestamptz IS NULL OR events.recorded_at >= $6) \
+           AND ($7::timestamptz IS NULL OR events.recorded_at < $7) \
+         ORDER BY a.tx, a.position LIMIT $8",
+        monkeyci_eventstore::EVENT_COLUMNS
+    );
+    let rows = sqlx::query(&sql)
+        .bind(org)
+        .bind(after.tx)
+        .bind(after.position)
+        .bind(filter.actor.as_deref())
+        .bind(&filter.event_types)
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(limit_plus_one(limit))
+        .fetch_all(pool)
+        .await?;
+    let events = rows
+        .iter()
+        .map(monkeyci_eventstore::decode_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::of(events, limit))
+}

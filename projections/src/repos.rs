@@ -51,6 +51,10 @@ impl Projection for ReposProjection {
         &["repos"]
     }
 
+    fn categories(&self) -> &'static [&'static str] {
+        &[Repo::CATEGORY]
+    }
+
     fn apply<'a>(
         &'a self,
         conn: &'a mut PgConnection,

@@ -426,6 +426,11 @@ async fn load_checkpoint(conn: &mut PgConnection, name: &str) -> Result<Cursor, 
 /// Applies one batch and moves the checkpoint from `from` to `to` in one transaction.
 ///
 /// Returns `false`, changing nothing, if the stored checkpoint is no longer `from`.
+///
+/// The transaction commits without waiting for its WAL to reach the disk
+/// (`synchronous_commit = off` for this transaction only): a read model can always be rebuilt
+/// from the log, and the checkpoint commits with the rows, so a crash can only lose both
+/// together, and the batch is then applied again. The appends themselves stay synchronous.
 async fn apply_batch(
     conn: &mut PgConnection,
     projection: &dyn Projection,
@@ -433,11 +438,19 @@ async fn apply_batch(
     to: Cursor,
     events: &[monkeyci_eventstore::RecordedEvent],
 ) -> Result<bool, ProjectionError> {
+    if !events.iter().any(|e| crate::reads(projection, &e.stream_id)) {
+        return move_checkpoint(conn, projection.name(), from, to, events.len()).await;
+    }
     let mut tx = conn.begin().await?;
-    let row = sqlx::query("SELECT tx, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
-        .bind(projection.name())
-        .fetch_one(&mut *tx)
-        .await?;
+    // Locking the checkpoint first orders this batch before or after a rebuild, which locks it
+    // before it empties the tables.
+    let row = sqlx::query(
+        "SELECT tx, position, set_config('synchronous_commit', 'off', true) \
+         FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+    )
+    .bind(projection.name())
+    .fetch_one(&mut *tx)
+    .await?;
     let stored = Cursor {
         tx: row.try_get("tx")?,
         position: row.try_get("position")?,
@@ -446,18 +459,38 @@ async fn apply_batch(
         return Ok(false);
     }
     projection.apply(&mut tx, events).await?;
-    sqlx::query(
+    let moved = move_checkpoint(&mut tx, projection.name(), from, to, events.len()).await?;
+    tx.commit().await?;
+    Ok(moved)
+}
+
+/// Moves the checkpoint of `name` from `from` to `to` over `events` events, in one statement
+/// (its own transaction unless `conn` is in one, committed without waiting for the WAL flush);
+/// `false` if the stored checkpoint is no longer `from`.
+///
+/// A batch without any event the projection reads costs just this statement.
+async fn move_checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+    from: Cursor,
+    to: Cursor,
+    events: usize,
+) -> Result<bool, ProjectionError> {
+    let moved = sqlx::query(
         "UPDATE projection_checkpoints SET tx = $2, position = $3, \
-         events_processed = events_processed + $4, updated_at = now() WHERE name = $1",
+         events_processed = events_processed + $4, updated_at = now() \
+         FROM (SELECT set_config('synchronous_commit', 'off', true)) AS asynchronous \
+         WHERE name = $1 AND tx = $5 AND position = $6",
     )
-    .bind(projection.name())
+    .bind(name)
     .bind(to.tx)
     .bind(to.position)
-    .bind(i64::try_from(events.len()).unwrap_or(i64::MAX))
-    .execute(&mut *tx)
+    .bind(i64::try_from(events).unwrap_or(i64::MAX))
+    .bind(from.tx)
+    .bind(from.position)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
-    Ok(true)
+    Ok(moved.rows_affected() == 1)
 }
 
 /// Empties a projection's tables and moves its checkpoint back to the start of the log, in one

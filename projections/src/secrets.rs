@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use monkeyci_crypto::Sealed;
 use monkeyci_domain::secrets::{LabelFilter, ParamSet, ParamSetEvent, SshKey, SshKeyEvent};
+use monkeyci_domain::Aggregate;
 use monkeyci_eventstore::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -55,6 +56,10 @@ impl Projection for SecretsProjection {
 
     fn tables(&self) -> &'static [&'static str] {
         &["param_sets", "ssh_keys"]
+    }
+
+    fn categories(&self) -> &'static [&'static str] {
+        &[ParamSet::CATEGORY, SshKey::CATEGORY]
     }
 
     fn apply<'a>(

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use monkeyci_crypto::Sealed;
 use monkeyci_domain::triggers::{Schedule, ScheduleEvent, Webhook, WebhookEvent};
+use monkeyci_domain::Aggregate;
 use monkeyci_eventstore::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -52,6 +53,10 @@ impl Projection for TriggersProjection {
 
     fn tables(&self) -> &'static [&'static str] {
         &["webhooks", "schedules"]
+    }
+
+    fn categories(&self) -> &'static [&'static str] {
+        &[Webhook::CATEGORY, Schedule::CATEGORY]
     }
 
     fn apply<'a>(

@@ -1,6 +1,7 @@
 //! The GraphQL schema: queries on the read models, id-returning mutations, and subscriptions
 //! on the live event feed.
 
+mod audit;
 mod mutation;
 mod query;
 pub mod secrets;
@@ -19,7 +20,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 pub use mutation::CoreMutation;
-pub use query::QueryRoot;
+pub use query::CoreQuery;
 pub use subscription::SubscriptionRoot;
 
 use crate::consistency::Consistency;
@@ -27,6 +28,10 @@ use crate::errors::{bad_input, client, internal, Code};
 use crate::fanout::BuildReads;
 use crate::joblogs::JobLogWatch;
 use crate::metrics::Metrics;
+
+/// Every query: reads of the read models, and of the log's history.
+#[derive(async_graphql::MergedObject, Debug, Default)]
+pub struct QueryRoot(CoreQuery, audit::AuditQuery);
 
 /// The schema type served by the API.
 /// Every mutation: the core ones, those of webhooks and schedules, and those of secrets.
@@ -63,7 +68,7 @@ pub struct QueryLimits {
 
 /// Builds the schema with its limits.
 pub fn build(context: ApiContext, limits: QueryLimits) -> AppSchema {
-    Schema::build(QueryRoot, MutationRoot::default(), SubscriptionRoot)
+    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot)
         .data(context)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
@@ -101,6 +106,15 @@ const MAX_PAGE: usize = 100;
 
 /// Validates `first` and `after` of a connection.
 pub(crate) fn page_args(first: Option<i32>, after: Option<&str>) -> Result<(usize, Option<Uuid>), Error> {
+    let limit = page_limit(first)?;
+    let after = after
+        .map(|c| Uuid::parse_str(c).map_err(|_| bad_input(format!("{c:?} is not a cursor of this list"))))
+        .transpose()?;
+    Ok((limit, after))
+}
+
+/// Validates `first` of a connection: the page size.
+pub(crate) fn page_limit(first: Option<i32>) -> Result<usize, Error> {
     let limit = match first {
         None => DEFAULT_PAGE,
         Some(n) if n < 0 => return Err(bad_input("`first` must not be negative")),
@@ -109,8 +123,5 @@ pub(crate) fn page_args(first: Option<i32>, after: Option<&str>) -> Result<(usiz
     if limit > MAX_PAGE {
         return Err(bad_input(format!("`first` must be at most {MAX_PAGE}")));
     }
-    let after = after
-        .map(|c| Uuid::parse_str(c).map_err(|_| bad_input(format!("{c:?} is not a cursor of this list"))))
-        .transpose()?;
-    Ok((limit, after))
+    Ok(limit)
 }

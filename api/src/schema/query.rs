@@ -2,6 +2,7 @@ use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, Result, ID};
 use monkeyci_projections::queries;
 
+use super::audit::AsOf;
 use super::types::{connection, Build, Job, Node, Org, Repo};
 use super::{caller, consistent, page_args, projection_error};
 use crate::auth::{can_read, Grant};
@@ -10,10 +11,10 @@ use crate::ids::{self, Decoded, Kind};
 
 /// Reads. Every query sees the effect of every mutation that returned before it was sent.
 #[derive(Debug, Default)]
-pub struct QueryRoot;
+pub struct CoreQuery;
 
 #[Object]
-impl QueryRoot {
+impl CoreQuery {
     /// Any object by its global id.
     async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
         let api = consistent(ctx).await?;
@@ -30,7 +31,7 @@ impl QueryRoot {
             Decoded::Build(u) => queries::build(pool, u)
                 .await
                 .map_err(projection_error)?
-                .map(|r| (r.org_id, Node::Build(Build(r)))),
+                .map(|r| (r.org_id, Node::Build(Build::new(r)))),
             // Users and tokens are not nodes one can read.
             Decoded::User(_)
             | Decoded::Token(_)
@@ -92,12 +93,16 @@ impl QueryRoot {
         visible(ctx, row.map(|r| (r.org_id, Repo(r)))).await
     }
 
-    /// One build, with its jobs.
-    async fn build(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Build>> {
+    /// One build, with its jobs; with `asOf`, as it was at that moment (folded from its events
+    /// up to then; `null` if it did not exist yet).
+    async fn build(&self, ctx: &Context<'_>, id: ID, as_of: Option<AsOf>) -> Result<Option<Build>> {
         let uuid = ids::decode_as(&id, Kind::Build)?;
+        if let Some(as_of) = as_of {
+            return super::audit::build_as_of(ctx, uuid, as_of).await;
+        }
         let api = consistent(ctx).await?;
         let row = queries::build(&api.pool, uuid).await.map_err(projection_error)?;
-        visible(ctx, row.map(|r| (r.org_id, Build(r)))).await
+        visible(ctx, row.map(|r| (r.org_id, Build::new(r)))).await
     }
 
     /// One job.

@@ -83,7 +83,7 @@ fn build_stream_id(id: Uuid) -> String {
 /// subscribers that need it).
 async fn build_at(api: &ApiContext, id: Uuid, cursor: Cursor) -> Result<Option<Build>> {
     match api.builds.at(&api.pool, &api.consistency, id, cursor).await {
-        Ok(row) => Ok(row.map(Build)),
+        Ok(row) => Ok(row.map(Build::new)),
         Err(BuildReadError::Behind(e)) => Err(client(Code::Unavailable, e.to_string())),
         Err(e) => Err(internal(&e)),
     }
@@ -106,7 +106,7 @@ impl SubscriptionRoot {
         let first = queries::build(&api.pool, id)
             .await
             .map_err(|e| internal(&e))?
-            .map(Build)
+            .map(Build::new)
             .ok_or_else(|| not_found("build"))?;
         require(ctx, first.0.org_id, Role::Viewer, "build").await?;
         let open = Open::new(&api.metrics);

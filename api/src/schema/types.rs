@@ -210,7 +210,7 @@ impl Repo {
         let page = queries::builds_of_repo(&api(ctx).pool, self.0.id, &filter, after_id, limit)
             .await
             .map_err(projection_error)?;
-        Ok(connection(page, after_id.is_some(), |b| b.id, Build))
+        Ok(connection(page, after_id.is_some(), |b| b.id, Build::new))
     }
 
     /// The repo's webhooks: one per git host that sends it pushes.
@@ -248,9 +248,19 @@ pub struct JobCounts {
 
 /// One run of a repo's pipeline.
 #[derive(Debug, Clone)]
-pub struct Build(pub BuildRow);
+pub struct Build(pub BuildRow, Option<Vec<JobRow>>);
 
 impl Build {
+    /// The build as the read model has it now.
+    pub fn new(row: BuildRow) -> Self {
+        Self(row, None)
+    }
+
+    /// The build and its jobs as they were at some moment (not the read model's).
+    pub fn as_of(row: BuildRow, jobs: Vec<JobRow>) -> Self {
+        Self(row, Some(jobs))
+    }
+
     /// The build's status.
     pub fn status(&self) -> BuildStatus {
         BuildStatus::parse(&self.0.status)
@@ -340,9 +350,12 @@ impl Build {
 
     /// The build's jobs, by job id.
     async fn jobs(&self, ctx: &Context<'_>) -> Result<Vec<Job>> {
-        let rows = queries::jobs_of_build(&api(ctx).pool, self.0.id)
-            .await
-            .map_err(projection_error)?;
+        let rows = match &self.1 {
+            Some(jobs) => jobs.clone(),
+            None => queries::jobs_of_build(&api(ctx).pool, self.0.id)
+                .await
+                .map_err(projection_error)?,
+        };
         Ok(rows.into_iter().map(Job).collect())
     }
 
@@ -384,7 +397,7 @@ impl Build {
 async fn linked_build(ctx: &Context<'_>, id: Option<Uuid>) -> Result<Option<Build>> {
     let Some(id) = id else { return Ok(None) };
     let row = queries::build(&api(ctx).pool, id).await.map_err(projection_error)?;
-    Ok(row.map(Build))
+    Ok(row.map(Build::new))
 }
 
 /// Files a job saved for later jobs of its build and for download (a tar.gz).

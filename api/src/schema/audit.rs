@@ -1,0 +1,186 @@
+//! The history of everything: an org's audit log, one stream's history, and a build as it was at
+//! any moment, all read from the event log itself.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, InputObject, Object, OneofObject, Result, ID};
+use chrono::{DateTime, Utc};
+use monkeyci_eventstore::{Cursor, ReadError, RecordedEvent};
+use monkeyci_projections::queries;
+
+use super::subscription::LogEvent;
+use super::types::Build;
+use super::{api, caller, consistent, page_limit, projection_error};
+use monkeyci_domain::access::Role;
+
+use crate::auth::{can_read, require, Grant};
+use crate::errors::{bad_input, internal, not_found};
+use crate::ids::{self, Kind};
+
+/// Which of an org's events to list; every field narrows the list.
+#[derive(InputObject, Debug, Default)]
+pub struct AuditFilter {
+    /// Only events caused by this actor, as events record it (`user:<id>`, `token:<id>`,
+    /// `webhook:<id>`, `schedule:<id>`, `runner:<name>`, `admin`…).
+    pub actor: Option<String>,
+    /// Only events of these types (e.g. `BuildQueued`, `RepoArchived`).
+    pub event_types: Option<Vec<String>>,
+    /// Only events recorded at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Only events recorded before this time.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// A moment in the log: a time, or the cursor of an event (its state includes that event).
+#[derive(OneofObject, Debug, Clone)]
+pub enum AsOf {
+    Time(DateTime<Utc>),
+    Cursor(String),
+}
+
+/// Reads of the log's history.
+#[derive(Debug, Default)]
+pub struct AuditQuery;
+
+#[Object]
+impl AuditQuery {
+    /// Every event of an org, oldest first, with who caused it, when, by which command and in
+    /// which correlation. Owners only. Page with `first` and the `after` cursor of an edge.
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        filter: Option<AuditFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, LogEvent>> {
+        let org = ids::decode_as(&org_id, Kind::Org)?;
+        let limit = page_limit(first)?;
+        let after = after.as_deref().map(parse_cursor).transpose()?;
+        let filter = filter.unwrap_or_default();
+        if let (Some(from), Some(to)) = (filter.from, filter.to) {
+            if from >= to {
+                return Err(bad_input("`from` must be before `to`"));
+            }
+        }
+        if filter
+            .event_types
+            .as_ref()
+            .is_some_and(|t| t.iter().any(String::is_empty))
+        {
+            return Err(bad_input("`eventTypes` must not contain an empty name"));
+        }
+        if filter.actor.as_ref().is_some_and(String::is_empty) {
+            return Err(bad_input("`actor` must not be empty"));
+        }
+        let api = consistent(ctx).await?;
+        require(ctx, org, Role::Owner, "org").await?;
+        let page = queries::audit_log(
+            &api.pool,
+            org,
+            &queries::AuditFilter {
+                actor: filter.actor,
+                event_types: filter.event_types.unwrap_or_default(),
+                from: filter.from,
+                to: filter.to,
+            },
+            after.unwrap_or(Cursor::START),
+            limit,
+        )
+        .await
+        .map_err(projection_error)?;
+        let mut connection = Connection::new(after.is_some(), page.has_more);
+        connection.edges.extend(
+            page.rows
+                .iter()
+                .map(|event| Edge::new(event.cursor.to_string(), LogEvent::from(event))),
+        );
+        Ok(connection)
+    }
+
+    /// The events of one org, repo or build stream (`org-<uuid>`, `repo-<uuid>`,
+    /// `build-<uuid>`), in version order; the edges' cursors are stream versions. Readable by
+    /// anyone who can read the org.
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        stream_id: String,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, LogEvent>> {
+        let limit = page_limit(first)?;
+        let after = after
+            .as_deref()
+            .map(|a| {
+                a.parse::<u64>()
+                    .map_err(|_| bad_input(format!("{a:?} is not a cursor of this list")))
+            })
+            .transpose()?;
+        consistent(ctx).await?;
+        let events = readable_stream(ctx, &stream_id)
+            .await?
+            .ok_or_else(|| not_found("stream"))?;
+        let after_version = after.unwrap_or(0);
+        let mut rows: Vec<&RecordedEvent> = events.iter().filter(|e| e.stream_version > after_version).collect();
+        let has_more = rows.len() > limit;
+        rows.truncate(limit);
+        let mut connection = Connection::new(after.is_some(), has_more);
+        connection.edges.extend(
+            rows.into_iter()
+                .map(|event| Edge::new(event.stream_version.to_string(), LogEvent::from(event))),
+        );
+        Ok(connection)
+    }
+}
+
+/// The events of an org, repo or build stream, if the caller may read them: `None` for an
+/// unknown stream or one of an org the caller cannot read (so ids do not leak).
+async fn readable_stream(ctx: &Context<'_>, stream_id: &str) -> Result<Option<Vec<RecordedEvent>>> {
+    let category = stream_id.split_once('-').map(|(c, _)| c);
+    if !matches!(category, Some("org" | "repo" | "build")) {
+        return Err(bad_input(
+            "`streamId` must be an org, repo or build stream: `org-<uuid>`, `repo-<uuid>` or `build-<uuid>`",
+        ));
+    }
+    let events = match api(ctx).store.read_stream(stream_id, 0).await {
+        Ok(events) => events,
+        Err(ReadError::StreamNotFound(_)) => return Ok(None),
+        Err(error) => return Err(internal(&error)),
+    };
+    let readable = match events.first().and_then(|e| e.metadata.org_id) {
+        _ if caller(ctx).grant == Grant::Admin => true,
+        Some(org) => can_read(ctx, org).await?,
+        None => false,
+    };
+    Ok(readable.then_some(events))
+}
+
+/// The build as it was at `as_of`: its events up to then, folded as the builds projection folds
+/// them; `None` if the build did not exist yet.
+pub(super) async fn build_as_of(ctx: &Context<'_>, id: uuid::Uuid, as_of: AsOf) -> Result<Option<Build>> {
+    let until = match &as_of {
+        AsOf::Cursor(c) => Some(parse_cursor(c)?),
+        AsOf::Time(_) => None,
+    };
+    consistent(ctx).await?;
+    let Some(events) = readable_stream(ctx, &format!("build-{id}")).await? else {
+        return Ok(None);
+    };
+    let upto: Vec<RecordedEvent> = events
+        .into_iter()
+        .filter(|e| match (&as_of, until) {
+            (AsOf::Time(t), _) => e.recorded_at <= *t,
+            (AsOf::Cursor(_), Some(c)) => e.cursor <= c,
+            (AsOf::Cursor(_), None) => false,
+        })
+        .collect();
+    let folded = monkeyci_projections::fold_build(id, &upto).map_err(projection_error)?;
+    Ok(folded.map(|(row, jobs)| Build::as_of(row, jobs)))
+}
+
+fn parse_cursor(raw: &str) -> Result<Cursor> {
+    raw.parse::<Cursor>().map_err(|_| {
+        bad_input(format!(
+            "{raw:?} is not a cursor (`<tx>.<position>`, as events carry them)"
+        ))
+    })
+}
