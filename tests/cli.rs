@@ -118,6 +118,25 @@ async fn server_creates_its_database_serves_graphql_and_stops_on_sigterm(pool: P
         assert_eq!(lag, Some("0"), "{line}");
     }
 
+    // An online rebuild builds the model beside the live one and swaps it in.
+    let rebuilt = monkeyci(
+        &url,
+        &["projections", "rebuild", "orgs", "--online", "--batch-size", "2"],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&rebuilt.stdout);
+    let stderr = String::from_utf8_lossy(&rebuilt.stderr);
+    assert!(rebuilt.status.success(), "{stderr}");
+    assert!(stdout.contains("projection orgs was rebuilt online from"), "{stdout}");
+    assert!(stderr.contains("swapping the new model in"), "{stderr}");
+    let db = PgPool::connect(&url).await.expect("connect");
+    let orgs: Vec<String> = sqlx::query_scalar("SELECT slug FROM orgs")
+        .fetch_all(&db)
+        .await
+        .expect("orgs");
+    assert_eq!(orgs, ["acme"]);
+    db.close().await;
+
     sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
         .execute(&pool)
         .await

@@ -17,6 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tracing_subscriber::EnvFilter;
 
+mod events;
 mod local;
 
 /// A local build ran and did not succeed.
@@ -66,6 +67,13 @@ enum Command {
     Projections {
         #[command(subcommand)]
         command: ProjectionsCommand,
+    },
+    /// Exports the event log as NDJSON, or imports an export into an empty database (backups,
+    /// moves, replays).
+    #[command(long_about = events::EVENTS_ABOUT)]
+    Events {
+        #[command(subcommand)]
+        command: events::EventsCommand,
     },
 }
 
@@ -346,13 +354,32 @@ enum BuildCommand {
 
 #[derive(Debug, Subcommand)]
 enum ProjectionsCommand {
-    /// Shows each projection's checkpoint, events applied and lag.
-    Status,
-    /// Empties a projection's read model and replays the whole log into it. A running server
-    /// does the replay; queries see the model fill up again.
+    /// Shows each projection's checkpoint, the events it applied since it was (re)built, its lag
+    /// (committed events not applied yet) and its rate (events applied per second, measured
+    /// over `--sample-ms`).
+    Status {
+        /// How long to watch the checkpoints to measure each projection's rate, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        sample_ms: u64,
+    },
+    /// Rebuilds a projection's read model from the whole log.
+    ///
+    /// Without `--online`: empties the read model and moves the projection's checkpoint to the
+    /// start; a running server replays the log into it, and queries see the model fill up again.
+    ///
+    /// With `--online`: this command builds the new read model itself, in tables beside the live
+    /// ones (schema `rebuild_<name>`), while servers keep serving and writing; once it has caught
+    /// up it swaps the new tables in, in one short transaction. Queries never see a half-built
+    /// model. Progress goes to stderr. If it is interrupted, the live model is untouched.
     Rebuild {
-        /// The projection: orgs, repos or builds.
+        /// The projection: orgs, repos, builds, triggers, secrets or audit.
         name: String,
+        /// Build beside the live model and swap, instead of emptying it first.
+        #[arg(long)]
+        online: bool,
+        /// Events per transaction of the online replay.
+        #[arg(long, default_value_t = 5000)]
+        batch_size: u32,
     },
 }
 
@@ -394,11 +421,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Server(args) => serve(store, &args).await,
         Command::Runner(args) => run_builds(store, &args).await,
         Command::Build { .. } => Ok(()),
+        Command::Events { command } => events::run(store.pool(), command).await,
         Command::Projections {
-            command: ProjectionsCommand::Status,
-        } => print_status(&store).await,
+            command: ProjectionsCommand::Status { sample_ms },
+        } => print_status(&store, Duration::from_millis(sample_ms)).await,
         Command::Projections {
-            command: ProjectionsCommand::Rebuild { name },
+            command:
+                ProjectionsCommand::Rebuild {
+                    name,
+                    online,
+                    batch_size,
+                },
         } => {
             let projections = monkeyci_projections::all();
             let Some(projection) = projections.iter().find(|p| p.name() == name) else {
@@ -408,11 +441,60 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     names.join(", ")
                 );
             };
+            if online {
+                return rebuild_online(&store, &cli.database_url, projection.as_ref(), batch_size).await;
+            }
             monkeyci_projections::rebuild(&store, projection.as_ref()).await?;
             println!("projection {name} was reset; a running server replays the log into it");
             Ok(())
         }
     }
+}
+
+/// `projections rebuild NAME --online`: builds beside the live model, reporting progress on
+/// stderr at most every 2 s, then swaps.
+async fn rebuild_online(
+    store: &EventStore,
+    url: &str,
+    projection: &dyn monkeyci_projections::Projection,
+    batch_size: u32,
+) -> anyhow::Result<()> {
+    if batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let options: PgConnectOptions = url.parse().with_context(|| format!("invalid database URL {url:?}"))?;
+    let conn = sqlx::PgConnection::connect_with(&options.application_name("monkeyci rebuild"))
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
+    let name = projection.name();
+    let started = std::time::Instant::now();
+    let mut last_report = started;
+    eprintln!("rebuilding {name} beside the live model…");
+    let outcome = monkeyci_projections::rebuild_online(store, conn, projection, batch_size, |p| {
+        if p.swapping {
+            eprintln!("  {} events replayed; swapping the new model in", p.events);
+        } else if last_report.elapsed() >= Duration::from_secs(2) {
+            last_report = std::time::Instant::now();
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!(
+                "  {} of ~{} events ({:.0} events/s)",
+                p.events,
+                p.total,
+                p.events as f64 / seconds.max(0.001)
+            );
+        }
+    })
+    .await
+    .with_context(|| format!("the online rebuild of {name} failed; the live model is unchanged"))?;
+    println!(
+        "projection {name} was rebuilt online from {} events in {:.1} s and swapped in at {} (swap held the \
+         checkpoint for {} ms)",
+        outcome.events,
+        started.elapsed().as_secs_f64(),
+        outcome.checkpoint,
+        outcome.swap_ms
+    );
+    Ok(())
 }
 
 /// Connects to the database, creating and migrating it first.
@@ -569,23 +651,36 @@ async fn shutdown_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn print_status(store: &EventStore) -> anyhow::Result<()> {
-    let statuses = monkeyci_projections::status(store).await?;
-    if statuses.is_empty() {
+async fn print_status(store: &EventStore, sample: Duration) -> anyhow::Result<()> {
+    let before = monkeyci_projections::status(store).await?;
+    if before.is_empty() {
         println!("no projection has run yet: start `monkeyci server`");
         return Ok(());
     }
+    let started = std::time::Instant::now();
+    tokio::time::sleep(sample).await;
+    let statuses = monkeyci_projections::status(store).await?;
+    let seconds = started.elapsed().as_secs_f64();
     println!(
-        "{:<10} {:>22} {:>12} {:>10}  updated",
-        "projection", "checkpoint", "applied", "lag"
+        "{:<10} {:>22} {:>12} {:>10} {:>12}  updated",
+        "projection", "checkpoint", "applied", "lag", "events/s"
     );
     for s in statuses {
+        // A rebuild in between resets the count: no rate then.
+        let rate = before
+            .iter()
+            .find(|b| b.name == s.name && b.events_processed <= s.events_processed)
+            .map_or_else(
+                || "-".to_owned(),
+                |b| format!("{:.0}", (s.events_processed - b.events_processed) as f64 / seconds),
+            );
         println!(
-            "{:<10} {:>22} {:>12} {:>10}  {}",
+            "{:<10} {:>22} {:>12} {:>10} {:>12}  {}",
             s.name,
             s.checkpoint.to_string(),
             s.events_processed,
             s.lag_events,
+            rate,
             s.updated_at.to_rfc3339()
         );
     }

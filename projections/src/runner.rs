@@ -378,20 +378,20 @@ impl Drop for Prefetch {
 /// for every batch. So after full batches (the projection is behind), the tables are analyzed
 /// when the events applied since the start or the last rebuild reach one batch, then two, four…
 /// (a handful of ANALYZEs for a million events).
-struct Statistics {
+pub(crate) struct Statistics {
     applied: u64,
     next: u64,
 }
 
 impl Statistics {
-    fn new(batch_size: u32) -> Self {
+    pub(crate) fn new(batch_size: u32) -> Self {
         Self {
             applied: 0,
             next: u64::from(batch_size.max(1)),
         }
     }
 
-    async fn applied(&mut self, conn: &mut PgConnection, projection: &dyn Projection, events: usize) {
+    pub(crate) async fn applied(&mut self, conn: &mut PgConnection, projection: &dyn Projection, events: usize) {
         self.applied += events as u64;
         if self.applied < self.next {
             return;

@@ -53,6 +53,11 @@ async fn git(dir: &Path, auth: &GitAuth, step: &str, args: &[&str]) -> Result<St
                 known_hosts.display()
             ),
         );
+    } else if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
+        // Without a key ssh uses the runner user's own keys and known hosts, but it must never
+        // ask: started from a terminal, it would wait there for somebody to accept an unknown
+        // host key or type a passphrase, and the build would hang.
+        command.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
     }
     let output = command.output().await.map_err(CheckoutError::Git)?;
     if !output.status.success() {
