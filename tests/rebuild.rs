@@ -142,3 +142,38 @@ async fn an_online_rebuild_swaps_in_a_complete_model_while_writes_and_queries_go
     assert_eq!(left, 0);
     Arc::try_unwrap(app).expect("the tasks have ended").stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_second_online_rebuild_of_the_same_projection_is_refused_while_one_runs(pool: PgPool) {
+    let store = monkeyci_eventstore::EventStore::new(pool.clone());
+    // The first rebuild's connection holds the projection's rebuild lock.
+    let mut first = PgConnection::connect_with(&pool.connect_options())
+        .await
+        .expect("connection");
+    let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('monkeyci.rebuild.builds', 0))")
+        .fetch_one(&mut first)
+        .await
+        .expect("lock");
+    assert!(held);
+    let second = PgConnection::connect_with(&pool.connect_options())
+        .await
+        .expect("connection");
+    let refused = monkeyci_projections::rebuild_online(&store, second, &BuildsProjection, 100, |_| {}).await;
+    assert!(
+        matches!(&refused, Err(monkeyci_projections::ProjectionError::RebuildRunning(name)) if name == "builds"),
+        "{refused:?}"
+    );
+    let schemas: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'rebuild_%'")
+        .fetch_one(&pool)
+        .await
+        .expect("schemas");
+    assert_eq!(schemas, 0, "the refused rebuild made nothing");
+    // Once the first is gone, a rebuild runs.
+    first.close().await.expect("close");
+    let third = PgConnection::connect_with(&pool.connect_options())
+        .await
+        .expect("connection");
+    monkeyci_projections::rebuild_online(&store, third, &BuildsProjection, 100, |_| {})
+        .await
+        .expect("rebuild after the lock is free");
+}

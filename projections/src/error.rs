@@ -23,6 +23,9 @@ pub enum ProjectionError {
         #[source]
         source: serde_json::Error,
     },
+    /// Another online rebuild of this projection holds its rebuild lock.
+    #[error("an online rebuild of {0} is already running")]
+    RebuildRunning(String),
     /// No projection has this name.
     #[error("no projection is named {0:?}")]
     UnknownProjection(String),

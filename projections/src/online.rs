@@ -13,7 +13,8 @@
 //!    only for that transaction.
 //!
 //! A rebuild that fails or is interrupted leaves the live model as it was; its schema is dropped
-//! by the next attempt.
+//! by the next attempt. An advisory lock held by the rebuild's connection keeps a second online
+//! rebuild of the same projection from starting meanwhile.
 
 use std::time::Instant;
 
@@ -57,6 +58,15 @@ pub async fn rebuild_online(
     mut progress: impl FnMut(RebuildProgress),
 ) -> Result<RebuildOutcome, ProjectionError> {
     let name = projection.name();
+    // One online rebuild per projection at a time: a second one would drop the first's copies.
+    // The lock lives as long as this connection.
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(format!("monkeyci.rebuild.{name}"))
+        .fetch_one(&mut conn)
+        .await?;
+    if !locked {
+        return Err(ProjectionError::RebuildRunning(name.to_owned()));
+    }
     let shadow = format!("rebuild_{name}");
     let live: String = sqlx::query_scalar("SELECT current_schema()")
         .fetch_one(&mut conn)
