@@ -311,11 +311,13 @@ pub async fn run_workload(
     Ok(done)
 }
 
-/// The path of the real `monkeyci` binary, built from this workspace on first use.
+/// The directory of the workspace's binaries (`monkeyci`, `terraform-provider-monkeyci`), built
+/// on first use.
 ///
-/// `cargo test` builds only test harnesses for packages without integration tests, so the binary
-/// is built here with the same cargo and target directory as the tests themselves.
-pub fn monkeyci_binary() -> anyhow::Result<std::path::PathBuf> {
+/// `cargo test` builds only test harnesses for packages without integration tests, so the
+/// binaries are built here with the same cargo and target directory as the tests themselves, in
+/// one `cargo build` for both (one set of features, so the second use rebuilds nothing).
+fn built_binaries() -> anyhow::Result<std::path::PathBuf> {
     static BUILT: std::sync::OnceLock<Result<std::path::PathBuf, String>> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
@@ -324,18 +326,30 @@ pub fn monkeyci_binary() -> anyhow::Result<std::path::PathBuf> {
             if dir.ends_with("deps") {
                 dir.pop();
             }
+            let packages = ["monkeyci", "terraform-provider-monkeyci"];
             let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "-p", "monkeyci", "--bin", "monkeyci"])
+                .args(["build", "--quiet", "-p", packages[0], "-p", packages[1]])
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .map_err(|e| format!("running cargo: {e}"))?;
             if !status.success() {
-                return Err(format!("cargo build -p monkeyci failed: {status}"));
+                return Err(format!(
+                    "cargo build -p {} -p {} failed: {status}",
+                    packages[0], packages[1]
+                ));
             }
-            Ok(dir.join("monkeyci"))
+            match packages.iter().find(|p| !dir.join(p).is_file()) {
+                Some(missing) => Err(format!("no {missing} in {}", dir.display())),
+                None => Ok(dir),
+            }
         })
         .clone()
         .map_err(anyhow::Error::msg)
+}
+
+/// The path of the real `monkeyci` binary, built from this workspace on first use.
+pub fn monkeyci_binary() -> anyhow::Result<std::path::PathBuf> {
+    Ok(built_binaries()?.join("monkeyci"))
 }
 
 /// The whole server in this process on a free port: projections plus the HTTP API.
@@ -564,4 +578,10 @@ pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// The directory holding the `terraform-provider-monkeyci` binary, built from this workspace on
+/// first use: what a Terraform `dev_overrides` entry points at.
+pub fn terraform_provider_dir() -> anyhow::Result<std::path::PathBuf> {
+    built_binaries()
 }

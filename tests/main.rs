@@ -16,4 +16,5 @@ mod runner;
 mod scheduler;
 mod secrets;
 mod ssh;
+mod terraform;
 mod triggers;

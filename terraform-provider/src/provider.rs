@@ -1,0 +1,121 @@
+//! The provider: its configuration and the list of resources and data sources.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, Schema};
+use tf_provider::value::{ValueEmpty, ValueString};
+use tf_provider::{map, AttributePath, Diagnostics, DynamicDataSource, DynamicResource, Provider};
+
+use crate::client::{Client, SharedClient};
+use crate::org;
+
+/// The `provider "monkeyci" { ... }` block.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProviderConfig<'a> {
+    #[serde(borrow = "'a")]
+    pub endpoint: ValueString<'a>,
+    #[serde(borrow = "'a")]
+    pub token: ValueString<'a>,
+}
+
+/// Serves `monkeyci_*` resources and data sources.
+#[derive(Debug, Default)]
+pub struct MonkeyCiProvider {
+    client: SharedClient,
+}
+
+/// A string attribute of the provider block.
+fn optional_string(description: &str, sensitive: bool) -> Attribute {
+    Attribute {
+        attr_type: AttributeType::String,
+        description: Description::plain(description),
+        constraint: AttributeConstraint::Optional,
+        sensitive,
+        ..Default::default()
+    }
+}
+
+/// The configured value, else the environment variable `env`; `None` when neither is set.
+fn setting(value: &ValueString<'_>, env: &str) -> Option<String> {
+    value
+        .as_ref_option()
+        .map(|v| v.to_string())
+        .or_else(|| std::env::var(env).ok())
+        .filter(|v| !v.is_empty())
+}
+
+#[async_trait]
+impl Provider for MonkeyCiProvider {
+    type Config<'a> = ProviderConfig<'a>;
+    type MetaState<'a> = ValueEmpty;
+
+    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
+        Some(Schema {
+            version: 1,
+            block: Block {
+                version: 1,
+                description: Description::plain("MonkeyCI, through its GraphQL API."),
+                attributes: map! {
+                    "endpoint" => optional_string(
+                        "Base URL of the MonkeyCI server, e.g. `http://127.0.0.1:8080`. Defaults to the environment variable MONKEYCI_ENDPOINT.",
+                        false,
+                    ),
+                    "token" => optional_string(
+                        "API token sent as `Authorization: Bearer`. Defaults to the environment variable MONKEYCI_TOKEN.",
+                        true,
+                    ),
+                },
+                ..Default::default()
+            },
+        })
+    }
+
+    async fn configure<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        _terraform_version: String,
+        config: Self::Config<'a>,
+    ) -> Option<()> {
+        let endpoint = setting(&config.endpoint, "MONKEYCI_ENDPOINT");
+        let token = setting(&config.token, "MONKEYCI_TOKEN");
+        if endpoint.is_none() {
+            diags.error(
+                "No MonkeyCI endpoint",
+                "Set `endpoint` in the provider block or the environment variable MONKEYCI_ENDPOINT, e.g. http://127.0.0.1:8080.",
+                AttributePath::new("endpoint"),
+            );
+        }
+        if token.is_none() {
+            diags.error(
+                "No MonkeyCI token",
+                "Set `token` in the provider block or the environment variable MONKEYCI_TOKEN.",
+                AttributePath::new("token"),
+            );
+        }
+        let (endpoint, token) = (endpoint?, token?);
+        match Client::new(&endpoint, &token) {
+            Ok(client) => {
+                self.client.set(client);
+                Some(())
+            }
+            Err(e) => {
+                diags.root_error("Cannot create the HTTP client", e.to_string());
+                None
+            }
+        }
+    }
+
+    fn get_resources(&self, _diags: &mut Diagnostics) -> Option<HashMap<String, Box<dyn DynamicResource>>> {
+        Some(map! {
+            "org" => org::OrgResource::new(self.client.clone()),
+        })
+    }
+
+    fn get_data_sources(&self, _diags: &mut Diagnostics) -> Option<HashMap<String, Box<dyn DynamicDataSource>>> {
+        Some(map! {
+            "org" => org::OrgDataSource::new(self.client.clone()),
+        })
+    }
+}
