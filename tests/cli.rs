@@ -1,12 +1,10 @@
 //! The real `monkeyci` binary: creates and migrates its database, runs the projections, stops
 //! cleanly on SIGTERM, and explains bad input.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use monkeyci_tests::monkeyci_binary;
+use monkeyci_tests::{monkeyci_binary, ServerProcess};
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 /// A database URL on the test server for a database that does not exist yet.
@@ -41,28 +39,13 @@ async fn server_creates_its_database_serves_graphql_and_stops_on_sigterm(pool: P
         "{}",
         String::from_utf8_lossy(&migrated.stderr)
     );
-    let data = tempfile::tempdir().expect("data dir");
-    let mut server = Command::new(monkeyci_binary().expect("binary"))
-        .args(["server", "--lease-retry-ms", "100", "--listen", "127.0.0.1:0"])
-        .env("MONKEYCI_DATABASE_URL", &url)
-        .env("MONKEYCI_DATA_DIR", data.path())
-        .env("MONKEYCI_ADMIN_TOKEN", "an-admin-token-for-the-test")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn server");
-    let mut stdout = BufReader::new(server.stdout.take().expect("stdout")).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+    let ServerProcess {
+        child: mut server,
+        base,
+        ..
+    } = ServerProcess::spawn(&url, "an-admin-token-for-the-test")
         .await
-        .expect("the server says where it listens within 30 s")
-        .expect("read")
-        .expect("a line");
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://") && !w.contains("/graphql"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+        .expect("server");
 
     let http = reqwest::Client::new();
     let graphql = |query: &'static str| {

@@ -347,6 +347,54 @@ fn built_binaries() -> anyhow::Result<std::path::PathBuf> {
         .map_err(anyhow::Error::msg)
 }
 
+/// A real `monkeyci server` child process on a free port of 127.0.0.1, killed when dropped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    /// `http://127.0.0.1:<port>`, as the server announced it.
+    pub base: String,
+    /// The rest of the server's stdout, kept open so that its later lines do not fail.
+    _stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    _data: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Starts `monkeyci server` on the database at `url` with the admin token `admin` and a data
+    /// directory of its own, and waits (up to 30 s) for the line that says where it listens.
+    pub async fn spawn(url: &str, admin: &str) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let data = tempfile::tempdir()?;
+        let mut child = tokio::process::Command::new(monkeyci_binary()?)
+            .args(["server", "--lease-retry-ms", "100", "--listen", "127.0.0.1:0"])
+            .env("MONKEYCI_DATABASE_URL", url)
+            .env("MONKEYCI_DATA_DIR", data.path())
+            .env("MONKEYCI_ADMIN_TOKEN", admin)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await?? else {
+            bail!("the server ended before saying where it listens");
+        };
+        Ok(Self {
+            child,
+            base: listen_address(&line),
+            _stdout: lines,
+            _data: data,
+        })
+    }
+}
+
+/// The base URL in the line `monkeyci server` prints first (`… http://127.0.0.1:<port> …`).
+pub fn listen_address(line: &str) -> String {
+    line.split_whitespace()
+        .find(|w| w.starts_with("http://") && !w.contains("/graphql"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned()
+}
+
 /// The path of the real `monkeyci` binary, built from this workspace on first use.
 pub fn monkeyci_binary() -> anyhow::Result<std::path::PathBuf> {
     Ok(built_binaries()?.join("monkeyci"))

@@ -223,11 +223,7 @@ impl Server {
                 output.lock().expect("output")
             ),
         };
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://") && !w.contains("/graphql"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
+        let base = monkeyci_tests::listen_address(&line);
         Self {
             child,
             base,

@@ -4,24 +4,21 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
-use monkeyci_tests::{monkeyci_binary, terraform_provider_dir};
+use monkeyci_tests::{monkeyci_binary, terraform_provider_dir, ServerProcess};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const ADMIN_TOKEN: &str = "an-admin-token-for-terraform";
 
 /// A `monkeyci server` on its own database, and a Terraform working directory using the
 /// provider built from this workspace.
 struct Setup {
-    _server: Child,
+    server: ServerProcess,
     base: String,
     http: reqwest::Client,
     dir: tempfile::TempDir,
-    _data: tempfile::TempDir,
     pool: PgPool,
     database: String,
 }
@@ -47,28 +44,8 @@ impl Setup {
             "{}",
             String::from_utf8_lossy(&migrated.stderr)
         );
-        let data = tempfile::tempdir().expect("data dir");
-        let mut server = Command::new(monkeyci_binary().expect("binary"))
-            .args(["server", "--lease-retry-ms", "100", "--listen", "127.0.0.1:0"])
-            .env("MONKEYCI_DATABASE_URL", &url)
-            .env("MONKEYCI_DATA_DIR", data.path())
-            .env("MONKEYCI_ADMIN_TOKEN", ADMIN_TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn server");
-        let mut stdout = BufReader::new(server.stdout.take().expect("stdout")).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
-            .await
-            .expect("the server says where it listens within 30 s")
-            .expect("read")
-            .expect("a line");
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://") && !w.contains("/graphql"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
+        let server = ServerProcess::spawn(&url, ADMIN_TOKEN).await.expect("server");
+        let base = server.base.clone();
 
         let dir = tempfile::tempdir().expect("terraform dir");
         let provider = terraform_provider_dir().expect("provider");
@@ -81,11 +58,10 @@ impl Setup {
         )
         .expect("write terraform.rc");
         Self {
-            _server: server,
+            server,
             base,
             http: reqwest::Client::new(),
             dir,
-            _data: data,
             pool,
             database,
         }
@@ -207,12 +183,12 @@ impl Setup {
 
     async fn stop(self) {
         let Self {
-            _server: mut server,
+            mut server,
             pool,
             database,
             ..
         } = self;
-        server.kill().await.expect("kill server");
+        server.child.kill().await.expect("kill server");
         sqlx::query(&format!("DROP DATABASE \"{database}\" WITH (FORCE)"))
             .execute(&pool)
             .await

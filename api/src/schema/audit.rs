@@ -157,22 +157,19 @@ async fn readable_stream(ctx: &Context<'_>, stream_id: &str) -> Result<Option<Ve
 /// The build as it was at `as_of`: its events up to then, folded as the builds projection folds
 /// them; `None` if the build did not exist yet.
 pub(super) async fn build_as_of(ctx: &Context<'_>, id: uuid::Uuid, as_of: AsOf) -> Result<Option<Build>> {
-    let until = match &as_of {
-        AsOf::Cursor(c) => Some(parse_cursor(c)?),
-        AsOf::Time(_) => None,
+    // The cursor is checked before anything is read.
+    let included: Box<dyn Fn(&RecordedEvent) -> bool + Send> = match as_of {
+        AsOf::Time(time) => Box::new(move |e| e.recorded_at <= time),
+        AsOf::Cursor(cursor) => {
+            let cursor = parse_cursor(&cursor)?;
+            Box::new(move |e| e.cursor <= cursor)
+        }
     };
     consistent(ctx).await?;
     let Some(events) = readable_stream(ctx, &format!("build-{id}")).await? else {
         return Ok(None);
     };
-    let upto: Vec<RecordedEvent> = events
-        .into_iter()
-        .filter(|e| match (&as_of, until) {
-            (AsOf::Time(t), _) => e.recorded_at <= *t,
-            (AsOf::Cursor(_), Some(c)) => e.cursor <= c,
-            (AsOf::Cursor(_), None) => false,
-        })
-        .collect();
+    let upto: Vec<RecordedEvent> = events.into_iter().filter(|e| included(e)).collect();
     let folded = monkeyci_projections::fold_build(id, &upto).map_err(projection_error)?;
     Ok(folded.map(|(row, jobs)| Build::as_of(row, jobs)))
 }
