@@ -517,3 +517,274 @@ async fn the_authorisation_matrix_holds_for_every_role_and_operation(pool: PgPoo
     .expect("count");
     assert_eq!(by_outsider, 0);
 }
+
+/// Every kind of node `node(id)` resolves besides orgs, repos, builds and jobs, with the id of
+/// its parent.
+const NODE: &str = "query($id: ID!) { node(id: $id) { id
+    ... on Webhook { host repo { id } }
+    ... on Schedule { cron repo { id } }
+    ... on ParamSet { name parameterNames org { id } }
+    ... on SshKey { description publicKey org { id } }
+    ... on ApiToken { name kind role revoked expiresAt createdAt org { id } }
+} }";
+
+/// `node(id)` as `token`; panics on any error.
+async fn node(app: &TestApp, token: &str, id: &str) -> Value {
+    let (status, body) = gql(app, Some(token), NODE, json!({ "id": id })).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["errors"].is_null(), "node({id}): {body}");
+    body["data"]["node"].clone()
+}
+
+/// `createApiToken`; returns (id, token).
+async fn token_with_id(app: &TestApp, as_token: &str, input: Value) -> (String, String) {
+    let (_, body) = gql(
+        app,
+        Some(as_token),
+        "mutation($input: CreateApiTokenInput!) { createApiToken(input: $input) { id token } }",
+        json!({ "input": input }),
+    )
+    .await;
+    let created = &body["data"]["createApiToken"];
+    match (created["id"].as_str(), created["token"].as_str()) {
+        (Some(id), Some(token)) => (id.to_owned(), token.to_owned()),
+        _ => panic!("createApiToken: {body}"),
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn webhooks_schedules_param_sets_and_ssh_keys_are_nodes_with_their_parents(pool: PgPool) {
+    use crate::secrets::{PRIVATE_KEY, PUBLIC_KEY};
+
+    let app = app(pool.clone()).await;
+    let TwoOrgs {
+        ada_token,
+        vic_token,
+        org_a,
+        org_b,
+    } = two_orgs(&app).await;
+    let repo = repo_in(&app, &ada_token, &org_a, "app").await;
+    let (_, body) = gql(
+        &app,
+        Some(&ada_token),
+        "mutation($input: CreateWebhookInput!) { createWebhook(input: $input) { webhookId } }",
+        json!({ "input": { "repoId": repo, "host": "GITHUB" } }),
+    )
+    .await;
+    let webhook = body["data"]["createWebhook"]["webhookId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("createWebhook: {body}"))
+        .to_owned();
+    let schedule = id(
+        &app,
+        &ada_token,
+        "createSchedule",
+        "CreateScheduleInput",
+        json!({ "repoId": repo, "cron": "@daily" }),
+    )
+    .await;
+    let param_set = id(
+        &app,
+        &ada_token,
+        "createParamSet",
+        "CreateParamSetInput",
+        json!({ "orgId": org_a, "name": "deploy", "parameters": [{ "name": "API_KEY", "value": "v4lue-of-the-key" }] }),
+    )
+    .await;
+    let ssh_key = id(
+        &app,
+        &ada_token,
+        "addSshKey",
+        "AddSshKeyInput",
+        json!({ "orgId": org_a, "description": "deploy key", "privateKey": PRIVATE_KEY, "publicKey": PUBLIC_KEY }),
+    )
+    .await;
+    let outsider = token(&app, ADMIN, json!({ "name": "b", "orgId": org_b, "role": "owner" })).await;
+
+    // The owner, a viewer and the admin read each of them, with its parent; values never show.
+    for caller in [&ada_token, &vic_token, &ADMIN.to_owned()] {
+        assert_eq!(
+            node(&app, caller, &webhook).await,
+            json!({ "id": webhook, "host": "GITHUB", "repo": { "id": repo } })
+        );
+        assert_eq!(
+            node(&app, caller, &schedule).await,
+            json!({ "id": schedule, "cron": "@daily", "repo": { "id": repo } })
+        );
+        assert_eq!(
+            node(&app, caller, &param_set).await,
+            json!({ "id": param_set, "name": "deploy", "parameterNames": ["API_KEY"], "org": { "id": org_a } })
+        );
+        assert_eq!(
+            node(&app, caller, &ssh_key).await,
+            json!({ "id": ssh_key, "description": "deploy key", "publicKey": PUBLIC_KEY, "org": { "id": org_a } })
+        );
+    }
+    // The repo's parent chain answers `terraform import`: webhook → repo → org.
+    let (_, body) = gql(
+        &app,
+        Some(&vic_token),
+        "query($id: ID!) { node(id: $id) { ... on Webhook { repo { id org { id } } } } }",
+        json!({ "id": webhook }),
+    )
+    .await;
+    assert_eq!(body["data"]["node"]["repo"]["org"]["id"], json!(org_a), "{body}");
+
+    // Another org's owner finds none of them.
+    for id in [&webhook, &schedule, &param_set, &ssh_key] {
+        assert_eq!(node(&app, &outsider, id).await, Value::Null, "{id}");
+    }
+
+    // Deleted: `null`, as if they never existed, for everyone.
+    id(
+        &app,
+        &ada_token,
+        "deleteWebhook",
+        "DeleteInput",
+        json!({ "id": webhook }),
+    )
+    .await;
+    id(
+        &app,
+        &ada_token,
+        "deleteSchedule",
+        "DeleteInput",
+        json!({ "id": schedule }),
+    )
+    .await;
+    id(
+        &app,
+        &ada_token,
+        "deleteParamSet",
+        "DeleteInput",
+        json!({ "id": param_set }),
+    )
+    .await;
+    id(
+        &app,
+        &ada_token,
+        "deleteSshKey",
+        "DeleteInput",
+        json!({ "id": ssh_key }),
+    )
+    .await;
+    for caller in [&ada_token, &ADMIN.to_owned()] {
+        for id in [&webhook, &schedule, &param_set, &ssh_key] {
+            assert_eq!(node(&app, caller, id).await, Value::Null, "deleted {id}");
+        }
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn api_tokens_are_nodes_only_for_their_org_owners_or_user_and_owners_list_them(pool: PgPool) {
+    let app = app(pool.clone()).await;
+    let TwoOrgs {
+        ada_token,
+        vic_token,
+        org_a,
+        org_b,
+    } = two_orgs(&app).await;
+    let (ci, ci_token) = token_with_id(
+        &app,
+        &ada_token,
+        json!({ "name": "terraform", "orgId": org_a, "role": "member" }),
+    )
+    .await;
+    let (bot, _) = token_with_id(
+        &app,
+        &ada_token,
+        json!({ "name": "bot", "orgId": org_a, "role": "viewer" }),
+    )
+    .await;
+    let (vic_own, _) = token_with_id(&app, &vic_token, json!({ "name": "vic's laptop" })).await;
+    let outsider = token(&app, ADMIN, json!({ "name": "b", "orgId": org_b, "role": "owner" })).await;
+
+    // The owner and the admin read an org token, with its org; never its secret or hash.
+    for caller in [&ada_token, &ADMIN.to_owned()] {
+        let found = node(&app, caller, &ci).await;
+        assert_eq!(found["id"], json!(ci), "{found}");
+        assert_eq!(found["name"], "terraform", "{found}");
+        assert_eq!(found["kind"], "org", "{found}");
+        assert_eq!(found["role"], "member", "{found}");
+        assert_eq!(found["revoked"], false, "{found}");
+        assert_eq!(found["org"]["id"], json!(org_a), "{found}");
+        assert!(
+            found["expiresAt"].is_string() && found["createdAt"].is_string(),
+            "{found}"
+        );
+    }
+    let (_, body) = gql(
+        &app,
+        Some(ADMIN),
+        "{ __type(name: \"ApiToken\") { fields { name } } }",
+        json!({}),
+    )
+    .await;
+    let fields: Vec<&str> = body["data"]["__type"]["fields"]
+        .as_array()
+        .unwrap_or_else(|| panic!("introspection: {body}"))
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        ["id", "name", "kind", "role", "org", "expiresAt", "revoked", "createdAt"],
+        "{body}"
+    );
+
+    // Not an owner of its org (a viewer, the member token itself, another org's owner): `null`,
+    // exactly like a token that does not exist.
+    for caller in [&vic_token, &ci_token, &outsider] {
+        assert_eq!(node(&app, caller, &ci).await, Value::Null);
+    }
+    let unknown = monkeyci_api::ids::encode(monkeyci_api::ids::Kind::Token, uuid::Uuid::now_v7());
+    assert_eq!(node(&app, &ada_token, unknown.as_str()).await, Value::Null);
+
+    // A user token: its user and the admin see it; the owner of the user's org does not.
+    let own = node(&app, &vic_token, &vic_own).await;
+    assert_eq!(
+        (&own["kind"], &own["role"], &own["org"]),
+        (&json!("user"), &Value::Null, &Value::Null),
+        "{own}"
+    );
+    assert_eq!(node(&app, ADMIN, &vic_own).await["name"], "vic's laptop");
+    assert_eq!(node(&app, &ada_token, &vic_own).await, Value::Null);
+
+    // Owners list the org's tokens, oldest first; members and viewers are refused.
+    let list = "query($id: ID!) { org(id: $id) { apiTokens { id name role } } }";
+    let (_, body) = gql(&app, Some(&ada_token), list, json!({ "id": org_a })).await;
+    assert_eq!(
+        body["data"]["org"]["apiTokens"],
+        json!([
+            { "id": ci, "name": "terraform", "role": "member" },
+            { "id": bot, "name": "bot", "role": "viewer" },
+        ]),
+        "{body}"
+    );
+    for caller in [&ci_token, &vic_token] {
+        let (_, body) = gql(&app, Some(caller), list, json!({ "id": org_a })).await;
+        assert_eq!(code(&body), Some("FORBIDDEN"), "{body}");
+    }
+
+    // Revoked: no longer listed, still a node, with `revoked: true`.
+    id(
+        &app,
+        &ada_token,
+        "revokeApiToken",
+        "RevokeApiTokenInput",
+        json!({ "id": bot }),
+    )
+    .await;
+    let (_, body) = gql(&app, Some(&ada_token), list, json!({ "id": org_a })).await;
+    assert_eq!(
+        body["data"]["org"]["apiTokens"],
+        json!([{ "id": ci, "name": "terraform", "role": "member" }]),
+        "{body}"
+    );
+    let revoked = node(&app, &ada_token, &bot).await;
+    assert_eq!(
+        (&revoked["id"], &revoked["revoked"]),
+        (&json!(bot), &json!(true)),
+        "{revoked}"
+    );
+}

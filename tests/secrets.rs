@@ -15,8 +15,9 @@ use crate::access::{app, code, id, keys, token, ADMIN};
 use crate::builds::{repo_with, settings_with};
 
 const PASSWORD: &str = "s3cr3t-Pa55w0rd-4711";
-const PRIVATE_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDUJxbXc6lLbkxLKVmbzN3W3C1CQqQ4T8qZVv1Y2XkOqAAAAJhcF3xTXBd8\n-----END OPENSSH PRIVATE KEY-----\n";
-const PUBLIC_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINQnFtdzqUtuTEspWZvM3dbcLUJCpDhPyplW/VjZeQ6o ci@acme";
+pub(crate) const PRIVATE_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDUJxbXc6lLbkxLKVmbzN3W3C1CQqQ4T8qZVv1Y2XkOqAAAAJhcF3xTXBd8\n-----END OPENSSH PRIVATE KEY-----\n";
+pub(crate) const PUBLIC_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINQnFtdzqUtuTEspWZvM3dbcLUJCpDhPyplW/VjZeQ6o ci@acme";
 
 async fn big_pool(options: PgConnectOptions) -> PgPool {
     PgPoolOptions::new()

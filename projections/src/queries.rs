@@ -7,6 +7,7 @@ use sqlx::query::QueryScalar;
 use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
+use crate::access::TokenRow;
 use crate::builds::{BuildRow, JobRow};
 use crate::error::ProjectionError;
 use crate::orgs::OrgRow;
@@ -182,6 +183,12 @@ pub async fn webhooks_of_repo(pool: &PgPool, repo_id: Uuid) -> Result<Vec<Webhoo
     rows(pool, "webhooks", q).await
 }
 
+/// One schedule, deleted or not.
+pub async fn schedule(pool: &PgPool, id: Uuid) -> Result<Option<ScheduleRow>, ProjectionError> {
+    let q = sqlx::query_scalar("SELECT to_jsonb(s) FROM schedules s WHERE id = $1").bind(id);
+    Ok(rows(pool, "schedules", q).await?.pop())
+}
+
 /// A repo's schedules that were not deleted, oldest first.
 pub async fn schedules_of_repo(pool: &PgPool, repo_id: Uuid) -> Result<Vec<ScheduleRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(s) FROM schedules s WHERE repo_id = $1 AND NOT deleted ORDER BY id")
@@ -219,6 +226,22 @@ pub async fn ssh_keys_of_org(pool: &PgPool, org_id: Uuid) -> Result<Vec<SshKeyRo
 pub async fn ssh_key(pool: &PgPool, id: Uuid) -> Result<Option<SshKeyRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(k) FROM ssh_keys k WHERE id = $1").bind(id);
     Ok(rows(pool, "ssh_keys", q).await?.pop())
+}
+
+/// One API token, revoked or not (its row holds the hash of the secret: never show it).
+pub async fn api_token(pool: &PgPool, id: Uuid) -> Result<Option<TokenRow>, ProjectionError> {
+    let q = sqlx::query_scalar("SELECT to_jsonb(t) FROM api_tokens t WHERE id = $1").bind(id);
+    Ok(rows(pool, "api_tokens", q).await?.pop())
+}
+
+/// An org's org tokens that are not revoked (expired ones included), oldest first.
+pub async fn org_tokens(pool: &PgPool, org_id: Uuid) -> Result<Vec<TokenRow>, ProjectionError> {
+    let q = sqlx::query_scalar(
+        "SELECT to_jsonb(t) FROM api_tokens t WHERE kind = 'org' AND org_id = $1 AND NOT revoked \
+         ORDER BY created_at, id",
+    )
+    .bind(org_id);
+    rows(pool, "api_tokens", q).await
 }
 
 /// Which of an org's events [`audit_log`] lists; every field that is set narrows the list.

@@ -1,11 +1,14 @@
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, Result, ID};
+use monkeyci_domain::access::Role;
 use monkeyci_projections::queries;
 
 use super::audit::AsOf;
-use super::types::{connection, Build, Job, Node, Org, Repo};
+use super::secrets::{ParamSet, SshKey};
+use super::triggers::{Schedule, Webhook};
+use super::types::{connection, ApiToken, Build, Job, Node, Org, Repo};
 use super::{caller, consistent, page_args, projection_error};
-use crate::auth::{can_read, Grant};
+use crate::auth::{can_read, role_in, Grant};
 use crate::errors::bad_input;
 use crate::ids::{self, Decoded, Kind};
 
@@ -15,7 +18,10 @@ pub struct CoreQuery;
 
 #[Object]
 impl CoreQuery {
-    /// Any object by its global id.
+    /// Any object by its global id: an org, repo, build, job, webhook, schedule, parameter set or
+    /// ssh key (any role in its org reads it), or an API token (the admin, the owners of an org
+    /// token's org, or a user token's own user). `null` if it does not exist, was deleted, or the
+    /// caller may not read it.
     async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
         let api = consistent(ctx).await?;
         let pool = &api.pool;
@@ -32,13 +38,30 @@ impl CoreQuery {
                 .await
                 .map_err(projection_error)?
                 .map(|r| (r.org_id, Node::Build(Build::new(r)))),
-            // Users and tokens are not nodes one can read.
-            Decoded::User(_)
-            | Decoded::Token(_)
-            | Decoded::Webhook(_)
-            | Decoded::Schedule(_)
-            | Decoded::ParamSet(_)
-            | Decoded::SshKey(_) => None,
+            Decoded::Webhook(u) => queries::webhook(pool, u)
+                .await
+                .map_err(projection_error)?
+                .filter(|w| !w.deleted)
+                .map(|w| (w.org_id, Node::Webhook(Webhook(w)))),
+            Decoded::Schedule(u) => queries::schedule(pool, u)
+                .await
+                .map_err(projection_error)?
+                .filter(|s| !s.deleted)
+                .map(|s| (s.org_id, Node::Schedule(Schedule(s)))),
+            Decoded::ParamSet(u) => queries::param_set(pool, u)
+                .await
+                .map_err(projection_error)?
+                .filter(|p| !p.deleted)
+                .map(|p| (p.org_id, Node::ParamSet(ParamSet(p)))),
+            Decoded::SshKey(u) => queries::ssh_key(pool, u)
+                .await
+                .map_err(projection_error)?
+                .filter(|k| !k.deleted)
+                .map(|k| (k.org_id, Node::SshKey(SshKey(k)))),
+            // Tokens are not visible to everyone in their org: see `token_node`.
+            Decoded::Token(u) => return token_node(ctx, u).await,
+            // Users are not nodes one can read.
+            Decoded::User(_) => None,
             Decoded::Job(b, j) => match build_org(ctx, b).await? {
                 Some(org) => queries::job(pool, b, &j)
                     .await
@@ -123,6 +146,25 @@ async fn visible<T>(ctx: &Context<'_>, found: Option<(uuid::Uuid, T)>) -> Result
         Some((org, value)) if can_read(ctx, org).await? => Ok(Some(value)),
         _ => Ok(None),
     }
+}
+
+/// An API token, revoked or not, for the admin, the owners of an org token's org and the user of
+/// a user token; `None` (as if it did not exist) for everyone else.
+async fn token_node(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Option<Node>> {
+    let api = super::api(ctx);
+    let Some(row) = queries::api_token(&api.pool, id).await.map_err(projection_error)? else {
+        return Ok(None);
+    };
+    let who = caller(ctx);
+    let allowed = match (&who.grant, row.kind.as_str(), row.org_id, row.user_id) {
+        (Grant::Admin, _, _, _) => true,
+        (_, "org", Some(org), _) => role_in(api, &who, org)
+            .await?
+            .is_some_and(|role| role.allows(Role::Owner)),
+        (Grant::User(me), "user", _, Some(user)) => *me == user,
+        _ => false,
+    };
+    Ok(allowed.then_some(Node::ApiToken(ApiToken(row))))
 }
 
 /// The org of a build, if the build exists.

@@ -15,6 +15,7 @@ use monkeyci_projections::{queries, ParamSetRow, SshKeyRow};
 
 use super::mutation::{allow, context, finish, PairInput, Target};
 use super::triggers::DeleteInput;
+use super::types::Org;
 use super::{api, consistent, projection_error};
 use crate::errors;
 use crate::ids::{self, Kind};
@@ -53,7 +54,8 @@ pub struct ParamSet(pub ParamSetRow);
 
 #[Object]
 impl ParamSet {
-    async fn id(&self) -> ID {
+    /// The global id.
+    pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::ParamSet, self.0.id)
     }
     async fn name(&self) -> &str {
@@ -70,6 +72,10 @@ impl ParamSet {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
+    /// The org that owns the parameter set.
+    async fn org(&self, ctx: &Context<'_>) -> Result<Option<Org>> {
+        org_row(ctx, self.0.org_id).await
+    }
 }
 
 /// An ssh key used to check out the code of the repos it applies to.
@@ -78,7 +84,8 @@ pub struct SshKey(pub SshKeyRow);
 
 #[Object]
 impl SshKey {
-    async fn id(&self) -> ID {
+    /// The global id.
+    pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::SshKey, self.0.id)
     }
     async fn description(&self) -> &str {
@@ -94,6 +101,16 @@ impl SshKey {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// The org that owns the ssh key.
+    async fn org(&self, ctx: &Context<'_>) -> Result<Option<Org>> {
+        org_row(ctx, self.0.org_id).await
+    }
+}
+
+/// The org of a parameter set or ssh key, unless deleted.
+async fn org_row(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Option<Org>> {
+    let row = queries::org(&api(ctx).pool, id).await.map_err(projection_error)?;
+    Ok(row.map(Org))
 }
 
 /// An org's parameter sets and ssh keys (fields of `Org`).

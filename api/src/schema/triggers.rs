@@ -14,6 +14,7 @@ use monkeyci_domain::{RepoId, ScheduleId, WebhookId};
 use monkeyci_projections::{queries, ScheduleRow, WebhookRow};
 
 use super::mutation::{allow, context, finish, Target};
+use super::types::Repo;
 use super::{api, consistent, projection_error};
 use crate::errors::{self, Code};
 use crate::ids::{self, Kind};
@@ -57,7 +58,8 @@ pub struct Webhook(pub WebhookRow);
 
 #[Object]
 impl Webhook {
-    async fn id(&self) -> ID {
+    /// The global id.
+    pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::Webhook, self.0.id)
     }
     /// The host that sends the deliveries.
@@ -76,6 +78,10 @@ impl Webhook {
     async fn rotated_at(&self) -> Option<DateTime<Utc>> {
         self.0.rotated_at
     }
+    /// The repo whose builds the webhook triggers.
+    async fn repo(&self, ctx: &Context<'_>) -> Result<Option<Repo>> {
+        repo_row(ctx, self.0.repo_id).await
+    }
 }
 
 /// A repo's cron schedule.
@@ -84,7 +90,8 @@ pub struct Schedule(pub ScheduleRow);
 
 #[Object]
 impl Schedule {
-    async fn id(&self) -> ID {
+    /// The global id.
+    pub(crate) async fn id(&self) -> ID {
         ids::encode(Kind::Schedule, self.0.id)
     }
     /// Five fields in UTC (minute hour day-of-month month day-of-week), or a macro like `@daily`.
@@ -98,6 +105,16 @@ impl Schedule {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// The repo whose main branch the schedule builds.
+    async fn repo(&self, ctx: &Context<'_>) -> Result<Option<Repo>> {
+        repo_row(ctx, self.0.repo_id).await
+    }
+}
+
+/// The repo of a webhook or schedule (archived or not).
+async fn repo_row(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Option<Repo>> {
+    let row = queries::repo(&api(ctx).pool, id).await.map_err(projection_error)?;
+    Ok(row.map(Repo))
 }
 
 /// A repo's webhooks and schedules (fields of `Repo`).

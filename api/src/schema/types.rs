@@ -3,11 +3,15 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, Interface, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use monkeyci_domain::access::Role;
 use monkeyci_projections::queries::{self, BuildFilter, Page};
-use monkeyci_projections::{BuildRow, JobRow, OrgRow, RepoRow};
+use monkeyci_projections::{BuildRow, JobRow, OrgRow, RepoRow, TokenRow};
 use uuid::Uuid;
 
+use super::secrets::{ParamSet, SshKey};
+use super::triggers::{Schedule, Webhook};
 use super::{api, page_args, projection_error};
+use crate::auth::require;
 use crate::ids::{self, Kind};
 
 /// An object with a global id (Relay).
@@ -20,6 +24,11 @@ pub enum Node {
     Repo(Repo),
     Build(Build),
     Job(Job),
+    Webhook(Webhook),
+    Schedule(Schedule),
+    ParamSet(ParamSet),
+    SshKey(SshKey),
+    ApiToken(ApiToken),
 }
 
 /// A `name = value` pair (labels, build parameters).
@@ -94,13 +103,88 @@ impl Org {
     }
 
     /// The org's parameter sets (names and filters; values are never shown).
-    async fn param_sets(&self, ctx: &Context<'_>) -> Result<Vec<super::secrets::ParamSet>> {
+    async fn param_sets(&self, ctx: &Context<'_>) -> Result<Vec<ParamSet>> {
         super::secrets::param_sets_of(ctx, self.0.id).await
     }
 
     /// The org's ssh keys (public halves only).
-    async fn ssh_keys(&self, ctx: &Context<'_>) -> Result<Vec<super::secrets::SshKey>> {
+    async fn ssh_keys(&self, ctx: &Context<'_>) -> Result<Vec<SshKey>> {
         super::secrets::ssh_keys_of(ctx, self.0.id).await
+    }
+
+    /// The org's org tokens that are not revoked (expired ones included), oldest first; never
+    /// their secrets. Owners only: `FORBIDDEN` for members and viewers.
+    async fn api_tokens(&self, ctx: &Context<'_>) -> Result<Vec<ApiToken>> {
+        require(ctx, self.0.id, Role::Owner, "org").await?;
+        let rows = queries::org_tokens(&api(ctx).pool, self.0.id)
+            .await
+            .map_err(projection_error)?;
+        Ok(rows.into_iter().map(ApiToken).collect())
+    }
+}
+
+/// An API token: whom it acts for and until when. Its secret is shown once, by
+/// `createApiToken`, and never again; not even its hash is readable.
+#[derive(Clone)]
+pub struct ApiToken(pub TokenRow);
+
+impl std::fmt::Debug for ApiToken {
+    // Without the hash, so that it reaches no log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("id", &self.0.id)
+            .field("name", &self.0.name)
+            .field("kind", &self.0.kind)
+            .field("revoked", &self.0.revoked)
+            .finish_non_exhaustive()
+    }
+}
+
+#[Object]
+impl ApiToken {
+    /// The global id.
+    async fn id(&self) -> ID {
+        ids::encode(Kind::Token, self.0.id)
+    }
+
+    /// What the token is for, as given when it was created.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// `user` (acts as its user, with the user's roles) or `org` (acts in one org with one role).
+    async fn kind(&self) -> &str {
+        &self.0.kind
+    }
+
+    /// The role of an org token in its org (`owner`, `member` or `viewer`); `null` for a user
+    /// token.
+    async fn role(&self) -> Option<&str> {
+        self.0.role.as_deref()
+    }
+
+    /// The org an org token acts in; `null` for a user token.
+    async fn org(&self, ctx: &Context<'_>) -> Result<Option<Org>> {
+        let Some(org_id) = self.0.org_id else {
+            return Ok(None);
+        };
+        let row = queries::org(&api(ctx).pool, org_id).await.map_err(projection_error)?;
+        Ok(row.map(Org))
+    }
+
+    /// When the token stops working.
+    async fn expires_at(&self) -> DateTime<Utc> {
+        self.0.expires_at
+    }
+
+    /// Whether the token was revoked (it then works no more).
+    async fn revoked(&self) -> bool {
+        self.0.revoked
+    }
+
+    /// When the token was issued.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
     }
 }
 
