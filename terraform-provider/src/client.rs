@@ -11,6 +11,7 @@ use tf_provider::Diagnostics;
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    endpoint: String,
     url: String,
     token: String,
 }
@@ -33,6 +34,11 @@ impl ApiError {
     /// Whether the API said the thing does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Graphql(errors) if errors.iter().any(|(code, _)| code.as_deref() == Some("NOT_FOUND")))
+    }
+
+    /// Whether the API refused the input (e.g. an id of the wrong kind).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Self::Graphql(errors) if errors.iter().any(|(code, _)| code.as_deref() == Some("BAD_USER_INPUT")))
     }
 
     /// Records the error as Terraform diagnostics, one per GraphQL error.
@@ -61,9 +67,15 @@ impl Client {
             .build()?;
         Ok(Self {
             http,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
             url: format!("{}/graphql", endpoint.trim_end_matches('/')),
             token: token.to_owned(),
         })
+    }
+
+    /// The server's base URL, without a trailing `/`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
     /// Sends one request and returns its `data`, or the errors of the answer.

@@ -3,9 +3,16 @@
 //! Terraform starts this binary and talks to it over gRPC; it must print nothing on stdout
 //! but the go-plugin handshake line, which `tf_provider::serve` writes.
 
+mod api_token;
 mod client;
+mod managed;
 mod org;
+mod param_set;
 mod provider;
+mod repo;
+mod schedule;
+mod ssh_key;
+mod webhook;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {

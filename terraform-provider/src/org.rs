@@ -1,38 +1,21 @@
 //! `monkeyci_org`: the resource and the data source.
-//!
-//! The idempotency key of `createOrg` is generated at plan time and kept in the resource's
-//! private state, so every attempt to apply that plan sends the same key: a create whose answer
-//! was lost is retried (by [`Client::request_idempotent`]) without creating a second org. A key
-//! derived from the configuration would be the same for an org deleted outside Terraform and
-//! created again with the same name and slug, and the API would answer that second create with
-//! the id of the deleted org instead of creating it.
-
-use std::borrow::Cow;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, Schema};
-use tf_provider::value::{Value, ValueEmpty, ValueString};
-use tf_provider::{map, AttributePath, DataSource, Diagnostics, Resource};
+use tf_provider::schema::{AttributeConstraint, Schema};
+use tf_provider::value::{Value, ValueEmpty};
+use tf_provider::{map, AttributePath, DataSource, Diagnostics};
 
-use crate::client::{new_idempotency_key, Client, SharedClient};
+use crate::client::{new_idempotency_key, ApiError, Client, SharedClient};
+use crate::managed::{answered_id, changed, known, mutate, schema, string, text, Managed, Text};
 
 /// The attributes of `monkeyci_org`, resource and data source alike.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OrgState<'a> {
-    #[serde(borrow = "'a")]
-    pub id: ValueString<'a>,
-    #[serde(borrow = "'a")]
-    pub name: ValueString<'a>,
-    #[serde(borrow = "'a")]
-    pub slug: ValueString<'a>,
-}
-
-/// What the provider keeps beside the state: the idempotency key of the planned create.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct OrgPrivate {
-    pub create_key: Option<String>,
+pub struct OrgState {
+    pub id: Text,
+    pub name: Text,
+    pub slug: Text,
 }
 
 /// An org as the API returns it.
@@ -50,12 +33,8 @@ struct OrgQuery {
 
 const ORG_FIELDS: &str = "id name slug";
 
-fn known(value: String) -> ValueString<'static> {
-    Value::Value(Cow::Owned(value))
-}
-
 impl ApiOrg {
-    fn state<'a>(self) -> OrgState<'a> {
+    fn state(self) -> OrgState {
         OrgState {
             id: known(self.id),
             name: known(self.name),
@@ -64,238 +43,86 @@ impl ApiOrg {
     }
 }
 
-/// A string attribute.
-fn string(description: &str, constraint: AttributeConstraint) -> Attribute {
-    Attribute {
-        attr_type: AttributeType::String,
-        description: Description::plain(description),
-        constraint,
-        ..Default::default()
-    }
-}
-
-/// The org with this global id, `None` when there is none.
-async fn org_by_id(client: &Client, diags: &mut Diagnostics, id: &str) -> Result<Option<ApiOrg>, ()> {
-    let query = format!("query($id: ID!) {{ org(id: $id) {{ {ORG_FIELDS} }} }}");
-    match client.request::<OrgQuery>(&query, json!({ "id": id })).await {
-        Ok(data) => Ok(data.org),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => {
-            e.report(diags, "Cannot read the org");
-            Err(())
-        }
-    }
-}
-
 /// The resource `monkeyci_org`.
-#[derive(Debug, Clone)]
-pub struct OrgResource {
-    client: SharedClient,
-}
-
-impl OrgResource {
-    pub fn new(client: SharedClient) -> Self {
-        Self { client }
-    }
-}
+#[derive(Debug)]
+pub struct Org;
 
 #[async_trait]
-impl Resource for OrgResource {
-    type State<'a> = OrgState<'a>;
-    type PrivateState<'a> = Option<OrgPrivate>;
-    type ProviderMetaState<'a> = ValueEmpty;
+impl Managed for Org {
+    type State = OrgState;
+    const WHAT: &'static str = "org";
 
-    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        Some(Schema {
-            version: 1,
-            block: Block {
-                version: 1,
-                description: Description::plain("An organisation: owns repos, parameter sets and SSH keys."),
-                attributes: map! {
-                    "id" => string("The org's global id.", AttributeConstraint::Computed),
-                    "name" => string("Display name; changed in place.", AttributeConstraint::Required),
-                    "slug" => string(
-                        "Unique handle: lower-case letters, digits and '-', 2 to 63 characters. Changing it replaces the org.",
-                        AttributeConstraint::Required,
-                    ),
-                },
-                ..Default::default()
+    fn schema() -> Schema {
+        schema(
+            "An organisation: owns repos, parameter sets and SSH keys.",
+            map! {
+                "id" => string("The org's global id.", AttributeConstraint::Computed),
+                "name" => string("Display name; changed in place.", AttributeConstraint::Required),
+                "slug" => string(
+                    "Unique handle: lower-case letters, digits and '-', 2 to 63 characters. Changing it replaces the org.",
+                    AttributeConstraint::Required,
+                ),
             },
+        )
+    }
+
+    fn id(state: &OrgState) -> &Text {
+        &state.id
+    }
+
+    fn imported(id: String) -> OrgState {
+        OrgState {
+            id: known(id),
+            ..Default::default()
+        }
+    }
+
+    fn plan_create(mut proposed: OrgState) -> OrgState {
+        proposed.id = Value::Unknown;
+        proposed
+    }
+
+    fn replaced_by(prior: &OrgState, proposed: &OrgState) -> Vec<AttributePath> {
+        changed(&[("slug", prior.slug != proposed.slug)])
+    }
+
+    async fn read(client: &Client, prior: &OrgState) -> Result<Option<OrgState>, ApiError> {
+        let query = format!("query($id: ID!) {{ org(id: $id) {{ {ORG_FIELDS} }} }}");
+        match client
+            .request::<OrgQuery>(&query, json!({ "id": text(&prior.id) }))
+            .await
+        {
+            Ok(data) => Ok(data.org.map(ApiOrg::state)),
+            Err(e) if e.is_not_found() || e.is_bad_input() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create(client: &Client, planned: OrgState, key: &str) -> Result<OrgState, ApiError> {
+        let input = json!({ "name": text(&planned.name), "slug": text(&planned.slug), "idempotencyKey": key });
+        let id = answered_id(&mutate(client, "createOrg", "CreateOrgInput", "", input).await?)?;
+        Ok(OrgState {
+            id: known(id),
+            ..planned
         })
     }
 
-    async fn read<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        state: Self::State<'a>,
-        private_state: Self::PrivateState<'a>,
-        _provider_meta_state: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let Some(client) = self.client.get(diags) else {
-            return Some((state, private_state));
-        };
-        let Some(id) = state.id.as_ref_option().map(|id| id.to_string()) else {
-            diags.root_error_short("The org has no id in the state");
-            return Some((state, private_state));
-        };
-        match org_by_id(&client, diags, &id).await {
-            // Deleted outside Terraform: gone from the state, planned for creation again.
-            Ok(None) => None,
-            Ok(Some(org)) => Some((org.state(), private_state)),
-            Err(()) => Some((state, private_state)),
-        }
-    }
-
-    async fn plan_create<'a>(
-        &self,
-        _diags: &mut Diagnostics,
-        proposed_state: Self::State<'a>,
-        _config_state: Self::State<'a>,
-        _provider_meta_state: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let mut state = proposed_state;
-        state.id = Value::Unknown;
-        let private = OrgPrivate {
-            create_key: Some(new_idempotency_key()),
-        };
-        Some((state, Some(private)))
-    }
-
-    async fn plan_update<'a>(
-        &self,
-        _diags: &mut Diagnostics,
-        prior_state: Self::State<'a>,
-        proposed_state: Self::State<'a>,
-        _config_state: Self::State<'a>,
-        prior_private_state: Self::PrivateState<'a>,
-        _provider_meta_state: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
-        let mut replace = Vec::new();
-        if proposed_state.slug != prior_state.slug {
-            replace.push(AttributePath::new("slug"));
-        }
-        Some((proposed_state, prior_private_state, replace))
-    }
-
-    async fn plan_destroy<'a>(
-        &self,
-        _diags: &mut Diagnostics,
-        _prior_state: Self::State<'a>,
-        prior_private_state: Self::PrivateState<'a>,
-        _provider_meta_state: Self::ProviderMetaState<'a>,
-    ) -> Option<Self::PrivateState<'a>> {
-        Some(prior_private_state)
-    }
-
-    async fn create<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        planned_state: Self::State<'a>,
-        _config_state: Self::State<'a>,
-        planned_private_state: Self::PrivateState<'a>,
-        _provider_meta_state: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let client = self.client.get(diags)?;
-        let key = planned_private_state
-            .and_then(|p| p.create_key)
-            .unwrap_or_else(new_idempotency_key);
-        let input = json!({
-            "name": planned_state.name.as_ref_option(),
-            "slug": planned_state.slug.as_ref_option(),
-            "idempotencyKey": key,
-        });
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Created {
-            create_org: String,
-        }
-        let query = "mutation($input: CreateOrgInput!) { createOrg(input: $input) }";
-        match client
-            .request_idempotent::<Created>(query, json!({ "input": input }))
-            .await
-        {
-            Ok(created) => {
-                let mut state = planned_state;
-                state.id = known(created.create_org);
-                Some((state, Some(OrgPrivate::default())))
-            }
-            Err(e) => {
-                e.report(diags, "Cannot create the org");
-                None
-            }
-        }
-    }
-
-    async fn update<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        prior_state: Self::State<'a>,
-        planned_state: Self::State<'a>,
-        _config_state: Self::State<'a>,
-        planned_private_state: Self::PrivateState<'a>,
-        _provider_meta_state: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let Some(client) = self.client.get(diags) else {
-            return Some((prior_state, planned_private_state));
-        };
-        if planned_state.name != prior_state.name {
+    async fn update(client: &Client, prior: &OrgState, planned: OrgState) -> Result<OrgState, ApiError> {
+        if planned.name != prior.name {
             let input = json!({
-                "id": prior_state.id.as_ref_option(),
-                "name": planned_state.name.as_ref_option(),
+                "id": text(&prior.id),
+                "name": text(&planned.name),
                 "idempotencyKey": new_idempotency_key(),
             });
-            let query = "mutation($input: RenameOrgInput!) { renameOrg(input: $input) }";
-            if let Err(e) = client
-                .request_idempotent::<serde_json::Value>(query, json!({ "input": input }))
-                .await
-            {
-                e.report(diags, "Cannot rename the org");
-                return Some((prior_state, planned_private_state));
-            }
+            mutate(client, "renameOrg", "RenameOrgInput", "", input).await?;
         }
-        Some((planned_state, planned_private_state))
+        Ok(planned)
     }
 
-    async fn destroy<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        prior_state: Self::State<'a>,
-        _planned_private_state: Self::PrivateState<'a>,
-        _provider_meta_state: Self::ProviderMetaState<'a>,
-    ) -> Option<()> {
-        let client = self.client.get(diags)?;
-        let input = json!({
-            "id": prior_state.id.as_ref_option(),
-            "idempotencyKey": new_idempotency_key(),
-        });
-        let query = "mutation($input: DeleteOrgInput!) { deleteOrg(input: $input) }";
-        match client
-            .request_idempotent::<serde_json::Value>(query, json!({ "input": input }))
-            .await
-        {
-            Ok(_) => Some(()),
-            // Already gone: what destroy wanted.
-            Err(e) if e.is_not_found() => Some(()),
-            Err(e) => {
-                e.report(diags, "Cannot delete the org");
-                None
-            }
-        }
-    }
-
-    async fn import<'a>(
-        &self,
-        _diags: &mut Diagnostics,
-        id: String,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        // Terraform reads the resource right after, which fills in the rest (or reports that
-        // there is no org with this id).
-        let state = OrgState {
-            id: known(id),
-            name: Value::Null,
-            slug: Value::Null,
-        };
-        Some((state, None))
+    async fn delete(client: &Client, state: &OrgState) -> Result<(), ApiError> {
+        let input = json!({ "id": text(&state.id), "idempotencyKey": new_idempotency_key() });
+        mutate(client, "deleteOrg", "DeleteOrgInput", "", input).await?;
+        Ok(())
     }
 }
 
@@ -313,23 +140,18 @@ impl OrgDataSource {
 
 #[async_trait]
 impl DataSource for OrgDataSource {
-    type State<'a> = OrgState<'a>;
+    type State<'a> = OrgState;
     type ProviderMetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        Some(Schema {
-            version: 1,
-            block: Block {
-                version: 1,
-                description: Description::plain("An existing org, by `slug` or by `id` (give exactly one)."),
-                attributes: map! {
-                    "id" => string("The org's global id.", AttributeConstraint::OptionalComputed),
-                    "slug" => string("The org's unique handle.", AttributeConstraint::OptionalComputed),
-                    "name" => string("Display name.", AttributeConstraint::Computed),
-                },
-                ..Default::default()
+        Some(schema(
+            "An existing org, by `slug` or by `id` (give exactly one).",
+            map! {
+                "id" => string("The org's global id.", AttributeConstraint::OptionalComputed),
+                "slug" => string("The org's unique handle.", AttributeConstraint::OptionalComputed),
+                "name" => string("Display name.", AttributeConstraint::Computed),
             },
-        })
+        ))
     }
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::State<'a>) -> Option<()> {

@@ -8,8 +8,15 @@ use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, 
 use tf_provider::value::{ValueEmpty, ValueString};
 use tf_provider::{map, AttributePath, Diagnostics, DynamicDataSource, DynamicResource, Provider};
 
+use crate::api_token::ApiTokenResource;
 use crate::client::{Client, SharedClient};
-use crate::org;
+use crate::managed::ManagedResource;
+use crate::org::{Org, OrgDataSource};
+use crate::param_set::ParamSet;
+use crate::repo::{Repo, RepoDataSource};
+use crate::schedule::Schedule;
+use crate::ssh_key::SshKey;
+use crate::webhook::Webhook;
 
 /// The `provider "monkeyci" { ... }` block.
 #[derive(Debug, Serialize, Deserialize)]
@@ -109,13 +116,20 @@ impl Provider for MonkeyCiProvider {
 
     fn get_resources(&self, _diags: &mut Diagnostics) -> Option<HashMap<String, Box<dyn DynamicResource>>> {
         Some(map! {
-            "org" => org::OrgResource::new(self.client.clone()),
+            "org" => ManagedResource::<Org>::new(self.client.clone()),
+            "repo" => ManagedResource::<Repo>::new(self.client.clone()),
+            "webhook" => ManagedResource::<Webhook>::new(self.client.clone()),
+            "schedule" => ManagedResource::<Schedule>::new(self.client.clone()),
+            "param_set" => ManagedResource::<ParamSet>::new(self.client.clone()),
+            "ssh_key" => ManagedResource::<SshKey>::new(self.client.clone()),
+            "api_token" => ManagedResource::<ApiTokenResource>::new(self.client.clone()),
         })
     }
 
     fn get_data_sources(&self, _diags: &mut Diagnostics) -> Option<HashMap<String, Box<dyn DynamicDataSource>>> {
         Some(map! {
-            "org" => org::OrgDataSource::new(self.client.clone()),
+            "org" => OrgDataSource::new(self.client.clone()),
+            "repo" => RepoDataSource::new(self.client.clone()),
         })
     }
 }
