@@ -11,15 +11,15 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value as Json};
+use serde_json::json;
 use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Schema};
 use tf_provider::value::Value;
 use tf_provider::{map, AttributePath};
 
 use crate::client::{new_idempotency_key, ApiError, Client};
 use crate::managed::{
-    answered_id, changed, filter_attribute, filter_from_api, filter_input, known, mutate, node, schema, string, text,
-    Filter, Managed, Parent, Rule, Text, TextMap,
+    answered_id, changed, filter_attribute, filter_from_api, filter_input, known, mutate, node, pairs_input, schema,
+    string, text, Filter, Managed, Parent, Rule, Text, TextMap,
 };
 
 /// The attributes of `monkeyci_param_set`.
@@ -55,11 +55,6 @@ async fn updated_at(client: &Client, id: &str) -> Result<Text, ApiError> {
     Ok(param_set(client, id)
         .await?
         .map_or(Value::Null, |p| known(p.updated_at)))
-}
-
-/// The parameters as the API's `[{ name, value }]` input.
-fn parameters_input(parameters: &TextMap) -> Json {
-    crate::managed::pairs_input(parameters)
 }
 
 /// The resource `monkeyci_param_set`.
@@ -154,7 +149,7 @@ impl Managed for ParamSet {
             "orgId": text(&planned.org_id),
             "name": text(&planned.name),
             "filter": filter_input(&planned.filter),
-            "parameters": parameters_input(&planned.parameters),
+            "parameters": pairs_input(&planned.parameters),
             "idempotencyKey": key,
         });
         let id = answered_id(&mutate(client, "createParamSet", "CreateParamSetInput", "", input).await?)?;
@@ -171,7 +166,7 @@ impl Managed for ParamSet {
             "id": id,
             "name": text(&planned.name),
             "filter": filter_input(&planned.filter),
-            "parameters": parameters_input(&planned.parameters),
+            "parameters": pairs_input(&planned.parameters),
             "idempotencyKey": new_idempotency_key(),
         });
         mutate(client, "updateParamSet", "UpdateParamSetInput", "", input).await?;

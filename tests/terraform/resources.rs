@@ -23,7 +23,6 @@ fn keygen(dir: &Path, name: &str) -> (String, String) {
 }
 
 /// What the configuration below sets; each test changes some of it.
-#[derive(Clone)]
 struct Config {
     repo_name: &'static str,
     labels: &'static str,
