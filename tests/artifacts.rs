@@ -10,7 +10,7 @@ use monkeyci_commands::TriggerBuild;
 use monkeyci_domain::build::TriggerSource;
 use monkeyci_domain::{BuildId, RepoId};
 use monkeyci_projections::queries;
-use monkeyci_runner::{render_job_log, CancellationToken, LocalExecutor, Runner};
+use monkeyci_runner::{render_job_log, CancellationToken, Runner};
 use monkeyci_storage::testing::S3TestServer;
 use monkeyci_storage::{BlobKey, BlobStore, FsStore, S3Config, S3Store};
 use monkeyci_tests::{git, user, Core, TestApp};
@@ -21,12 +21,12 @@ use sqlx::PgPool;
 use crate::builds::{finished, repo_with, settings_with, trigger, wait_for_build};
 
 /// Starts a runner on `core` with `blobs`; stopped by the returned token.
-fn start_runner(core: &Core, workspace: &std::path::Path, blobs: Arc<dyn BlobStore>) -> CancellationToken {
+async fn start_runner(core: &Core, workspace: &std::path::Path, blobs: Arc<dyn BlobStore>) -> CancellationToken {
     let stop = CancellationToken::new();
     let runner = Runner::new(
         core.store.clone(),
         core.feed.clone(),
-        LocalExecutor::default(),
+        monkeyci_tests::executor("tests").await,
         settings_with(workspace, "r1", blobs),
     );
     tokio::spawn(runner.run(stop.clone()));
@@ -77,7 +77,7 @@ async fn an_artifact_on_s3_passes_between_jobs_and_is_listed_downloadable_and_lo
         .await
         .expect("app");
     let workspace = tempfile::tempdir().expect("workspace");
-    let stop = start_runner(&app.core, workspace.path(), store.clone());
+    let stop = start_runner(&app.core, workspace.path(), store.clone()).await;
 
     let build_id = trigger(&app.core, repo.path()).await;
     let build = wait_for_build(&app.core, build_id, finished).await;
@@ -193,7 +193,7 @@ async fn a_cache_saved_by_one_build_is_restored_in_the_next(pool: PgPool) {
     let core = Core::start(pool).await.expect("core");
     let workspace = tempfile::tempdir().expect("workspace");
     let store: Arc<dyn BlobStore> = Arc::new(FsStore::new(workspace.path().join("blobs")));
-    let stop = start_runner(&core, workspace.path(), store);
+    let stop = start_runner(&core, workspace.path(), store).await;
 
     let first = trigger(&core, repo.path()).await;
     let first_row = wait_for_build(&core, first, finished).await;
@@ -240,7 +240,7 @@ async fn an_artifact_path_that_leads_out_of_the_workspace_is_refused(pool: PgPoo
     let core = Core::start(pool).await.expect("core");
     let workspace = tempfile::tempdir().expect("workspace");
     let store: Arc<dyn BlobStore> = Arc::new(FsStore::new(workspace.path().join("blobs")));
-    let stop = start_runner(&core, workspace.path(), store.clone());
+    let stop = start_runner(&core, workspace.path(), store.clone()).await;
 
     let build_id = trigger(&core, repo.path()).await;
     let build = wait_for_build(&core, build_id, finished).await;
@@ -280,7 +280,7 @@ jobs:
     let core = Core::start(pool).await.expect("core");
     let workspace = tempfile::tempdir().expect("workspace");
     let store: Arc<dyn BlobStore> = Arc::new(FsStore::new(workspace.path().join("blobs")));
-    let stop = start_runner(&core, workspace.path(), store);
+    let stop = start_runner(&core, workspace.path(), store).await;
 
     let build_id = trigger(&core, repo.path()).await;
     let build = wait_for_build(&core, build_id, finished).await;
@@ -321,7 +321,7 @@ async fn path_conditions_look_at_the_files_the_commit_changed(pool: PgPool) {
     let core = Core::start(pool).await.expect("core");
     let workspace = tempfile::tempdir().expect("workspace");
     let store: Arc<dyn BlobStore> = Arc::new(FsStore::new(workspace.path().join("blobs")));
-    let stop = start_runner(&core, workspace.path(), store);
+    let stop = start_runner(&core, workspace.path(), store).await;
 
     let build_id = trigger(&core, p).await;
     let build = wait_for_build(&core, build_id, finished).await;

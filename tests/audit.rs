@@ -1,7 +1,7 @@
 //! The audit trail over real HTTP: an org's audit log with filters and pages, one stream's
 //! history, and builds as they were at any moment, all checked against the events table.
 
-use monkeyci_tests::TestApp;
+use monkeyci_tests::{uuid_of, TestApp};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
@@ -23,15 +23,6 @@ async fn org_events(pool: &PgPool, org: &str) -> Vec<(String, i64, String, Strin
     .fetch_all(pool)
     .await
     .expect("events")
-}
-
-fn uuid_of(global: &str) -> String {
-    use base64::Engine;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(global)
-        .expect("base64");
-    let text = String::from_utf8(raw).expect("utf8");
-    text.split_once(':').expect("kind:uuid").1.to_owned()
 }
 
 /// Every edge of the audit log, page by page (`page` per request).

@@ -11,7 +11,7 @@ use monkeyci_commands::{AddRepo, CancelBuild, CreateOrg, TriggerBuild};
 use monkeyci_domain::build::TriggerSource;
 use monkeyci_domain::BuildId;
 use monkeyci_projections::{queries, BuildRow};
-use monkeyci_runner::{CancellationToken, LocalExecutor, Runner, RunnerSettings};
+use monkeyci_runner::{CancellationToken, Runner, RunnerSettings};
 use monkeyci_storage::{BlobStore, FsStore};
 use monkeyci_tests::{database_url, git, monkeyci_binary, user, Core};
 use sqlx::PgPool;
@@ -133,7 +133,7 @@ async fn a_runner_checks_out_the_repository_and_runs_its_pipeline(pool: PgPool) 
     let runner = Runner::new(
         core.store.clone(),
         core.feed.clone(),
-        LocalExecutor::default(),
+        monkeyci_tests::executor("tests").await,
         settings(workspace.path(), "r1"),
     );
     let running = tokio::spawn(runner.run(stop.clone()));
@@ -167,7 +167,7 @@ async fn a_broken_or_missing_pipeline_ends_the_build_as_errored_with_the_reason(
     let runner = Runner::new(
         core.store.clone(),
         core.feed.clone(),
-        LocalExecutor::default(),
+        monkeyci_tests::executor("tests").await,
         settings(workspace.path(), "r1"),
     );
     let running = tokio::spawn(runner.run(stop.clone()));
@@ -201,7 +201,7 @@ async fn canceling_a_running_build_kills_its_job(pool: PgPool) {
     let runner = Runner::new(
         core.store.clone(),
         core.feed.clone(),
-        LocalExecutor::default(),
+        monkeyci_tests::executor("tests").await,
         settings(workspace.path(), "r1"),
     );
     let running = tokio::spawn(runner.run(stop.clone()));
@@ -286,7 +286,7 @@ async fn job_output_is_stored_streamed_live_and_downloadable(pool: PgPool) {
     let runner = Runner::new(
         app.core.store.clone(),
         app.core.feed.clone(),
-        LocalExecutor::default(),
+        monkeyci_tests::executor("tests").await,
         settings(workspace.path(), "r1"),
     );
     let running = tokio::spawn(runner.run(stop.clone()));

@@ -355,20 +355,32 @@ pub struct ServerProcess {
     pub base: String,
     /// The rest of the server's stdout, kept open so that its later lines do not fail.
     _stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl ServerProcess {
     /// Starts `monkeyci server` on the database at `url` with the admin token `admin` and a data
     /// directory of its own, and waits (up to 30 s) for the line that says where it listens.
     pub async fn spawn(url: &str, admin: &str) -> anyhow::Result<Self> {
-        use tokio::io::AsyncBufReadExt;
         let data = tempfile::tempdir()?;
+        let mut server = Self::spawn_in(url, admin, data.path(), &[]).await?;
+        server._data = Some(data);
+        Ok(server)
+    }
+
+    /// Starts `monkeyci server` as [`ServerProcess::spawn`] does, with the data directory `data`
+    /// (which outlives the process) and `extra` flags. Container jobs use [`PODMAN_RUNTIME`]
+    /// and [`PODMAN_ULIMITS`].
+    pub async fn spawn_in(url: &str, admin: &str, data: &std::path::Path, extra: &[&str]) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(monkeyci_binary()?)
             .args(["server", "--lease-retry-ms", "100", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("MONKEYCI_DATABASE_URL", url)
-            .env("MONKEYCI_DATA_DIR", data.path())
+            .env("MONKEYCI_DATA_DIR", data)
             .env("MONKEYCI_ADMIN_TOKEN", admin)
+            .env("MONKEYCI_CONTAINER_RUNTIME", PODMAN_RUNTIME)
+            .env("MONKEYCI_CONTAINER_ULIMITS", PODMAN_ULIMITS.join(","))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -382,9 +394,143 @@ impl ServerProcess {
             child,
             base: listen_address(&line),
             _stdout: lines,
-            _data: data,
+            _data: None,
         })
     }
+}
+
+/// The OCI runtime the tests' podman uses: podman's default (`crun`) fails on the machines the
+/// tests run on (cgroups in hybrid mode).
+pub const PODMAN_RUNTIME: &str = "runc";
+
+/// Resource limits every test container gets: those machines refuse podman's defaults.
+pub const PODMAN_ULIMITS: [&str; 2] = ["nofile=1024:1024", "nproc=1024:1024"];
+
+/// The executors tests run jobs with: confined host jobs (bubblewrap), and podman containers
+/// labelled with `installation`.
+pub async fn executor(installation: &str) -> monkeyci_runner::JobExecutor {
+    use monkeyci_runner::{ContainerExecutor, HostExecutor, JobExecutor, JobNetwork, JobUser, Sandbox};
+    let sandbox = Sandbox::detect(JobUser::default(), JobNetwork::Host).await;
+    assert!(sandbox.is_ok(), "cannot confine jobs here: {sandbox:?}");
+    let mut host = HostExecutor::confined(sandbox);
+    host.grace = Duration::from_millis(500);
+    JobExecutor {
+        host,
+        containers: ContainerExecutor {
+            runtime: Some(PODMAN_RUNTIME.into()),
+            ulimits: PODMAN_ULIMITS.iter().map(|u| (*u).to_owned()).collect(),
+            grace: Duration::from_secs(1),
+            ..ContainerExecutor::new("tests", installation)
+        },
+    }
+}
+
+/// The name of a small local image (busybox, with an `/etc/os-release` of its own), imported
+/// into podman on first use: no registry is needed.
+pub fn test_image() -> anyhow::Result<&'static str> {
+    const IMAGE: &str = "localhost/monkeyci-test-busybox:1";
+    static MADE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| make_test_image(IMAGE).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)?;
+    Ok(IMAGE)
+}
+
+fn make_test_image(image: &str) -> anyhow::Result<()> {
+    let exists = std::process::Command::new("podman")
+        .args(["image", "exists", image])
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run podman (install it: apt-get install podman runc): {e}"))?;
+    if exists.success() {
+        return Ok(());
+    }
+    let busybox = std::path::Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        bail!("/bin/busybox is missing: install busybox-static");
+    }
+    let root = tempfile::tempdir()?;
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin)?;
+    std::fs::create_dir_all(root.path().join("etc"))?;
+    std::fs::create_dir_all(root.path().join("tmp"))?;
+    std::fs::copy(busybox, bin.join("busybox"))?;
+    let applets = std::process::Command::new(busybox).arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        let link = bin.join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", link)?;
+        }
+    }
+    std::fs::write(
+        root.path().join("etc/os-release"),
+        "NAME=\"MonkeyCI test busybox\"\nID=monkeyci-test\n",
+    )?;
+    std::fs::write(root.path().join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    let tar = std::process::Command::new("tar")
+        .args(["-C"])
+        .arg(root.path())
+        .args(["-c", "."])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let imported = std::process::Command::new("podman")
+        .args(["import", "--change", "ENV=PATH=/bin", "-", image])
+        .stdin(tar.stdout.ok_or_else(|| anyhow::anyhow!("no tar output"))?)
+        .output()?;
+    if !imported.status.success() {
+        bail!("podman import failed: {}", String::from_utf8_lossy(&imported.stderr));
+    }
+    Ok(())
+}
+
+/// The processes of this machine (pid and command line) running `sleep <seconds>` for any of
+/// `seconds`: the tests' way to find what a job left behind, whatever its PID namespace.
+pub fn sleeping(seconds: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let words: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')));
+        if !zombie
+            && words.first().is_some_and(|w| w.ends_with("sleep"))
+            && words.get(1).is_some_and(|n| seconds.contains(&n.as_str()))
+        {
+            found.push(format!("{}: {}", entry.file_name().to_string_lossy(), words.join(" ")));
+        }
+    }
+    found
+}
+
+/// The UUID inside a Relay global id (`base64url("<Type>:<uuid>")`).
+pub fn uuid_of(global: &str) -> String {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(global)
+        .expect("base64");
+    let text = String::from_utf8(raw).expect("utf8");
+    text.split_once(':').expect("kind:uuid").1.to_owned()
+}
+
+/// The names of the containers podman has (running or not) with the label `label=value`.
+pub fn containers_labelled(label: &str, value: &str) -> Vec<String> {
+    let output = std::process::Command::new("podman")
+        .args(["ps", "--all", "--filter"])
+        .arg(format!("label={label}={value}"))
+        .args(["--format", "{{.Names}}"])
+        .output()
+        .expect("podman ps");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The base URL in the line `monkeyci server` prints first (`… http://127.0.0.1:<port> …`).

@@ -6,33 +6,34 @@ use std::path::Path;
 use std::time::Duration;
 
 use monkeyci_runner::{
-    checkout, CancellationToken, ExecutionError, Executor, GitAuth, GitTarget, JobOutcome, JobSpec, LocalExecutor,
-    LogLine, LogStream,
+    checkout, CancellationToken, ExecutionError, Executor, GitAuth, GitTarget, HostExecutor, JobExecutor, JobOutcome,
+    JobSpec, LogLine, LogStream,
 };
-use monkeyci_tests::git;
+use monkeyci_tests::{git, sleeping};
 use tokio::sync::mpsc;
 
 fn spec(dir: &Path, script: &[&str]) -> JobSpec {
     JobSpec {
+        build_id: uuid::Uuid::now_v7().to_string(),
         job_id: "test".into(),
         script: script.iter().map(|s| (*s).to_owned()).collect(),
         env: BTreeMap::new(),
-        work_dir: dir.to_path_buf(),
+        checkout: dir.to_path_buf(),
+        work_dir: None,
         image: None,
+        resources: Default::default(),
         timeout: None,
     }
 }
 
-fn executor() -> LocalExecutor {
-    LocalExecutor {
-        grace: Duration::from_millis(500),
-    }
+async fn executor() -> JobExecutor {
+    monkeyci_tests::executor("tests-runner").await
 }
 
 /// Runs the job to its end and returns its outcome and every log line.
 async fn run(spec: JobSpec) -> (Result<JobOutcome, ExecutionError>, Vec<LogLine>) {
     let (tx, mut rx) = mpsc::channel(1024);
-    let outcome = executor().run(&spec, tx, CancellationToken::new()).await;
+    let outcome = executor().await.run(&spec, tx, CancellationToken::new()).await;
     let mut lines = Vec::new();
     while let Ok(line) = rx.try_recv() {
         lines.push(line);
@@ -48,37 +49,46 @@ fn texts(lines: &[LogLine], stream: LogStream) -> Vec<&str> {
         .collect()
 }
 
-/// Whether a process has ended (gone, or a zombie waiting to be reaped).
-fn ended(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
 #[tokio::test]
 async fn a_script_runs_in_its_work_dir_with_its_env_and_its_output_is_streamed_line_by_line() {
     let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
     let mut job = spec(
         dir.path(),
         &["echo out-$GREETING", "echo err >&2", "pwd", "printf 'no newline'"],
     );
-    job.env.insert("GREETING".into(), "hi".into());
+    job.env.insert("GREETING".into(), "hi 'quoted' $(not run)".into());
+    job.work_dir = Some("sub".into());
 
     let (outcome, lines) = run(job).await;
 
     assert_eq!(outcome.expect("ran"), JobOutcome::Succeeded);
-    let work_dir = dir.path().canonicalize().expect("canonical");
     assert_eq!(
         texts(&lines, LogStream::Stdout),
-        ["out-hi", work_dir.to_str().expect("utf8"), "no newline"]
+        ["out-hi 'quoted' $(not run)", "/workspace/sub", "no newline"]
     );
     assert_eq!(texts(&lines, LogStream::Stderr), ["err"]);
     let stdout: Vec<_> = lines.iter().filter(|l| l.stream == LogStream::Stdout).collect();
     assert!(stdout.windows(2).all(|w| w[0].at <= w[1].at));
+}
+
+#[tokio::test]
+async fn an_unconfined_host_job_runs_in_the_checkout_itself() {
+    let dir = tempfile::tempdir().expect("dir");
+    let job = spec(dir.path(), &["pwd", "id -u"]);
+    let (tx, mut rx) = mpsc::channel(1024);
+
+    let outcome = HostExecutor::unconfined().run(&job, tx, CancellationToken::new()).await;
+
+    assert_eq!(outcome.expect("ran"), JobOutcome::Succeeded);
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.try_recv() {
+        lines.push(line.text);
+    }
+    let work_dir = dir.path().canonicalize().expect("canonical");
+    let uid = std::process::Command::new("id").arg("-u").output().expect("id -u");
+    let uid = String::from_utf8_lossy(&uid.stdout).trim().to_owned();
+    assert_eq!(lines, [work_dir.to_str().expect("utf8"), uid.as_str()]);
 }
 
 #[tokio::test]
@@ -100,21 +110,19 @@ async fn the_first_failing_command_fails_the_job_and_later_ones_do_not_run() {
 #[tokio::test]
 async fn cancel_stops_the_job_and_every_process_it_started() {
     let dir = tempfile::tempdir().expect("dir");
-    let job = spec(
-        dir.path(),
-        &["sleep 300 & echo $! > background.pid", "echo started", "sleep 300"],
-    );
+    let job = spec(dir.path(), &["sleep 3301 &", "echo started", "sleep 3302"]);
     let (tx, mut rx) = mpsc::channel(1024);
     let cancel = CancellationToken::new();
     let running = tokio::spawn({
         let cancel = cancel.clone();
-        async move { executor().run(&job, tx, cancel).await }
+        async move { executor().await.run(&job, tx, cancel).await }
     });
 
     let started = tokio::time::timeout(Duration::from_secs(20), rx.recv())
         .await
         .expect("output within 20 s");
     assert_eq!(started.map(|l| l.text), Some("started".to_owned()));
+    assert_eq!(sleeping(&["3301", "3302"]).len(), 2, "both sleeps run");
     cancel.cancel();
     let outcome = tokio::time::timeout(Duration::from_secs(20), running)
         .await
@@ -122,16 +130,16 @@ async fn cancel_stops_the_job_and_every_process_it_started() {
         .expect("task");
 
     assert_eq!(outcome.expect("ran"), JobOutcome::Canceled);
-    let background = std::fs::read_to_string(dir.path().join("background.pid")).expect("pid file");
-    // The kill is delivered asynchronously: on a busy machine the process may take a moment to
+    // The kill is delivered asynchronously: on a busy machine a process may take a moment to
     // end after the job has returned.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !ended(&background) && std::time::Instant::now() < deadline {
+    while !sleeping(&["3301", "3302"]).is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(
-        ended(&background),
-        "the background sleep {background} survived the cancel by 10 s"
+    assert_eq!(
+        sleeping(&["3301", "3302"]),
+        Vec::<String>::new(),
+        "survived the cancel by 10 s"
     );
 }
 
@@ -150,25 +158,6 @@ async fn a_job_that_runs_out_of_time_is_stopped() {
     assert_eq!(
         texts(&lines, LogStream::System),
         ["the job ran out of time and was stopped"]
-    );
-}
-
-#[tokio::test]
-async fn a_job_asking_for_an_image_runs_on_the_host_and_its_log_says_so() {
-    let dir = tempfile::tempdir().expect("dir");
-    let mut job = spec(dir.path(), &["echo hi"]);
-    job.image = Some("docker.io/alpine:3".into());
-
-    let (outcome, lines) = run(job).await;
-
-    assert_eq!(outcome.expect("ran"), JobOutcome::Succeeded);
-    assert_eq!(lines[0].stream, LogStream::System);
-    assert!(
-        lines[0]
-            .text
-            .contains("running on the host instead of in docker.io/alpine:3"),
-        "{:?}",
-        lines[0]
     );
 }
 

@@ -9,7 +9,7 @@ use monkeyci_domain::pipeline;
 use monkeyci_domain::{BuildId, GitRef, JobId, Params, RefName};
 use monkeyci_projections::queries;
 use monkeyci_runner::{
-    run_pipeline, unblocked_jobs, BuildPlan, CancellationToken, CommandRecorder, LocalExecutor, LogItem, LogLine,
+    run_pipeline, unblocked_jobs, BuildPlan, CancellationToken, CommandRecorder, JobExecutor, LogItem, LogLine,
 };
 use monkeyci_tests::{user, Core};
 use sqlx::PgPool;
@@ -122,10 +122,8 @@ fn recorder(f: &Fixture) -> CommandRecorder {
     CommandRecorder::new(f.core.commands.clone(), user(), f.build_id, None)
 }
 
-fn executor() -> LocalExecutor {
-    LocalExecutor {
-        grace: Duration::from_millis(500),
-    }
+async fn executor() -> JobExecutor {
+    monkeyci_tests::executor("tests-scheduler").await
 }
 
 /// Runs the plan to its end; returns the outcome and every log line.
@@ -135,7 +133,7 @@ async fn run(f: &Fixture, plan: &BuildPlan) -> (BuildOutcome, Vec<(JobId, LogLin
     let outcome = tokio::time::timeout(
         Duration::from_secs(60),
         run_pipeline(
-            &executor(),
+            &executor().await,
             &recorder(f),
             plan,
             logs,
@@ -293,10 +291,17 @@ async fn a_blocked_job_waits_until_it_is_unblocked(pool: PgPool) {
     let unblocked = unblocked_jobs(&f.core.feed, f.build_id, head);
     let (logs, mut lines) = collect();
     let rec = recorder(&f);
-    let pipeline =
-        tokio::spawn(
-            async move { run_pipeline(&executor(), &rec, &plan, logs, unblocked, CancellationToken::new()).await },
-        );
+    let pipeline = tokio::spawn(async move {
+        run_pipeline(
+            &executor().await,
+            &rec,
+            &plan,
+            logs,
+            unblocked,
+            CancellationToken::new(),
+        )
+        .await
+    });
 
     // The deploy job is blocked once build has succeeded and the scheduler waits.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -356,7 +361,7 @@ async fn canceling_a_build_stops_its_running_job_and_cancels_the_rest(pool: PgPo
     let rec = recorder(&f);
     let pipeline = tokio::spawn({
         let cancel = cancel.clone();
-        async move { run_pipeline(&executor(), &rec, &plan, logs, unblocked, cancel).await }
+        async move { run_pipeline(&executor().await, &rec, &plan, logs, unblocked, cancel).await }
     });
     let started = tokio::time::timeout(Duration::from_secs(30), lines.recv())
         .await

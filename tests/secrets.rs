@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use monkeyci_runner::{CancellationToken, LocalExecutor, Runner};
+use monkeyci_runner::{CancellationToken, Runner};
 use monkeyci_storage::{BlobStore, FsStore};
 use monkeyci_tests::{table_rows, TestApp};
 use serde_json::{json, Value};
@@ -70,7 +70,7 @@ async fn org_parameters_reach_the_jobs_of_chosen_repos_masked_in_their_output(
     let runner = Runner::new(
         app.core.store.clone(),
         app.core.feed.clone(),
-        LocalExecutor::default(),
+        monkeyci_tests::executor("tests").await,
         settings,
     );
     tokio::spawn(runner.run(stop.clone()));

@@ -5,17 +5,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use monkeyci_tests::{database_url, git, monkeyci_binary};
-use serde_json::{json, Value};
+use monkeyci_tests::git;
+use serde_json::json;
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
 use tokio::time::Instant;
 
-use crate::access::ADMIN;
+use crate::server::Server;
 
 const SSHD: &str = "/usr/sbin/sshd";
 const PARAM_VALUE: &str = "Ssh-E2e-param-Value-4711";
@@ -151,127 +148,7 @@ impl Drop for Sshd {
     }
 }
 
-/// The real `monkeyci server` as a child process, with everything it prints kept in `output`.
-#[derive(Debug)]
-struct Server {
-    child: tokio::process::Child,
-    base: String,
-    http: reqwest::Client,
-    output: Arc<Mutex<String>>,
-    readers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// Appends every line of `from` to `into`; the first line naming the listening address goes to
-/// `address` too.
-fn keep_lines(
-    from: impl AsyncRead + Unpin + Send + 'static,
-    into: Arc<Mutex<String>>,
-    mut address: Option<tokio::sync::oneshot::Sender<String>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(from).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("listening on http://") {
-                if let Some(tx) = address.take() {
-                    let _ = tx.send(line.clone());
-                }
-            }
-            let mut all = into.lock().expect("output");
-            all.push_str(&line);
-            all.push('\n');
-        }
-    })
-}
-
 impl Server {
-    /// Starts the server on the test's database with a port of its own, logging everything.
-    async fn start(pool: &PgPool, dir: &Path) -> Self {
-        let mut child = Command::new(monkeyci_binary().expect("binary"))
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--no-schedules",
-                "--lease-retry-ms",
-                "100",
-            ])
-            .arg("--workspace")
-            .arg(dir.join("builds"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env("MONKEYCI_DATABASE_URL", database_url(pool))
-            .env("MONKEYCI_ADMIN_TOKEN", ADMIN)
-            .env("RUST_LOG", "trace")
-            .env_remove("GIT_SSH_COMMAND")
-            .env_remove("GIT_SSH")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn monkeyci server");
-        let output = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let readers = vec![
-            keep_lines(child.stdout.take().expect("stdout"), output.clone(), Some(tx)),
-            keep_lines(child.stderr.take().expect("stderr"), output.clone(), None),
-        ];
-        let line = match tokio::time::timeout(Duration::from_secs(60), rx).await {
-            Ok(Ok(line)) => line,
-            _ => panic!(
-                "the server did not say where it listens within 60 s: {}",
-                output.lock().expect("output")
-            ),
-        };
-        let base = monkeyci_tests::listen_address(&line);
-        Self {
-            child,
-            base,
-            http: reqwest::Client::new(),
-            output,
-            readers,
-        }
-    }
-
-    async fn gql(&self, query: &str, variables: Value) -> Value {
-        self.http
-            .post(format!("{}/graphql", self.base))
-            .bearer_auth(ADMIN)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json")
-    }
-
-    /// A mutation that returns an id; panics with the response otherwise.
-    async fn id(&self, field: &str, input_type: &str, input: Value) -> String {
-        let query = format!("mutation($input: {input_type}!) {{ {field}(input: $input) }}");
-        let body = self.gql(&query, json!({ "input": input })).await;
-        body["data"][field]
-            .as_str()
-            .unwrap_or_else(|| panic!("{field}: {body}"))
-            .to_owned()
-    }
-
-    /// An org with a repo labelled `team=web` at `git_url`; (org id, repo id).
-    async fn org_with_repo(&self, slug: &str, git_url: &str) -> (String, String) {
-        let org = self
-            .id("createOrg", "CreateOrgInput", json!({ "name": slug, "slug": slug }))
-            .await;
-        let repo = self
-            .id(
-                "createRepo",
-                "CreateRepoInput",
-                json!({ "orgId": org, "name": "app", "gitUrl": git_url,
-                        "labels": [{ "name": "team", "value": "web" }] }),
-            )
-            .await;
-        (org, repo)
-    }
-
     async fn add_ssh_key(&self, org: &str, description: &str, team: &str, (private, public): &(String, String)) {
         self.id(
             "addSshKey",
@@ -280,57 +157,6 @@ impl Server {
                     "filter": [{ "labels": [{ "name": "team", "value": team }] }] }),
         )
         .await;
-    }
-
-    /// Triggers a build of `repo`'s main branch and waits until it has ended; the build.
-    async fn build(&self, repo: &str) -> Value {
-        let build = self
-            .id("triggerBuild", "TriggerBuildInput", json!({ "repoId": repo }))
-            .await;
-        let query = "query($id: ID!) { build(id: $id) { id status message jobs { id status log { text } } } }";
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let body = self.gql(query, json!({ "id": build })).await;
-            let status = body["data"]["build"]["status"].as_str().unwrap_or_default();
-            if ["SUCCEEDED", "FAILED", "ERRORED", "CANCELED"].contains(&status) {
-                return body["data"]["build"].clone();
-            }
-            assert!(Instant::now() < deadline, "the build did not end within 60 s: {body}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// A job's output as the plain-text download.
-    async fn log_text(&self, build: &str, job: &str) -> String {
-        let response = self
-            .http
-            .get(format!("{}/builds/{build}/jobs/{job}/log", self.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("log");
-        assert_eq!(response.status(), 200);
-        response.text().await.expect("text")
-    }
-
-    /// Stops the server with SIGTERM, expects a clean exit, and returns everything it printed.
-    async fn stop(mut self) -> String {
-        let pid = self.child.id().expect("pid").to_string();
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        let exit = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
-            .await
-            .expect("the server stops within 60 s of SIGTERM")
-            .expect("wait");
-        for reader in self.readers.drain(..) {
-            reader.await.expect("reader");
-        }
-        let output = self.output.lock().expect("output").clone();
-        assert!(exit.success(), "{exit:?}: {output}");
-        output
     }
 }
 

@@ -11,7 +11,7 @@ use monkeyci_domain::build::{BuildOutcome, Trigger, TriggerSource};
 use monkeyci_domain::pipeline::{self, ArtifactId, Job, PIPELINE_DIR, PIPELINE_FILES};
 use monkeyci_domain::{BuildId, GitRef, JobId, OrgId, Params, RefName, RepoId};
 use monkeyci_runner::{
-    run_pipeline, BuildBlobs, BuildPlan, CancellationToken, LocalExecutor, LogItem, LogStream, ScheduleError,
+    run_pipeline, BuildBlobs, BuildPlan, CancellationToken, JobExecutor, LogItem, LogStream, ScheduleError,
     StepRecorder,
 };
 use monkeyci_storage::{BlobStore, FsStore, ObjectInfo};
@@ -124,7 +124,7 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 }
 
 /// Runs the pipeline in `dir` (only `job`, if given) and returns whether it succeeded.
-pub async fn run(dir: PathBuf, job: Option<String>, parallelism: usize) -> anyhow::Result<bool> {
+pub async fn run(dir: PathBuf, job: Option<String>, parallelism: usize, executor: JobExecutor) -> anyhow::Result<bool> {
     let dir = dir
         .canonicalize()
         .with_context(|| format!("{} is not a directory", dir.display()))?;
@@ -195,7 +195,7 @@ pub async fn run(dir: PathBuf, job: Option<String>, parallelism: usize) -> anyho
     };
     let (_unblock, unblocked) = mpsc::channel(1);
     let started = Instant::now();
-    let outcome = run_pipeline(&LocalExecutor::default(), &console, &plan, logs, unblocked, cancel).await?;
+    let outcome = run_pipeline(&executor, &console, &plan, logs, unblocked, cancel).await?;
     on_ctrl_c.abort();
     let _ = printer.await;
     let _ = std::fs::remove_dir_all(&scratch);

@@ -11,13 +11,14 @@ use monkeyci_commands::KeyStore;
 use monkeyci_crypto::{MasterKey, MasterKeys};
 use monkeyci_eventstore::{EventFeed, EventStore, FeedConfig};
 use monkeyci_projections::{ProjectionRunner, RunnerConfig};
-use monkeyci_runner::{CancellationToken, LocalExecutor, Runner, RunnerSettings, ScheduleTicker};
+use monkeyci_runner::{CancellationToken, Runner, RunnerSettings, ScheduleTicker};
 use monkeyci_storage::{BlobStore, FsStore, S3Config, S3Store};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tracing_subscriber::EnvFilter;
 
 mod events;
+mod executors;
 mod local;
 
 /// A local build ran and did not succeed.
@@ -176,6 +177,9 @@ struct RunnerArgs {
 
     #[command(flatten)]
     storage: StorageArgs,
+
+    #[command(flatten)]
+    executors: executors::ExecutorArgs,
 
     /// The master key: 32 bytes in standard base64 (e.g. from `openssl rand -base64 32`). It wraps
     /// the data keys that encrypt webhook secrets. Without it, the server uses the key in
@@ -349,6 +353,8 @@ enum BuildCommand {
         /// Jobs that may run at once.
         #[arg(long, default_value_t = 2)]
         parallelism: usize,
+        #[command(flatten)]
+        executors: executors::ExecutorArgs,
     },
 }
 
@@ -402,10 +408,18 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Build {
-        command: BuildCommand::Run { dir, job, parallelism },
+        command:
+            BuildCommand::Run {
+                dir,
+                job,
+                parallelism,
+                executors,
+            },
     } = cli.command
     {
-        return if local::run(dir, job, parallelism).await? {
+        let runner_id = format!("local-{}", std::process::id());
+        let executor = executors.executor(&runner_id, "local").await;
+        return if local::run(dir, job, parallelism, executor).await? {
             Ok(())
         } else {
             Err(BuildFailed.into())
@@ -560,15 +574,19 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
         );
     }
     let stop_runner = CancellationToken::new();
-    let builds = (!args.no_runner).then(|| {
-        let runner = Runner::new(
-            store.clone(),
-            feed.clone(),
-            LocalExecutor::default(),
-            args.runner.settings(blobs.clone(), keys.clone()),
-        );
-        tokio::spawn(runner.run(stop_runner.clone()))
-    });
+    let builds = if args.no_runner {
+        None
+    } else {
+        let settings = args.runner.settings(blobs.clone(), keys.clone());
+        let installation = monkeyci_runner::installation_id(store.pool()).await?;
+        let executor = args
+            .runner
+            .executors
+            .executor(&settings.runner_id, &installation.to_string())
+            .await;
+        let runner = Runner::new(store.clone(), feed.clone(), executor, settings);
+        Some(tokio::spawn(runner.run(stop_runner.clone())))
+    };
     let admin_token = match &args.admin_token {
         Some(token) if token.len() >= 16 => token.clone(),
         Some(_) => bail!("the admin token must be at least 16 characters long"),
@@ -633,8 +651,13 @@ async fn run_builds(store: EventStore, args: &RunnerArgs) -> anyhow::Result<()> 
         "monkeyci runner {} is waiting for builds; Ctrl-C stops it",
         settings.runner_id
     );
+    let installation = monkeyci_runner::installation_id(store.pool()).await?;
+    let executor = args
+        .executors
+        .executor(&settings.runner_id, &installation.to_string())
+        .await;
     let stop = CancellationToken::new();
-    let runner = tokio::spawn(Runner::new(store, feed, LocalExecutor::default(), settings).run(stop.clone()));
+    let runner = tokio::spawn(Runner::new(store, feed, executor, settings).run(stop.clone()));
     shutdown_signal().await?;
     tracing::info!("stopping: canceling the builds this runner runs");
     stop.cancel();

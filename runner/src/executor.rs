@@ -4,26 +4,67 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use monkeyci_domain::pipeline::Resources;
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::container::ContainerExecutor;
+use crate::host::HostExecutor;
+
+/// Where a job sees its build's checkout, whatever runs it (but the unconfined host executor,
+/// which runs in the checkout itself).
+pub const WORKSPACE: &str = "/workspace";
+
 /// What to run for one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobSpec {
-    /// The job's id in the pipeline, for log messages.
+    /// The build the job belongs to (its containers are labelled with it).
+    pub build_id: String,
+    /// The job's id in the pipeline.
     pub job_id: String,
-    /// Shell commands, run in order; the first that fails fails the job.
+    /// Shell commands, run in order by `sh -e`; the first that fails fails the job.
     pub script: Vec<String>,
-    /// Environment variables on top of a minimal inherited set (`PATH`, `HOME`, …).
+    /// The job's environment: its own `env`, the build's parameters and `MONKEYCI_*`.
     pub env: BTreeMap<String, String>,
-    /// The directory the script runs in; it must exist.
-    pub work_dir: PathBuf,
-    /// The container image the job asks for, if any; executors without containers run the
-    /// job on the host and say so in its log.
+    /// The build's checked-out code; it must exist. Jobs see it at [`WORKSPACE`].
+    pub checkout: PathBuf,
+    /// Where the script runs, relative to the checkout.
+    pub work_dir: Option<String>,
+    /// The OCI image to run the job in; without one the job runs on the host.
     pub image: Option<String>,
+    /// Limits of a container job.
+    pub resources: Resources,
     /// How long the job may run.
     pub timeout: Option<Duration>,
+}
+
+impl JobSpec {
+    /// The work directory as the job sees it, below [`WORKSPACE`].
+    pub(crate) fn inner_work_dir(&self) -> String {
+        match &self.work_dir {
+            Some(dir) => format!("{WORKSPACE}/{}", dir.trim_start_matches('/')),
+            None => WORKSPACE.to_owned(),
+        }
+    }
+
+    /// The work directory on the host.
+    pub(crate) fn host_work_dir(&self) -> PathBuf {
+        match &self.work_dir {
+            Some(dir) => self.checkout.join(dir),
+            None => self.checkout.clone(),
+        }
+    }
+
+    /// Refuses a job whose work directory is missing, before anything runs.
+    pub(crate) fn check_work_dir(&self) -> Result<(), ExecutionError> {
+        let dir = self.host_work_dir();
+        if dir.is_dir() {
+            Ok(())
+        } else {
+            Err(ExecutionError::NoWorkDir(dir))
+        }
+    }
 }
 
 /// Which output a log line came from.
@@ -31,7 +72,7 @@ pub struct JobSpec {
 pub enum LogStream {
     Stdout,
     Stderr,
-    /// A line written by MonkeyCI itself (e.g. "running on the host").
+    /// A line written by MonkeyCI itself (e.g. "the job was canceled").
     System,
 }
 
@@ -54,6 +95,8 @@ pub enum JobOutcome {
         exit_code: Option<i32>,
         signal: Option<i32>,
     },
+    /// The job used more memory than its limit and was killed.
+    OutOfMemory { limit: u64 },
     /// The job ran longer than its timeout and was stopped.
     TimedOut,
     /// The job was canceled and stopped.
@@ -65,13 +108,25 @@ pub enum JobOutcome {
 pub enum ExecutionError {
     #[error("work directory {0} does not exist")]
     NoWorkDir(PathBuf),
-    #[error("cannot start the job's shell")]
-    Spawn(#[source] std::io::Error),
+    #[error("cannot start {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("lost the job's process")]
     Wait(#[source] std::io::Error),
+    #[error("cannot hand the job its file ownership")]
+    Ownership(#[source] std::io::Error),
+    /// The job needs something this runner lacks (podman, bubblewrap).
+    #[error("{0}")]
+    Unavailable(String),
+    /// podman refused or failed to run the container, e.g. an image that cannot be pulled.
+    #[error("podman could not run the container: {0}")]
+    Podman(String),
 }
 
-/// Runs jobs. A container executor implements the same trait; the runner does not change.
+/// Runs jobs.
 pub trait Executor: Send + Sync {
     /// Runs `spec`, sending its output to `logs` as it comes, until it ends, times out or
     /// `cancel` fires. Every process the job started is gone when this returns.
@@ -81,4 +136,54 @@ pub trait Executor: Send + Sync {
         logs: mpsc::Sender<LogLine>,
         cancel: CancellationToken,
     ) -> impl Future<Output = Result<JobOutcome, ExecutionError>> + Send;
+
+    /// What jobs left that can outlive their runner (containers), of every build of this
+    /// installation. Executors whose jobs end with the runner have none.
+    fn leftovers(&self) -> impl Future<Output = Vec<Leftover>> + Send {
+        async { Vec::new() }
+    }
+
+    /// Stops and removes a leftover.
+    fn remove_leftover(&self, leftover: &Leftover) -> impl Future<Output = ()> + Send {
+        let _ = leftover;
+        async {}
+    }
+}
+
+/// Something a job left that can outlive its runner: a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// The container's name.
+    pub name: String,
+    /// The build it belongs to, from its label.
+    pub build_id: String,
+}
+
+/// The executors of a runner: jobs with an `image` run in containers, the others on the host.
+#[derive(Debug, Clone)]
+pub struct JobExecutor {
+    pub host: HostExecutor,
+    pub containers: ContainerExecutor,
+}
+
+impl Executor for JobExecutor {
+    async fn run(
+        &self,
+        spec: &JobSpec,
+        logs: mpsc::Sender<LogLine>,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, ExecutionError> {
+        match spec.image {
+            Some(_) => self.containers.run(spec, logs, cancel).await,
+            None => self.host.run(spec, logs, cancel).await,
+        }
+    }
+
+    async fn leftovers(&self) -> Vec<Leftover> {
+        self.containers.leftovers().await
+    }
+
+    async fn remove_leftover(&self, leftover: &Leftover) {
+        self.containers.remove_leftover(leftover).await;
+    }
 }

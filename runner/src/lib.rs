@@ -1,14 +1,17 @@
 //! Build execution: the [`Runner`] claims queued builds, [`checkout`] fetches the code a build
-//! asks for with git, [`run_pipeline`] runs the job graph, an [`Executor`] runs one job's script
-//! as real processes (streaming its output line by line, honouring cancel and timeouts by
-//! stopping the job's whole process group), and [`BuildBlobs`] keeps artifacts, caches and
-//! archived logs in blob storage.
+//! asks for with git, [`run_pipeline`] runs the job graph, a [`JobExecutor`] runs one job's
+//! script isolated (in a podman container for jobs with an image, confined by bubblewrap on the
+//! host for the others), streaming its output line by line and stopping every process of the
+//! job on cancel and timeouts, and [`BuildBlobs`] keeps artifacts, caches and archived logs in
+//! blob storage.
 
 mod blobs;
 mod checkout;
+mod container;
 mod executor;
-mod local;
+mod host;
 mod logs;
+mod process;
 mod scheduler;
 mod secrets;
 mod service;
@@ -16,12 +19,15 @@ mod ticker;
 
 pub use blobs::BuildBlobs;
 pub use checkout::{checkout, CheckoutError, GitAuth, GitTarget};
-pub use executor::{ExecutionError, Executor, JobOutcome, JobSpec, LogLine, LogStream};
-pub use local::LocalExecutor;
+pub use container::{ContainerExecutor, BUILD_LABEL, INSTALLATION_LABEL, JOB_LABEL, RUNNER_LABEL};
+pub use executor::{
+    ExecutionError, Executor, JobExecutor, JobOutcome, JobSpec, Leftover, LogLine, LogStream, WORKSPACE,
+};
+pub use host::{HostExecutor, JobNetwork, JobUser, Sandbox};
 pub use logs::{read_job_log, render_job_log, write_logs, StoredLine, JOB_LOG_CHANNEL};
 pub use scheduler::{
     run_pipeline, unblocked_jobs, BuildPlan, CommandRecorder, LogItem, LogSender, ScheduleError, StepRecorder,
 };
-pub use service::{Runner, RunnerSettings};
+pub use service::{installation_id, Runner, RunnerSettings};
 pub use ticker::{Fired, ScheduleTicker};
 pub use tokio_util::sync::CancellationToken;

@@ -486,6 +486,12 @@ fn describe(outcome: JobOutcome) -> String {
         } => format!("exited with status {code}"),
         JobOutcome::Failed { signal: Some(sig), .. } => format!("killed by signal {sig}"),
         JobOutcome::TimedOut => "ran out of time".into(),
+        JobOutcome::OutOfMemory { limit } => {
+            format!(
+                "ran out of memory: used more than its limit of {}",
+                crate::container::bytes(limit)
+            )
+        }
         _ => "failed".into(),
     }
 }
@@ -503,16 +509,15 @@ async fn run_job<E: Executor, R: StepRecorder>(
     logs: LogSender,
     cancel: CancellationToken,
 ) -> (JobId, JobEnd) {
-    let work_dir = match &job.work_dir {
-        Some(dir) => plan.checkout.join(dir.as_str()),
-        None => plan.checkout.clone(),
-    };
     let spec = JobSpec {
+        build_id: plan.build_id.to_string(),
         job_id: job.id.to_string(),
         script: job.script.clone(),
         env: monkeyci_env(plan, job),
-        work_dir,
+        checkout: plan.checkout.clone(),
+        work_dir: job.work_dir.as_ref().map(|dir| dir.as_str().to_owned()),
         image: job.image.clone(),
+        resources: job.resources,
         timeout: job.timeout,
     };
     let (tx, mut rx) = mpsc::channel::<LogLine>(256);
@@ -551,10 +556,10 @@ async fn run_job<E: Executor, R: StepRecorder>(
             }
         }
         Ok(()) => {
-            let outcome = run_attempts(executor, &spec, job, &tx, &cancel, &say).await;
-            match outcome {
+            let end = run_attempts(executor, &spec, job, &tx, &cancel, &say).await;
+            match end.outcome {
                 JobOutcome::Succeeded => match save_files(rec, plan, job, &say).await {
-                    Ok(()) => JobEnd { outcome, message: None },
+                    Ok(()) => end,
                     Err(message) => {
                         say(message.clone()).await;
                         JobEnd {
@@ -563,7 +568,7 @@ async fn run_job<E: Executor, R: StepRecorder>(
                         }
                     }
                 },
-                outcome => JobEnd { outcome, message: None },
+                _ => end,
             }
         }
     };
@@ -577,7 +582,8 @@ const FAILED: JobOutcome = JobOutcome::Failed {
     signal: None,
 };
 
-/// Runs the script, and again after a failure up to the job's retries.
+/// Runs the script, and again after a failure up to the job's retries; a job that could not
+/// be run at all ends with the reason as its message.
 async fn run_attempts<E: Executor, F, Fut>(
     executor: &E,
     spec: &JobSpec,
@@ -585,29 +591,36 @@ async fn run_attempts<E: Executor, F, Fut>(
     tx: &mpsc::Sender<LogLine>,
     cancel: &CancellationToken,
     say: &F,
-) -> JobOutcome
+) -> JobEnd
 where
     F: Fn(String) -> Fut,
     Fut: Future<Output = ()>,
 {
     let attempts = job.retries + 1;
-    let mut outcome = JobOutcome::Canceled;
+    let mut end = JobEnd {
+        outcome: JobOutcome::Canceled,
+        message: None,
+    };
     for attempt in 1..=attempts {
         if attempt > 1 {
             say(format!("attempt {attempt} of {attempts}")).await;
         }
-        outcome = match executor.run(spec, tx.clone(), cancel.clone()).await {
-            Ok(outcome) => outcome,
+        end = match executor.run(spec, tx.clone(), cancel.clone()).await {
+            Ok(outcome) => JobEnd { outcome, message: None },
             Err(error) => {
-                say(format!("could not run the job: {error}")).await;
-                FAILED
+                let message = error.to_string();
+                say(format!("could not run the job: {message}")).await;
+                JobEnd {
+                    outcome: FAILED,
+                    message: Some(message),
+                }
             }
         };
-        if matches!(outcome, JobOutcome::Succeeded | JobOutcome::Canceled) {
+        if matches!(end.outcome, JobOutcome::Succeeded | JobOutcome::Canceled) {
             break;
         }
     }
-    outcome
+    end
 }
 
 fn no_storage(what: &str, id: &ArtifactId) -> String {

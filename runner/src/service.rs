@@ -83,9 +83,12 @@ impl<E: Executor + Clone + 'static> Runner<E> {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut running = tokio::task::JoinSet::new();
         let mut queue_moved = builds_projection_moves(self.pool().clone(), shutdown.clone());
+        self.remove_leftovers().await;
         loop {
-            if let Err(error) = self.recover_lost_builds().await {
-                tracing::warn!(%error, "could not look for builds of lost runners");
+            match self.recover_lost_builds().await {
+                Ok(0) => {}
+                Ok(_) => self.remove_leftovers().await,
+                Err(error) => tracing::warn!(%error, "could not look for builds of lost runners"),
             }
             while running.len() < self.settings.max_builds.max(1) {
                 match self.claim().await {
@@ -154,8 +157,36 @@ impl<E: Executor + Clone + 'static> Runner<E> {
         Ok(())
     }
 
-    /// Ends as errored every running build whose runner stopped renewing its lease.
-    async fn recover_lost_builds(&self) -> Result<(), sqlx::Error> {
+    /// Stops and removes what jobs left behind (containers) of builds without a live lease:
+    /// builds that ended, or whose runner was killed.
+    async fn remove_leftovers(&self) {
+        // Listed before the leases are read: a build takes its lease before it starts any
+        // container, so every listed container whose build runs has its lease in the read.
+        let leftovers = self.executor.leftovers().await;
+        if leftovers.is_empty() {
+            return;
+        }
+        let live: Vec<Uuid> = match sqlx::query_scalar("SELECT build_id FROM runner_leases WHERE expires_at > now()")
+            .fetch_all(self.pool())
+            .await
+        {
+            Ok(live) => live,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the leases; leftover containers stay for now");
+                return;
+            }
+        };
+        for leftover in leftovers {
+            let running = Uuid::parse_str(&leftover.build_id).is_ok_and(|id| live.contains(&id));
+            if !running {
+                self.executor.remove_leftover(&leftover).await;
+            }
+        }
+    }
+
+    /// Ends as errored every running build whose runner stopped renewing its lease; returns
+    /// how many.
+    async fn recover_lost_builds(&self) -> Result<usize, sqlx::Error> {
         let lost: Vec<(Uuid, Option<String>)> = sqlx::query_as(
             "SELECT b.id, b.runner FROM builds b LEFT JOIN runner_leases l ON l.build_id = b.id \
              WHERE b.status = 'running' \
@@ -164,6 +195,7 @@ impl<E: Executor + Clone + 'static> Runner<E> {
         .bind(self.settings.lease_ttl.as_secs_f64())
         .fetch_all(self.pool())
         .await?;
+        let count = lost.len();
         for (id, runner) in lost {
             let build_id = BuildId::from_uuid(id);
             let runner = runner.unwrap_or_else(|| "unknown".into());
@@ -187,7 +219,7 @@ impl<E: Executor + Clone + 'static> Runner<E> {
                 Err(error) => tracing::warn!(%error, build = %build_id, "could not end a lost build"),
             }
         }
-        Ok(())
+        Ok(count)
     }
 
     /// Checks out, runs and finishes one claimed build; any failure before the pipeline runs
@@ -211,6 +243,9 @@ impl<E: Executor + Clone + 'static> Runner<E> {
             })
         };
         let workspace = self.settings.workspace_root.join(build.id.to_string());
+        if let Err(error) = private_dir(&self.settings.workspace_root) {
+            tracing::warn!(%error, "cannot make the workspace directory private");
+        }
         let result = self.prepare_and_run(&build, &workspace, stop.clone()).await;
         if let Err(message) = result {
             tracing::warn!(build = %build_id, %message, "build errored");
@@ -418,6 +453,11 @@ async fn load_pipeline(source: &Path) -> Result<pipeline::Pipeline, String> {
     ))
 }
 
+/// This database's id (see the `installation` table), which the runner's containers carry.
+pub async fn installation_id(pool: &PgPool) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM installation").fetch_one(pool).await
+}
+
 /// Changes each time the `builds` projection moves its checkpoint, whichever process runs it:
 /// only then can a newly queued build be in `queued_builds`. The poll in `Runner::run` covers
 /// the moments without a listener (the connection dropped and was not yet back).
@@ -457,6 +497,14 @@ async fn announce_builds_moves(
             moved.send_replace(());
         }
     }
+}
+
+/// Makes `dir` (and missing parents) and lets only this user list or enter it: builds'
+/// checkouts and keys are below it.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Writes the build's ssh key where only this user can read it, outside the checkout.

@@ -1,14 +1,16 @@
 //! Pipelines: the jobs a build runs, as written in a repo's `.monkeyci/build.yaml`, `build.yml`
-//! or `build.json`.
+//! or `build.json`, in MonkeyCI's format.
 //!
-//! The file is a list of jobs, or a map with that list under `jobs` and an optional build-wide
-//! `timeout`:
+//! The file is a list of jobs, a single job, or a map with a list of jobs under `jobs` and an
+//! optional build-wide `timeout`:
 //!
 //! ```yaml
 //! - id: test
-//!   image: rust:1.89
+//!   image: docker.io/rust:1.89
 //!   script: ["cargo test"]
 //!   caches: [{id: cargo, path: .cargo}]
+//!   memory: 4
+//!   cpus: 2
 //! - id: publish
 //!   dependencies: [test]
 //!   script: ["./publish.sh"]
@@ -16,13 +18,33 @@
 //!   timeout: 10m
 //! ```
 //!
-//! Keys are kebab-case (`work-dir`, `save-artifacts`, `restore-artifacts`, `allow-failure`);
-//! the camelCase spellings (`workDir`, …) are accepted too, in either format. Unknown keys are
-//! refused. [`parse`] takes the file's name and contents; it reads nothing itself.
+//! A single job is a map with the job's keys at the top of the file (`id: test`, `image: …`).
+//! A top-level map with `jobs` is the other form; there `timeout` is the build's, in a single
+//! job the job's.
+//!
+//! Keys may be written in kebab-case (`work-dir`, `save-artifacts`, `restore-artifacts`,
+//! `allow-failure`), snake_case (`work_dir`, …) or camelCase (`workDir`, …), in either format.
+//! One key given twice, in any spellings, and unknown keys are refused.
+//!
+//! A job with an `image` may say what it needs:
+//!
+//! * `memory`: a number of GB (`2`, `0.5`; binary, so 2^30 bytes each) or a string with a
+//!   unit of `k`, `m` or `g`, optionally followed by `b` or `ib`, in any case (`"512m"`,
+//!   `"2GiB"`; all binary); from 6 MiB, podman's minimum, to 1 TiB;
+//! * `cpus`: a number of CPUs, fractions allowed (`0.5`), at most 256;
+//! * `size`: MonkeyCI's preset, a whole number from 1 to 16, each unit 1 CPU and 2 GB; an
+//!   explicit `cpus` or `memory` wins over it;
+//! * `arch`: the image's architecture, `amd64` (or `amd`, `x86_64`) or `arm64` (or `arm`,
+//!   `aarch64`).
+//!
+//! The image itself must be an OCI reference (`[host[:port]/]path[:tag][@digest]`).
+//! [`parse`] takes the file's name and contents; it reads nothing itself.
 
 mod duration;
 mod glob;
+mod image;
 mod raw;
+mod resources;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -36,6 +58,7 @@ use crate::values::{GitRef, JobId};
 
 pub use duration::{parse_duration, MAX_TIMEOUT};
 pub use glob::Glob;
+pub use resources::{Arch, Resources};
 
 use raw::Format;
 
@@ -113,6 +136,8 @@ pub struct Job {
     pub blocked: bool,
     /// A failure of this job does not fail the build.
     pub allow_failure: bool,
+    /// What the job's container may use; empty unless the job has an image.
+    pub resources: Resources,
 }
 
 /// An artifact or cache: files at `path` in the workspace, kept under `id`.
@@ -260,8 +285,8 @@ pub enum PipelineError {
     /// The file name has none of the extensions `.yaml`, `.yml` or `.json`.
     #[error("{file}: not a pipeline file; expected .yaml, .yml or .json")]
     UnsupportedFile { file: String },
-    /// Malformed YAML or JSON, a value of the wrong type, an unknown key or a refused value
-    /// (job id, timeout, path, …).
+    /// Malformed YAML or JSON, a value of the wrong type, an unknown key, a refused value
+    /// (job id, timeout, path, …) or resources asked for by a job without an image.
     #[error("{file}{}: {message}", at(.line, .column))]
     Invalid {
         file: String,
@@ -364,6 +389,18 @@ pub fn parse(file_name: &str, contents: &str) -> Result<Pipeline, PipelineError>
         return Err(PipelineError::Empty { file });
     }
     let job_line = |index: usize| raw::read(format, contents, Some(index)).err().and_then(|e| e.line);
+    let host_job_with_resources = |job: &Job| job.image.is_none() && job.resources != Resources::default();
+    if let Some(index) = raw.jobs.iter().position(host_job_with_resources) {
+        return Err(PipelineError::Invalid {
+            line: job_line(index),
+            column: None,
+            message: format!(
+                "job {}: memory, cpus, size and arch apply only to jobs with an image",
+                raw.jobs[index].id
+            ),
+            file,
+        });
+    }
     let jobs = order(&file, raw.jobs, &job_line)?;
     Ok(Pipeline {
         jobs,

@@ -1,16 +1,20 @@
 //! The file as written, read with serde. Every value is validated while it is read, so that a
 //! refused value is reported at its own line and column.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use serde::de::value::{MapAccessDeserializer, StrDeserializer};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::duration::{from_secs, parse_duration};
-use super::{Artifact, ArtifactId, Conditions, Glob, Job, RelativePath, MAX_RETRIES};
+use super::image::check_image;
+use super::resources::{memory_from_gb, memory_from_text, millicpus, Size};
+use super::{Arch, Artifact, ArtifactId, Conditions, Glob, Job, RelativePath, Resources, MAX_RETRIES};
 use crate::build::TriggerSource;
 use crate::error::ValidationError;
 use crate::values::JobId;
@@ -100,7 +104,7 @@ impl<'de> Visitor<'de> for FileVisitor {
     type Value = RawFile;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of jobs, or a map with `jobs` (and optionally `timeout`)")
+        f.write_str("a list of jobs, a job, or a map with `jobs` (and optionally `timeout`)")
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<RawFile, E> {
@@ -119,15 +123,42 @@ impl<'de> Visitor<'de> for FileVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawFile, A::Error> {
-        let mut jobs = None;
+        // The keys tell a map with `jobs` from a single job. Both may have a `timeout`, so after
+        // a `timeout` the next key decides.
         let mut timeout = None;
+        let mut key = map.next_key::<String>()?;
+        if key.as_deref() == Some("timeout") {
+            timeout = Some(map.next_value::<Timeout>()?.0);
+            key = map.next_key()?;
+        }
+        match key {
+            Some(key) if key != "jobs" => self.single_job(key, timeout, map),
+            key => self.jobs_and_timeout(key.is_some(), timeout, map),
+        }
+    }
+}
+
+impl FileVisitor {
+    /// The rest of a map with `jobs`; `at_jobs` when the key `jobs` has just been read.
+    fn jobs_and_timeout<'de, A: MapAccess<'de>>(
+        self,
+        at_jobs: bool,
+        mut timeout: Option<Duration>,
+        mut map: A,
+    ) -> Result<RawFile, A::Error> {
+        let probe = self.probe;
+        let mut jobs = if at_jobs {
+            Some(map.next_value_seed(JobsSeed { probe })?)
+        } else {
+            None
+        };
         while let Some(key) = map.next_key::<TopKey>()? {
             match key {
                 TopKey::Jobs => {
                     if jobs.is_some() {
                         return Err(de::Error::duplicate_field("jobs"));
                     }
-                    jobs = Some(map.next_value_seed(JobsSeed { probe: self.probe })?);
+                    jobs = Some(map.next_value_seed(JobsSeed { probe })?);
                 }
                 TopKey::Timeout => {
                     if timeout.is_some() {
@@ -140,6 +171,31 @@ impl<'de> Visitor<'de> for FileVisitor {
         Ok(RawFile {
             jobs: jobs.ok_or_else(|| de::Error::missing_field("jobs"))?,
             timeout,
+        })
+    }
+
+    /// A file that is one job, of which `key` (and `timeout`, if given) has been read.
+    fn single_job<'de, A: MapAccess<'de>>(
+        self,
+        key: String,
+        timeout: Option<Duration>,
+        map: A,
+    ) -> Result<RawFile, A::Error> {
+        if self.probe == Some(0) {
+            // The error is placed at the map (YAML) or just after its first key (JSON): either
+            // way on the line of the job's first key.
+            return Err(de::Error::custom("locating the job"));
+        }
+        let keys = KebabKeys { first: Some(key), map };
+        let mut job = RawJob::deserialize(MapAccessDeserializer::new(keys))?.into_job();
+        if let Some(timeout) = timeout {
+            if job.timeout.replace(timeout).is_some() {
+                return Err(de::Error::duplicate_field("timeout"));
+            }
+        }
+        Ok(RawFile {
+            jobs: vec![job],
+            timeout: None,
         })
     }
 }
@@ -206,8 +262,8 @@ impl<'de> Visitor<'de> for JobsVisitor {
             if self.probe == Some(jobs.len()) && seq.next_element_seed(Probe)?.is_none() {
                 return Ok(jobs);
             }
-            match seq.next_element::<RawJob>()? {
-                Some(job) => jobs.push(job.into_job()),
+            match seq.next_element::<Kebab<RawJob>>()? {
+                Some(Kebab(job)) => jobs.push(job.into_job()),
                 None => return Ok(jobs),
             }
         }
@@ -235,6 +291,7 @@ impl Visitor<'_> for Probe {
 
 // ---- jobs ----
 
+/// A job; its keys are read in kebab-case through [`Kebab`].
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawJob {
@@ -245,25 +302,33 @@ struct RawJob {
     #[serde(default)]
     dependencies: Vec<Checked<JobId>>,
     #[serde(default)]
-    env: BTreeMap<Checked<EnvName>, String>,
-    #[serde(default, alias = "workDir")]
+    env: BTreeMap<Checked<EnvName>, Checked<EnvValue>>,
+    #[serde(default)]
     work_dir: Option<Checked<RelativePath>>,
-    #[serde(default, alias = "saveArtifacts")]
-    save_artifacts: Vec<RawArtifact>,
-    #[serde(default, alias = "restoreArtifacts")]
-    restore_artifacts: Vec<RawArtifact>,
     #[serde(default)]
-    caches: Vec<RawArtifact>,
+    save_artifacts: Vec<Kebab<RawArtifact>>,
     #[serde(default)]
-    conditions: RawConditions,
+    restore_artifacts: Vec<Kebab<RawArtifact>>,
+    #[serde(default)]
+    caches: Vec<Kebab<RawArtifact>>,
+    #[serde(default)]
+    conditions: Kebab<RawConditions>,
     #[serde(default)]
     timeout: Option<Timeout>,
     #[serde(default)]
     retries: Retries,
     #[serde(default)]
     blocked: bool,
-    #[serde(default, alias = "allowFailure")]
+    #[serde(default)]
     allow_failure: bool,
+    #[serde(default)]
+    memory: Option<Amount<Memory>>,
+    #[serde(default)]
+    cpus: Option<Amount<Cpus>>,
+    #[serde(default)]
+    size: Option<Amount<Size>>,
+    #[serde(default)]
+    arch: Option<Checked<Arch>>,
 }
 
 impl RawJob {
@@ -274,22 +339,28 @@ impl RawJob {
                 dependencies.push(dependency);
             }
         }
-        let artifacts = |raw: Vec<RawArtifact>| raw.into_iter().map(RawArtifact::into_artifact).collect();
+        let artifacts = |raw: Vec<Kebab<RawArtifact>>| raw.into_iter().map(|a| a.0.into_artifact()).collect();
         Job {
             id: self.id.0,
             image: self.image.map(|i| i.0 .0),
             script: self.script.0,
             dependencies,
-            env: self.env.into_iter().map(|(k, v)| (k.0 .0, v)).collect(),
+            env: self.env.into_iter().map(|(k, v)| (k.0 .0, v.0 .0)).collect(),
             work_dir: self.work_dir.map(|w| w.0),
             save_artifacts: artifacts(self.save_artifacts),
             restore_artifacts: artifacts(self.restore_artifacts),
             caches: artifacts(self.caches),
-            conditions: self.conditions.into_conditions(),
+            conditions: self.conditions.0.into_conditions(),
             timeout: self.timeout.map(|t| t.0),
             retries: self.retries.0,
             blocked: self.blocked,
             allow_failure: self.allow_failure,
+            resources: Resources::new(
+                self.memory.map(|m| m.0 .0),
+                self.cpus.map(|c| c.0 .0),
+                self.size.map(|s| s.0),
+                self.arch.map(|a| a.0),
+            ),
         }
     }
 }
@@ -341,6 +412,150 @@ impl RawConditions {
     }
 }
 
+// ---- keys in kebab-case, snake_case or camelCase ----
+
+/// A struct whose keys may be written in kebab-case, snake_case or camelCase: each key is
+/// turned into kebab-case before the derived `Deserialize` sees it, so the derive knows (and
+/// lists in its errors) the kebab-case names alone, and two spellings of one key are a
+/// duplicate.
+#[derive(Default)]
+struct Kebab<T>(T);
+
+/// What a [`Kebab`] struct is, for type errors.
+trait Keyed {
+    const EXPECTING: &'static str;
+}
+
+impl Keyed for RawJob {
+    const EXPECTING: &'static str = "a job: a map with `id` and `script`";
+}
+
+impl Keyed for RawArtifact {
+    const EXPECTING: &'static str = "a map with `id` and `path`";
+}
+
+impl Keyed for RawConditions {
+    const EXPECTING: &'static str = "a map of conditions";
+}
+
+impl<'de, T: Deserialize<'de> + Keyed> Deserialize<'de> for Kebab<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KebabVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Keyed> Visitor<'de> for KebabVisitor<T> {
+            type Value = Kebab<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(T::EXPECTING)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Kebab<T>, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(KebabKeys { first: None, map })).map(Kebab)
+            }
+        }
+        deserializer.deserialize_map(KebabVisitor(PhantomData))
+    }
+}
+
+/// A map whose keys are handed on in kebab-case; `first` is a key already read from `map`
+/// (whose value is still to be read).
+struct KebabKeys<A> {
+    first: Option<String>,
+    map: A,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for KebabKeys<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
+        match self.first.take() {
+            Some(key) => KebabKey(seed).visit_str(&key).map(Some),
+            None => self.map.next_key_seed(KebabKey(seed)),
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.map.next_value_seed(seed)
+    }
+}
+
+/// Reads a key and hands it to the derived key visitor in kebab-case. It does so while the key
+/// is read, so that an error carries the key's position; an unknown key is reported as written.
+struct KebabKey<K>(K);
+
+impl<'de, K: DeserializeSeed<'de>> DeserializeSeed<'de> for KebabKey<K> {
+    type Value = K::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<K::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de, K: DeserializeSeed<'de>> Visitor<'de> for KebabKey<K> {
+    type Value = K::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<K::Value, E> {
+        let kebab = kebab_case(key);
+        self.0
+            .deserialize(StrDeserializer::<KeyError>::new(&kebab))
+            .map_err(|e| match e {
+                KeyError::Unknown(expected) => E::unknown_field(key, expected),
+                KeyError::Other(message) => E::custom(message),
+            })
+    }
+}
+
+/// `workDir` and `work_dir` as `work-dir`. Other keys, kebab-case ones among them, are
+/// returned as they are.
+fn kebab_case(key: &str) -> Cow<'_, str> {
+    let starts_lower = key.starts_with(|c: char| c.is_ascii_lowercase());
+    if !starts_lower || !key.contains(|c: char| c == '_' || c.is_ascii_uppercase()) {
+        return Cow::Borrowed(key);
+    }
+    let mut kebab = String::with_capacity(key.len() + 4);
+    for c in key.chars() {
+        match c {
+            '_' => kebab.push('-'),
+            c if c.is_ascii_uppercase() => {
+                kebab.push('-');
+                kebab.push(c.to_ascii_lowercase());
+            }
+            c => kebab.push(c),
+        }
+    }
+    Cow::Owned(kebab)
+}
+
+/// The error of a derived key visitor, kept apart from the file's error type so that an
+/// unknown key can be reported as written rather than in kebab-case.
+#[derive(Debug)]
+enum KeyError {
+    Unknown(&'static [&'static str]),
+    Other(String),
+}
+
+impl de::Error for KeyError {
+    fn custom<T: fmt::Display>(message: T) -> Self {
+        Self::Other(message.to_string())
+    }
+
+    fn unknown_field(_key: &str, expected: &'static [&'static str]) -> Self {
+        Self::Unknown(expected)
+    }
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unknown(_) => f.write_str("unknown key"),
+            Self::Other(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
 // ---- validated scalars ----
 
 /// A value written as a string and validated by [`FromScalar`] while it is read.
@@ -362,12 +577,95 @@ impl<'de, T: FromScalar> Deserialize<'de> for Checked<T> {
                 write!(f, "a {} as a string", T::WHAT)
             }
             fn visit_str<E: de::Error>(self, raw: &str) -> Result<Checked<T>, E> {
-                T::from_scalar(raw)
-                    .map(Checked)
-                    .map_err(|e| E::custom(format_args!("invalid {} {raw:?}: {}", T::WHAT, e.reason)))
+                T::from_scalar(raw).map(Checked).map_err(|e| refused(T::WHAT, raw, &e))
             }
         }
         deserializer.deserialize_str(ScalarVisitor(PhantomData))
+    }
+}
+
+/// The message for a refused value: `invalid <what> "<raw>": <reason>`.
+fn refused<E: de::Error>(what: &str, raw: &str, e: &ValidationError) -> E {
+    E::custom(format_args!("invalid {what} {raw:?}: {}", e.reason))
+}
+
+/// A resource amount, written as a number (or, for memory, also as a string with a unit) and
+/// validated by [`FromAmount`] while it is read.
+struct Amount<T>(T);
+
+trait FromAmount: Sized {
+    /// The key, as a user writes it.
+    const WHAT: &'static str;
+    /// What may be written, for type errors.
+    const EXPECTING: &'static str;
+    fn from_number(number: f64) -> Result<Self, ValidationError>;
+    fn from_text(_raw: &str) -> Result<Self, ValidationError> {
+        Err(ValidationError::new(Self::WHAT, "must be a number, not a string"))
+    }
+}
+
+impl<'de, T: FromAmount> Deserialize<'de> for Amount<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AmountVisitor<T>(PhantomData<T>);
+        impl<T: FromAmount> AmountVisitor<T> {
+            fn number<E: de::Error>(number: f64, written: &str) -> Result<Amount<T>, E> {
+                T::from_number(number)
+                    .map(Amount)
+                    .map_err(|e| refused(T::WHAT, written, &e))
+            }
+        }
+        impl<T: FromAmount> Visitor<'_> for AmountVisitor<T> {
+            type Value = Amount<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(T::EXPECTING)
+            }
+            fn visit_u64<E: de::Error>(self, number: u64) -> Result<Amount<T>, E> {
+                Self::number(number as f64, &number.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, number: i64) -> Result<Amount<T>, E> {
+                Self::number(number as f64, &number.to_string())
+            }
+            fn visit_f64<E: de::Error>(self, number: f64) -> Result<Amount<T>, E> {
+                Self::number(number, &number.to_string())
+            }
+            fn visit_str<E: de::Error>(self, raw: &str) -> Result<Amount<T>, E> {
+                T::from_text(raw).map(Amount).map_err(|e| refused(T::WHAT, raw, &e))
+            }
+        }
+        deserializer.deserialize_any(AmountVisitor(PhantomData))
+    }
+}
+
+/// A memory limit in bytes.
+struct Memory(u64);
+
+impl FromAmount for Memory {
+    const WHAT: &'static str = "memory";
+    const EXPECTING: &'static str = "memory in GB such as 2, or with a unit such as \"512m\"";
+    fn from_number(gb: f64) -> Result<Self, ValidationError> {
+        memory_from_gb(gb).map(Self)
+    }
+    fn from_text(raw: &str) -> Result<Self, ValidationError> {
+        memory_from_text(raw).map(Self)
+    }
+}
+
+/// A CPU limit in thousandths of a CPU.
+struct Cpus(u32);
+
+impl FromAmount for Cpus {
+    const WHAT: &'static str = "cpus";
+    const EXPECTING: &'static str = "cpus as a number such as 1 or 0.5";
+    fn from_number(cpus: f64) -> Result<Self, ValidationError> {
+        millicpus(cpus).map(Self)
+    }
+}
+
+impl FromAmount for Size {
+    const WHAT: &'static str = "size";
+    const EXPECTING: &'static str = "size as a whole number from 1 to 16";
+    fn from_number(units: f64) -> Result<Self, ValidationError> {
+        Size::parse(units)
     }
 }
 
@@ -405,16 +703,14 @@ struct Image(String);
 impl FromScalar for Image {
     const WHAT: &'static str = "image";
     fn from_scalar(raw: &str) -> Result<Self, ValidationError> {
-        if raw.trim().is_empty() {
-            return Err(ValidationError::new("image", "must not be empty"));
-        }
-        if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(ValidationError::new(
-                "image",
-                "must not contain whitespace or control characters",
-            ));
-        }
-        Ok(Self(raw.to_owned()))
+        check_image(raw).map(|()| Self(raw.to_owned()))
+    }
+}
+
+impl FromScalar for Arch {
+    const WHAT: &'static str = "arch";
+    fn from_scalar(raw: &str) -> Result<Self, ValidationError> {
+        Arch::parse(raw)
     }
 }
 
@@ -428,11 +724,29 @@ impl FromScalar for EnvName {
         if raw.is_empty() {
             return Err(ValidationError::new("env", "must not be empty"));
         }
+        // A leading `-` would make the name an option of `env`.
+        if raw.starts_with('-') {
+            return Err(ValidationError::new("env", "must not start with '-'"));
+        }
         if raw.contains('=') || raw.chars().any(char::is_control) {
             return Err(ValidationError::new(
                 "env",
-                "must not contain '=' or control characters",
+                "must not contain '=' or control characters (such as NUL)",
             ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+/// The value of an environment variable: any text but NUL, which no process environment can
+/// hold.
+struct EnvValue(String);
+
+impl FromScalar for EnvValue {
+    const WHAT: &'static str = "env value";
+    fn from_scalar(raw: &str) -> Result<Self, ValidationError> {
+        if raw.contains('\0') {
+            return Err(ValidationError::new("env", "must not contain NUL"));
         }
         Ok(Self(raw.to_owned()))
     }

@@ -1,0 +1,220 @@
+//! What every executor does with the process it starts: hand the job its script and
+//! environment on stdin, stream its output line by line, and wait for its end, its deadline or
+//! a cancel.
+
+use std::collections::BTreeMap;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{ExecutionError, LogLine, LogStream};
+
+/// How the waiting ended.
+pub(crate) enum Ended {
+    Exited(ExitStatus),
+    TimedOut,
+    Canceled,
+}
+
+/// A started job process whose output is being forwarded.
+pub(crate) struct Running {
+    pub child: Child,
+    readers: Vec<JoinHandle<()>>,
+    last_stderr: Arc<Mutex<String>>,
+}
+
+impl Running {
+    /// Waits until the process exits, `timeout` passes or `cancel` fires.
+    pub async fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Result<Ended, ExecutionError> {
+        let deadline = async {
+            match timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            status = self.child.wait() => Ok(Ended::Exited(status.map_err(ExecutionError::Wait)?)),
+            () = deadline => Ok(Ended::TimedOut),
+            () = cancel.cancelled() => Ok(Ended::Canceled),
+        }
+    }
+
+    /// Waits until every line of output has been forwarded (the pipes close when the last
+    /// process holding them has ended).
+    pub async fn drain(self) {
+        for reader in self.readers {
+            let _ = reader.await;
+        }
+    }
+
+    /// The last line the process wrote to stderr.
+    pub fn last_stderr(&self) -> String {
+        self.last_stderr.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// Starts `command` with its output piped to `logs` line by line and, if given, `stdin` written
+/// to its standard input (which is then closed); without it, standard input is empty.
+pub(crate) fn start(
+    command: &mut Command,
+    program: &str,
+    stdin: Option<Vec<u8>>,
+    logs: &mpsc::Sender<LogLine>,
+) -> Result<Running, ExecutionError> {
+    command
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().map_err(|source| ExecutionError::Spawn {
+        program: program.to_owned(),
+        source,
+    })?;
+    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // A job that exits before reading everything closes the pipe: that is its business.
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&bytes).await;
+        });
+    }
+    let last_stderr = Arc::new(Mutex::new(String::new()));
+    let mut readers = Vec::with_capacity(2);
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(forward(out, LogStream::Stdout, logs.clone(), None)));
+    }
+    if let Some(err) = child.stderr.take() {
+        let last = Some(last_stderr.clone());
+        readers.push(tokio::spawn(forward(err, LogStream::Stderr, logs.clone(), last)));
+    }
+    Ok(Running {
+        child,
+        readers,
+        last_stderr,
+    })
+}
+
+async fn forward(
+    output: impl AsyncRead + Unpin,
+    stream: LogStream,
+    logs: mpsc::Sender<LogLine>,
+    last: Option<Arc<Mutex<String>>>,
+) {
+    let mut lines = BufReader::new(output).split(b'\n');
+    while let Ok(Some(raw)) = lines.next_segment().await {
+        let text = String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(&raw)).into_owned();
+        if let Some(last) = &last {
+            text.clone_into(&mut last.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        let line = LogLine {
+            at: Utc::now(),
+            stream,
+            text,
+        };
+        if logs.send(line).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A line of MonkeyCI's own in the job's log.
+pub(crate) fn system_line(text: impl Into<String>) -> LogLine {
+    LogLine {
+        at: Utc::now(),
+        stream: LogStream::System,
+        text: text.into(),
+    }
+}
+
+/// The exit status [`container_launcher`] gives a job whose container ran out of memory.
+pub(crate) const OUT_OF_MEMORY_EXIT: i32 = 197;
+
+/// What a confined host job is given on stdin: one command that adds `env` to the environment
+/// the shell has and runs the script with `sh -e`, its stdin empty.
+///
+/// The environment and the script travel on stdin, not as arguments or in the environment of
+/// the program that sets up the confinement: arguments show in every host user's `ps`, and
+/// that program (bwrap, podman) would itself obey variables such as `LD_PRELOAD` or
+/// `CONTAINERS_CONF` that a pipeline could set.
+pub(crate) fn launcher(env: &BTreeMap<String, String>, script: &[String]) -> Vec<u8> {
+    let mut text = String::from("exec ");
+    push_job_command(&mut text, env, script);
+    text.push('\n');
+    text.into_bytes()
+}
+
+/// What a container job is given on stdin: the job as [`launcher`] runs it, then, if it
+/// failed, a look at the container's memory cgroup (v2 `memory.events`, v1
+/// `memory.oom_control`): if the kernel killed a process of it for lack of memory, the
+/// container exits with [`OUT_OF_MEMORY_EXIT`]. podman cannot tell on every host (cgroup v1
+/// hosts forget the cgroup when the container ends), the container itself always can. A job
+/// could fake the status, but only to fail with another message.
+pub(crate) fn container_launcher(env: &BTreeMap<String, String>, script: &[String]) -> Vec<u8> {
+    // One compound command: the shell reads all of stdin before it runs any of it.
+    let mut text = String::from("{\n");
+    push_job_command(&mut text, env, script);
+    text.push_str(&format!(
+        "\nstatus=$?\n\
+         if [ \"$status\" -ne 0 ]; then\n\
+         for f in /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control; do\n\
+         [ -r \"$f\" ] || continue\n\
+         while read -r key value; do\n\
+         if [ \"$key\" = oom_kill ] && [ \"$value\" -gt 0 ]; then exit {OUT_OF_MEMORY_EXIT}; fi\n\
+         done < \"$f\"\n\
+         done\n\
+         fi\n\
+         exit \"$status\"\n\
+         }}\n"
+    ));
+    text.into_bytes()
+}
+
+/// `env 'NAME=value'… sh -e -c '<script>' < /dev/null`.
+fn push_job_command(out: &mut String, env: &BTreeMap<String, String>, script: &[String]) {
+    out.push_str("env");
+    for (name, value) in env {
+        out.push(' ');
+        quote_into(out, &format!("{name}={value}"));
+    }
+    out.push_str(" sh -e -c ");
+    quote_into(out, &script.join("\n"));
+    out.push_str(" < /dev/null");
+}
+
+/// Appends `text` as one single-quoted shell word.
+fn quote_into(out: &mut String, text: &str) {
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\'' => out.push_str("'\\''"),
+            // The environment cannot hold NUL; dropping it keeps the shell line readable.
+            '\0' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_launcher_quotes_every_value_as_one_word() {
+        let env = BTreeMap::from([("A".to_owned(), "it's $(id) `x`".to_owned())]);
+        let line = launcher(&env, &["echo \"$A\"".to_owned(), "true".to_owned()]);
+        assert_eq!(
+            String::from_utf8(line).expect("utf8"),
+            "exec env 'A=it'\\''s $(id) `x`' sh -e -c 'echo \"$A\"\ntrue' < /dev/null\n"
+        );
+    }
+}
