@@ -223,7 +223,7 @@ async fn canceling_a_running_build_kills_its_job(pool: PgPool) {
 async fn a_build_whose_runner_is_killed_is_ended_by_another_runner(pool: PgPool) {
     let repo = repo_with(
         "build.yaml",
-        "- id: slow\n  script: [\"echo $$ > $MONKEYCI_JOB_ID.pid\", \"sleep 300\"]\n",
+        "- id: slow\n  script: [\"echo started\", \"sleep 3303\"]\n",
     );
     let core = Core::start(pool.clone()).await.expect("core");
     let workspace = tempfile::tempdir().expect("workspace");
@@ -252,12 +252,14 @@ async fn a_build_whose_runner_is_killed_is_ended_by_another_runner(pool: PgPool)
     let build = wait_for_build(&core, build_id, |b| b.jobs_running == 1).await;
     assert_eq!(build.runner.as_deref(), Some("first"));
     first.kill().await.expect("SIGKILL");
-    // The job's shell outlived its runner; clean it up like an operator would.
-    let pid_file = workspace.path().join(build_id.to_string()).join("src").join("slow.pid");
-    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &format!("-{}", pid.trim())])
-            .status();
+    // A confined job dies with its runner (bubblewrap's --die-with-parent).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !monkeyci_tests::sleeping(&["3303"]).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job outlived its killed runner by 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     let (_second, _second_out) = spawn_runner("second");

@@ -167,6 +167,8 @@ async fn build_run(dir: &std::path::Path, extra: &[&str]) -> std::process::Outpu
         .arg(dir)
         .args(extra)
         .env("MONKEYCI_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("MONKEYCI_CONTAINER_RUNTIME", monkeyci_tests::PODMAN_RUNTIME)
+        .env("MONKEYCI_CONTAINER_ULIMITS", monkeyci_tests::PODMAN_ULIMITS.join(","))
         .output()
         .await
         .expect("run monkeyci build run")
@@ -241,4 +243,30 @@ async fn build_run_passes_artifacts_from_job_to_job() {
     assert!(out.contains("=== make saved artifact app"), "{out}");
     assert!(out.contains("[use] restored artifact app"), "{out}");
     assert!(out.contains("[use] built"), "{out}");
+}
+
+#[tokio::test]
+async fn build_run_confines_host_jobs_and_runs_image_jobs_in_containers_as_the_server_does() {
+    let image = monkeyci_tests::test_image().expect("image");
+    let dir = local_checkout(&format!(
+        "- id: host\n  script: ['echo \"host in $(pwd) as $(id -u)\"', 'test ! -e /etc/shadow', 'echo made > made.txt']\n\
+         - id: boxed\n  image: {image}\n  dependencies: [host]\n  memory: 64m\n  script: ['grep NAME= /etc/os-release', 'cat made.txt']\n"
+    ));
+
+    let confined = build_run(dir.path(), &[]).await;
+    let unconfined = build_run(dir.path(), &["--executor", "host-unconfined", "--job", "host"]).await;
+
+    let out = String::from_utf8_lossy(&confined.stdout);
+    assert_eq!(confined.status.code(), Some(0), "{out}");
+    assert!(out.contains("[host] host in /workspace as 65534"), "{out}");
+    assert!(out.contains("[boxed] NAME=\"MonkeyCI test busybox\""), "{out}");
+    assert!(out.contains("[boxed] made"), "{out}");
+    // As the runner's own user, the job sees the host's files: its `test` fails.
+    let out = String::from_utf8_lossy(&unconfined.stdout);
+    assert_eq!(unconfined.status.code(), Some(1), "{out}");
+    let canonical = dir.path().canonicalize().expect("canonical");
+    assert!(
+        out.contains(&format!("[host] host in {} as 0", canonical.display())),
+        "{out}"
+    );
 }

@@ -57,6 +57,9 @@ impl Server {
     /// Starts the server as [`Server::start`] does, with `extra` flags and `env` variables.
     /// Container jobs use the tests' podman settings.
     pub async fn start_with(pool: &PgPool, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        // The job user passes through to the workspace below it (a temporary directory is
+        // private to its owner).
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711)).expect("chmod");
         let mut child = Command::new(monkeyci_binary().expect("binary"))
             .args([
                 "server",

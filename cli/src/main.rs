@@ -343,8 +343,11 @@ impl RunnerArgs {
 enum BuildCommand {
     /// Runs the `.monkeyci/` pipeline of a directory, printing each job's output with a
     /// `[job]` prefix and a summary at the end. Exits with 0 if the build succeeded, 1 if not.
+    /// Jobs run as on the server: with an image in a podman container, without one confined by
+    /// bubblewrap (see --executor).
     Run {
-        /// The checkout whose pipeline to run; jobs run in it and may change it.
+        /// The checkout whose pipeline to run; jobs see it at /workspace and may change it. As
+        /// root, it is handed to the job user (--job-user) first.
         #[arg(long, default_value = ".")]
         dir: std::path::PathBuf,
         /// Run only this job (without its dependencies).
@@ -585,6 +588,7 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
             .executor(&settings.runner_id, &installation.to_string())
             .await;
         let runner = Runner::new(store.clone(), feed.clone(), executor, settings);
+        runner.check().await.map_err(anyhow::Error::msg)?;
         Some(tokio::spawn(runner.run(stop_runner.clone())))
     };
     let admin_token = match &args.admin_token {
@@ -656,8 +660,10 @@ async fn run_builds(store: EventStore, args: &RunnerArgs) -> anyhow::Result<()> 
         .executors
         .executor(&settings.runner_id, &installation.to_string())
         .await;
+    let runner = Runner::new(store, feed, executor, settings);
+    runner.check().await.map_err(anyhow::Error::msg)?;
     let stop = CancellationToken::new();
-    let runner = tokio::spawn(Runner::new(store, feed, executor, settings).run(stop.clone()));
+    let runner = tokio::spawn(runner.run(stop.clone()));
     shutdown_signal().await?;
     tracing::info!("stopping: canceling the builds this runner runs");
     stop.cancel();

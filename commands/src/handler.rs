@@ -119,6 +119,13 @@ impl CommandHandler {
         &self.store
     }
 
+    /// The current state of aggregate `A` with id `id`, folded from its stream: what a command
+    /// would decide on, never behind the log as a read model can be (the default state if
+    /// the stream does not exist).
+    pub async fn current<A: Aggregate>(&self, id: impl Display) -> Result<A, CommandError> {
+        Ok(self.load::<A>(id).await?.state)
+    }
+
     pub(crate) async fn load<A: Aggregate>(&self, id: impl Display) -> Result<Loaded<A>, CommandError> {
         let stream = StreamId::new(A::CATEGORY, id);
         let events = match self.store.read_stream(stream.as_str(), 0).await {

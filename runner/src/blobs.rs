@@ -8,13 +8,20 @@
 //!
 //! Artifact and cache paths are relative to the checkout. Packing and unpacking refuse anything
 //! that leads outside it (`..`, absolute paths, symlinks pointing out): see `storage::archive`.
+//!
+//! Other jobs of the build may run while an archive is packed or unpacked, and may swap a
+//! checked path for a link between the check and the use. When jobs run as a user of their own
+//! ([`BuildBlobs::with_owner`]), packing and unpacking therefore run with that user's file
+//! rights: a link swapped in leads only where the job itself could read or write.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use monkeyci_domain::{BuildId, JobId, OrgId, RepoId};
-use monkeyci_storage::archive::{pack_async, unpack_async};
+use monkeyci_storage::archive::{pack, unpack};
 use monkeyci_storage::{BlobKey, BlobStore, ObjectInfo, PackSummary, StorageError, UnpackSummary};
+
+use crate::host::{as_user, hand_over, JobUser};
 
 /// Where one build keeps its artifacts, its logs and its repo's caches.
 #[derive(Debug, Clone)]
@@ -24,6 +31,8 @@ pub struct BuildBlobs {
     caches: BlobKey,
     /// Archives are packed and downloaded here, outside the checkout.
     scratch: PathBuf,
+    /// The user the checkout belongs to, if not the runner's.
+    owner: Option<JobUser>,
 }
 
 impl BuildBlobs {
@@ -42,7 +51,35 @@ impl BuildBlobs {
             caches: repo.join("caches")?,
             store,
             scratch,
+            owner: None,
         })
+    }
+
+    /// Packs and unpacks with the file rights of `owner`, the user jobs run as, and hands it
+    /// the checkout first (files a container job made as root included).
+    pub fn with_owner(mut self, owner: Option<JobUser>) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// Runs `work` on the blocking pool, as the owner if there is one (after handing it
+    /// `checkout`).
+    async fn as_owner<T: Send + 'static>(
+        &self,
+        checkout: &Path,
+        work: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let owner = self.owner;
+        let checkout = checkout.to_owned();
+        tokio::task::spawn_blocking(move || match owner {
+            None => work(),
+            Some(user) => {
+                hand_over(&checkout, user).map_err(|e| format!("cannot hand the checkout to its user: {e}"))?;
+                as_user(user, work).map_err(|e| e.to_string())?
+            }
+        })
+        .await
+        .map_err(|e| format!("packing stopped: {e}"))?
     }
 
     /// The store itself.
@@ -68,9 +105,10 @@ impl BuildBlobs {
     /// Packs `path` (relative to `root`) and stores it under `key`.
     pub async fn save(&self, key: &BlobKey, root: &Path, path: &str) -> Result<(ObjectInfo, PackSummary), String> {
         let archive = self.scratch_file().await?;
-        let packed = pack_async(root.to_owned(), vec![path.to_owned()], archive.clone())
-            .await
-            .map_err(|e| e.to_string());
+        let (from, paths, out) = (root.to_owned(), vec![path.to_owned()], archive.clone());
+        let packed = self
+            .as_owner(root, move || pack(&from, &paths, &out).map_err(|e| e.to_string()))
+            .await;
         let stored = match packed {
             Ok(summary) => self
                 .store
@@ -88,10 +126,11 @@ impl BuildBlobs {
     pub async fn restore(&self, key: &BlobKey, root: &Path) -> Result<Option<UnpackSummary>, String> {
         let archive = self.scratch_file().await?;
         let restored = match self.store.get_to_file(key, &archive).await {
-            Ok(Some(_)) => unpack_async(archive.clone(), root.to_owned())
-                .await
-                .map(Some)
-                .map_err(|e| e.to_string()),
+            Ok(Some(_)) => {
+                let (from, into) = (archive.clone(), root.to_owned());
+                self.as_owner(root, move || unpack(&from, &into).map(Some).map_err(|e| e.to_string()))
+                    .await
+            }
             Ok(None) => Ok(None),
             Err(e) => Err(e.to_string()),
         };
@@ -103,6 +142,11 @@ impl BuildBlobs {
         tokio::fs::create_dir_all(&self.scratch)
             .await
             .map_err(|e| format!("cannot create {}: {e}", self.scratch.display()))?;
+        if let Some(owner) = self.owner {
+            // The owner writes the archives it packs here; no job sees this directory.
+            std::os::unix::fs::chown(&self.scratch, Some(owner.uid), Some(owner.gid))
+                .map_err(|e| format!("cannot hand {} to the job user: {e}", self.scratch.display()))?;
+        }
         Ok(self.scratch.join(format!("{}.tgz", uuid::Uuid::new_v4())))
     }
 }

@@ -151,6 +151,60 @@ impl ContainerExecutor {
             Err(error) => tracing::warn!(container = name, %error, "could not run podman rm"),
         }
     }
+
+    /// Runs the container `name` with `command` to its end, then removes it.
+    async fn run_in(
+        &self,
+        spec: &JobSpec,
+        name: &str,
+        mut command: Command,
+        logs: &mpsc::Sender<LogLine>,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, ExecutionError> {
+        let stdin = container_launcher(&spec.env, &spec.script);
+        let mut running = match process::start(&mut command, "podman", Some(stdin), logs) {
+            Err(ExecutionError::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ExecutionError::Unavailable(format!(
+                    "this runner cannot run jobs with an image: {} was not found (install podman)",
+                    self.podman.display()
+                )))
+            }
+            other => other?,
+        };
+        let ended = running.wait(spec.timeout, &cancel).await;
+        if !matches!(ended, Ok(Ended::Exited(_))) {
+            // The podman client only watches the container: stopping the container ends it.
+            self.remove(name, self.grace).await;
+            if tokio::time::timeout(Duration::from_secs(5), running.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = running.child.kill().await;
+            }
+        }
+        let ended = ended?;
+        let oom = match (&ended, spec.resources.memory) {
+            (Ended::Exited(status), Some(limit)) if status.code() == Some(OUT_OF_MEMORY_EXIT) => Some(limit),
+            _ => None,
+        };
+        let podman_error = matches!(&ended, Ended::Exited(s) if matches!(s.code(), Some(125..=127)))
+            .then(|| running.last_stderr())
+            .filter(|line| line.starts_with("Error: "));
+        self.remove(name, Duration::ZERO).await;
+        running.drain().await;
+        if let Some(message) = podman_error {
+            return Err(ExecutionError::Podman(message.trim_start_matches("Error: ").to_owned()));
+        }
+        if let Some(limit) = oom {
+            let message = format!(
+                "the job used more than its memory limit of {} and was killed",
+                bytes(limit)
+            );
+            let _ = logs.send(system_line(message)).await;
+            return Ok(JobOutcome::OutOfMemory { limit });
+        }
+        Ok(outcome(ended, logs).await)
+    }
 }
 
 impl Executor for ContainerExecutor {
@@ -171,49 +225,16 @@ impl Executor for ContainerExecutor {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let mut command = self.run_command(spec, &name, image)?;
-        let stdin = container_launcher(&spec.env, &spec.script);
-        let mut running = match process::start(&mut command, "podman", Some(stdin), &logs) {
-            Err(ExecutionError::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ExecutionError::Unavailable(format!(
-                    "this runner cannot run jobs with an image: {} was not found (install podman)",
-                    self.podman.display()
-                )))
-            }
-            other => other?,
-        };
-        let ended = running.wait(spec.timeout, &cancel).await;
-        if !matches!(ended, Ok(Ended::Exited(_))) {
-            // The podman client only watches the container: stopping the container ends it.
-            self.remove(&name, self.grace).await;
-            if tokio::time::timeout(Duration::from_secs(5), running.child.wait())
-                .await
-                .is_err()
-            {
-                let _ = running.child.kill().await;
-            }
-        }
-        let ended = ended?;
-        let oom = match (&ended, spec.resources.memory) {
-            (Ended::Exited(status), Some(limit)) if status.code() == Some(OUT_OF_MEMORY_EXIT) => Some(limit),
-            _ => None,
-        };
-        let podman_error = matches!(&ended, Ended::Exited(s) if matches!(s.code(), Some(125..=127)))
-            .then(|| running.last_stderr())
-            .filter(|line| line.starts_with("Error: "));
-        self.remove(&name, Duration::ZERO).await;
-        running.drain().await;
-        if let Some(message) = podman_error {
-            return Err(ExecutionError::Podman(message.trim_start_matches("Error: ").to_owned()));
-        }
-        if let Some(limit) = oom {
-            let message = format!(
-                "the job used more than its memory limit of {} and was killed",
-                bytes(limit)
-            );
-            let _ = logs.send(system_line(message)).await;
-            return Ok(JobOutcome::OutOfMemory { limit });
-        }
-        Ok(outcome(ended, &logs).await)
+        // conmon may leave files (an `oom` marker) in its working directory: one of the job's own.
+        let scratch = std::env::temp_dir().join(&name);
+        std::fs::create_dir(&scratch).map_err(|e| ExecutionError::Spawn {
+            program: format!("podman (cannot create {}: {e})", scratch.display()),
+            source: e,
+        })?;
+        command.current_dir(&scratch);
+        let result = self.run_in(spec, &name, command, &logs, cancel).await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        result
     }
 
     async fn leftovers(&self) -> Vec<Leftover> {

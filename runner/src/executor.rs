@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::container::ContainerExecutor;
-use crate::host::HostExecutor;
+use crate::host::{HostExecutor, JobUser};
 
 /// Where a job sees its build's checkout, whatever runs it (but the unconfined host executor,
 /// which runs in the checkout itself).
@@ -137,6 +137,12 @@ pub trait Executor: Send + Sync {
         cancel: CancellationToken,
     ) -> impl Future<Output = Result<JobOutcome, ExecutionError>> + Send;
 
+    /// The user jobs' files belong to, when it is not the runner's own: the runner then packs
+    /// and unpacks the checkout with that user's rights (see `BuildBlobs::with_owner`).
+    fn job_user(&self) -> Option<JobUser> {
+        None
+    }
+
     /// What jobs left that can outlive their runner (containers), of every build of this
     /// installation. Executors whose jobs end with the runner have none.
     fn leftovers(&self) -> impl Future<Output = Vec<Leftover>> + Send {
@@ -177,6 +183,10 @@ impl Executor for JobExecutor {
             Some(_) => self.containers.run(spec, logs, cancel).await,
             None => self.host.run(spec, logs, cancel).await,
         }
+    }
+
+    fn job_user(&self) -> Option<JobUser> {
+        self.host.job_user()
     }
 
     async fn leftovers(&self) -> Vec<Leftover> {

@@ -283,9 +283,12 @@ impl HostExecutor {
         }
     }
 
-    /// Whether jobs run confined.
-    pub fn is_confined(&self) -> bool {
-        !matches!(self.mode, Mode::Unconfined)
+    /// The user confined jobs run as, when it is not the runner's own.
+    pub fn job_user(&self) -> Option<JobUser> {
+        match &self.mode {
+            Mode::Confined(sandbox) => sandbox.user,
+            Mode::Unavailable(_) | Mode::Unconfined => None,
+        }
     }
 }
 
@@ -385,7 +388,7 @@ async fn stop_group(group: Option<Pid>, running: &mut Running, term: bool, grace
 /// symbolic link: every directory is opened relative to its parent with `O_NOFOLLOW`, and
 /// every change of owner names an entry of an open directory (`AT_SYMLINK_NOFOLLOW`). A
 /// directory swapped for a link halfway is skipped, never entered.
-fn hand_over(dir: &Path, user: JobUser) -> std::io::Result<()> {
+pub(crate) fn hand_over(dir: &Path, user: JobUser) -> std::io::Result<()> {
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -439,4 +442,74 @@ fn hand_over_entries(mut dir: nix::dir::Dir, user: JobUser, flags: nix::fcntl::O
         }
     }
     Ok(())
+}
+
+/// Runs `f` on this thread with the filesystem rights of `user`, then gives the thread back
+/// its own. `setfsuid` and `setfsgid` change the calling thread only (they are not broadcast
+/// to the process's other threads), and a thread whose filesystem uid is not 0 loses the
+/// capabilities that bypass file permissions: whatever `f` opens, creates or follows, it does
+/// as that user would.
+pub(crate) fn as_user<T>(user: JobUser, f: impl FnOnce() -> T) -> std::io::Result<T> {
+    use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
+    struct Restore(Uid, Gid);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            setfsuid(self.0);
+            setfsgid(self.1);
+        }
+    }
+    let gid = setfsgid(Gid::from_raw(user.gid));
+    let uid = setfsuid(Uid::from_raw(user.uid));
+    let _restore = Restore(uid, gid);
+    // Both calls answer with the previous id, never an error: an invalid id reads the current.
+    let now = setfsuid(Uid::from_raw(u32::MAX));
+    if now.as_raw() != user.uid {
+        return Err(std::io::Error::other(format!(
+            "cannot take the filesystem rights of uid {}",
+            user.uid
+        )));
+    }
+    Ok(f())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_user_changes_the_file_rights_of_its_own_thread_only() {
+        if !nix::unistd::geteuid().is_root() {
+            // Only root can take another user's rights, and only as root does the runner.
+            return;
+        }
+        let path = std::env::temp_dir().join(format!("monkeyci-as-user-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "root only").expect("write");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+
+        // A thread started before: threads copy the rights of the thread that starts them.
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let (tell, told) = std::sync::mpsc::channel::<bool>();
+        let reader = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                while asked.recv().is_ok() {
+                    let _ = tell.send(std::fs::read_to_string(&path).is_ok());
+                }
+            })
+        };
+        let (inside, other_thread) = as_user(JobUser::default(), || {
+            let inside = std::fs::read_to_string(&path).map_err(|e| e.kind());
+            let _ = ask.send(());
+            (inside, told.recv().unwrap_or(false))
+        })
+        .expect("as nobody");
+        drop(ask);
+        let _ = reader.join();
+        let after = std::fs::read_to_string(&path);
+        let _ = std::fs::remove_file(&path);
+
+        assert_eq!(inside, Err(std::io::ErrorKind::PermissionDenied));
+        assert!(other_thread, "another thread kept the runner's rights");
+        assert_eq!(after.expect("read after"), "root only");
+    }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use monkeyci_commands::{CommandContext, CommandError, CommandHandler, FinishBuild, StartBuild};
 use monkeyci_domain::build::{BuildOutcome, Trigger, TriggerSource};
 use monkeyci_domain::pipeline::{self, PIPELINE_DIR, PIPELINE_FILES};
+use monkeyci_domain::repo::Repo;
 use monkeyci_domain::{BuildId, CommitSha, DomainError, GitRef, OrgId, Params, RefName, RepoId};
 use monkeyci_eventstore::{EventFeed, EventStore};
 use monkeyci_projections::{queries, BuildRow};
@@ -77,6 +78,35 @@ impl<E: Executor + Clone + 'static> Runner<E> {
 
     fn context(&self) -> CommandContext {
         CommandContext::new(format!("runner:{}", self.settings.runner_id))
+    }
+
+    /// Checks that builds can run here: the workspace directory can be made, and the user jobs
+    /// run as (if not the runner's own) can pass through to it. The error says what to change.
+    pub async fn check(&self) -> Result<(), String> {
+        let root = self.settings.workspace_root.clone();
+        private_dir(&root).map_err(|e| format!("cannot create the workspace {}: {e}", root.display()))?;
+        let Some(user) = self.executor.job_user() else {
+            return Ok(());
+        };
+        // A directory as a build's would be: can the job user open it?
+        let probe = root.join(format!("probe-{}", Uuid::new_v4()));
+        std::fs::create_dir(&probe).map_err(|e| format!("cannot write to the workspace {}: {e}", root.display()))?;
+        let target = probe.clone();
+        let reached =
+            tokio::task::spawn_blocking(move || crate::host::as_user(user, || std::fs::read_dir(&target).is_ok()))
+                .await
+                .is_ok_and(|reached| reached.unwrap_or(false));
+        let _ = std::fs::remove_dir(&probe);
+        if reached {
+            Ok(())
+        } else {
+            Err(format!(
+                "jobs run as uid {} cannot reach the workspace {}: every directory above it must let others pass \
+                 (chmod o+x), or choose another --workspace",
+                user.uid,
+                root.display()
+            ))
+        }
     }
 
     /// Claims and runs builds until `shutdown` fires; running builds are then canceled.
@@ -268,13 +298,23 @@ impl<E: Executor + Clone + 'static> Runner<E> {
 
     async fn prepare_and_run(&self, build: &BuildRow, workspace: &Path, stop: CancellationToken) -> Result<(), String> {
         let build_id = BuildId::from_uuid(build.id);
-        let repo = queries::repo(self.pool(), build.repo_id)
+        // From the repo's stream, not the read model: the `repos` projection may not have
+        // reached the repo's creation yet when the `builds` one shows its first build.
+        let repo = self
+            .commands
+            .current::<Repo>(RepoId::from_uuid(build.repo_id))
             .await
             .map_err(|e| format!("reading the repo failed: {e}"))?
+            .settings
             .ok_or("the build's repo does not exist")?;
         let (git_ref, target) = git_target(build)?;
-        let secrets =
-            crate::secrets::load(self.pool(), self.settings.keys.as_ref(), build.org_id, &repo.labels).await?;
+        let secrets = crate::secrets::load(
+            self.pool(),
+            self.settings.keys.as_ref(),
+            build.org_id,
+            repo.labels.as_map(),
+        )
+        .await?;
         let auth = match &secrets.ssh_key {
             Some(private) => GitAuth {
                 ssh_key: Some(write_ssh_key(workspace, private).await?),
@@ -282,7 +322,7 @@ impl<E: Executor + Clone + 'static> Runner<E> {
             None => GitAuth::default(),
         };
         let source = checkout_dir(workspace);
-        let commit = checkout(&repo.git_url, &target, &source, &auth)
+        let commit = checkout(repo.git_url.as_str(), &target, &source, &auth)
             .await
             .map_err(|e| format!("checkout failed: {e}"))?;
         let pipeline = load_pipeline(&source).await?;
@@ -305,7 +345,8 @@ impl<E: Executor + Clone + 'static> Runner<E> {
             build_id,
             workspace.join("archives"),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_owner(self.executor.job_user());
         // The host's list when it named every changed file, else git's view of the commit.
         let listed = build.push.as_ref().and_then(|p| p.changed_files.clone());
         let changed_paths = match listed {
@@ -499,12 +540,13 @@ async fn announce_builds_moves(
     }
 }
 
-/// Makes `dir` (and missing parents) and lets only this user list or enter it: builds'
-/// checkouts and keys are below it.
+/// Makes `dir` (and missing parents) and lets only this user list it: builds' checkouts and
+/// keys are below it. Others may pass through (the job user packs and unpacks checkouts with
+/// its own rights), but only to a path they know, and build ids are not guessed.
 fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    std::fs::DirBuilder::new().recursive(true).mode(0o711).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
 }
 
 /// Writes the build's ssh key where only this user can read it, outside the checkout.
