@@ -300,7 +300,8 @@ async fn a_killed_server_leaves_no_container_once_it_is_back(pool: PgPool) {
         })
         .await;
     let uuid = monkeyci_tests::uuid_of(&build);
-    assert_eq!(containers_labelled(BUILD_LABEL, &uuid).len(), 1);
+    let names = containers_labelled(BUILD_LABEL, &uuid);
+    assert_eq!(names.len(), 1);
 
     server.child.start_kill().expect("kill -9");
     server.child.wait().await.expect("killed");
@@ -324,5 +325,7 @@ async fn a_killed_server_leaves_no_container_once_it_is_back(pool: PgPool) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let scratch = std::env::temp_dir().join(&names[0]);
+    assert!(!scratch.exists(), "{} is left behind", scratch.display());
     server.stop().await;
 }

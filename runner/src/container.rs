@@ -271,6 +271,8 @@ impl Executor for ContainerExecutor {
 
     async fn remove_leftover(&self, leftover: &Leftover) {
         tracing::warn!(container = %leftover.name, build = %leftover.build_id, "removing the container of a build no runner runs");
+        // The scratch directory its podman runs in, which the killed runner never removed.
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(&leftover.name));
         self.remove(&leftover.name, Duration::ZERO).await;
     }
 }
