@@ -133,7 +133,8 @@ pub(crate) const ADMIN_TOKEN: &str = "mci_benchmark_admin_token";
 #[derive(Debug, Clone)]
 pub(crate) struct Gql {
     http: reqwest::Client,
-    url: String,
+    /// `http://<addr>`.
+    base: String,
 }
 
 impl Gql {
@@ -143,14 +144,14 @@ impl Gql {
                 .timeout(Duration::from_secs(30))
                 .no_proxy()
                 .build()?,
-            url: format!("http://{addr}/graphql"),
+            base: format!("http://{addr}"),
         })
     }
 
     async fn post(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
         let response = self
             .http
-            .post(&self.url)
+            .post(format!("{}/graphql", self.base))
             .bearer_auth(ADMIN_TOKEN)
             .json(&json!({ "query": query, "variables": variables }))
             .send()
@@ -166,6 +167,22 @@ impl Gql {
             Some(id) => Ok(id.to_owned()),
             None => bail!("{field} failed: {response}"),
         }
+    }
+
+    /// A job's whole output, as `GET /builds/<build>/jobs/<job>/log` serves it.
+    pub(crate) async fn job_log(&self, build: &str, job: &str) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .get(format!("{}/builds/{build}/jobs/{job}/log", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("the log of {job} of build {build}: {status}: {}", text.trim());
+        }
+        Ok(text)
     }
 
     /// An org with `repos` repos; their ids.

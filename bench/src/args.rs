@@ -38,7 +38,13 @@ OPTIONS:
     --subscribers N           WebSocket subscribers in api-fanout (default 10000)
     --build-samples N         Measured builds of each pipeline in build-overhead (default 20)
     --build-jobs N            Jobs per pipeline in build-overhead (default 20)
-    --build-pipelines LIST    Pipelines built in build-overhead (default chain,independent)
+    --build-pipelines LIST    Pipelines built in build-overhead (default chain,independent,
+                              chain-image,independent-image; the -image ones run every job in
+                              a podman container of a local busybox image)
+    --container-runtime NAME  podman's OCI runtime for build-overhead's containers, the server's
+                              and the baselines' (default runc; empty: podman's default)
+    --container-ulimits LIST  --ulimit values of those containers (default
+                              nofile=1024:1024,nproc=1024:1024; empty: none)
     --server-binary PATH      The `monkeyci` binary api-fanout and build-overhead start (default:
                               the one next to this binary; `cargo build --release -p monkeyci`)
     --server-connections N    That server's database connections (default 20, its default)
@@ -104,6 +110,8 @@ pub struct Args {
     pub build_samples: usize,
     pub build_jobs: usize,
     pub build_pipelines: Vec<Shape>,
+    pub container_runtime: Option<String>,
+    pub container_ulimits: Vec<String>,
     pub server_binary: Option<std::path::PathBuf>,
     pub server_connections: u32,
     pub pool_size: u32,
@@ -144,6 +152,10 @@ impl Default for Args {
             build_samples: 20,
             build_jobs: 20,
             build_pipelines: Shape::ALL.to_vec(),
+            // What podman needs on the machine of BENCHMARKS.md (crun and podman's default
+            // limits fail there).
+            container_runtime: Some("runc".into()),
+            container_ulimits: vec!["nofile=1024:1024".into(), "nproc=1024:1024".into()],
             server_binary: None,
             server_connections: 20,
             pool_size: 80,
@@ -242,6 +254,17 @@ impl Args {
                         }
                     }
                 }
+                "--container-runtime" => {
+                    args.container_runtime = Some(value()?).filter(|r| !r.trim().is_empty());
+                }
+                "--container-ulimits" => {
+                    args.container_ulimits = value()?
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                }
                 "--build-jobs" => {
                     args.build_jobs = positive(&value()?, "--build-jobs")?;
                     if args.build_jobs > 99 {
@@ -315,6 +338,9 @@ mod tests {
         assert!(args.has(Scenario::Rebuild));
         assert!(args.has(Scenario::BuildOverhead));
         assert_eq!((args.build_samples, args.build_jobs), (20, 20));
+        assert_eq!(args.build_pipelines, Shape::ALL.to_vec());
+        assert_eq!(args.container_runtime.as_deref(), Some("runc"));
+        assert_eq!(args.container_ulimits, ["nofile=1024:1024", "nproc=1024:1024"]);
         Ok(())
     }
 
@@ -374,8 +400,22 @@ mod tests {
         let twice = parse(&["--build-pipelines", "independent,chain,independent"])?.context("not help")?;
         assert_eq!(twice.build_pipelines, vec![Shape::Independent, Shape::Chain]);
         assert!(parse(&["--build-pipelines", "diamond"]).is_err());
+        let images = parse(&["--build-pipelines=chain-image,independent-image"])?.context("not help")?;
+        assert_eq!(images.build_pipelines, vec![Shape::ChainImage, Shape::IndependentImage]);
         assert!(parse(&["--build-jobs", "100"]).is_err());
         assert!(parse(&["--build-samples", "0"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn container_flags_can_be_emptied_for_podmans_defaults() -> anyhow::Result<()> {
+        let args =
+            parse(&["--container-runtime", "crun", "--container-ulimits=nofile=4096:4096"])?.context("not help")?;
+        assert_eq!(args.container_runtime.as_deref(), Some("crun"));
+        assert_eq!(args.container_ulimits, ["nofile=4096:4096"]);
+        let defaults = parse(&["--container-runtime=", "--container-ulimits", ""])?.context("not help")?;
+        assert_eq!(defaults.container_runtime, None);
+        assert!(defaults.container_ulimits.is_empty());
         Ok(())
     }
 

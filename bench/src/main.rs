@@ -231,6 +231,8 @@ async fn run(args: &Args, server: &mut Server, pool_size: u32, report: &mut Repo
             shapes: args.build_pipelines.clone(),
             server_binary: args.server_binary.clone(),
             server_connections: args.server_connections,
+            container_runtime: args.container_runtime.clone(),
+            container_ulimits: args.container_ulimits.clone(),
         };
         let result = builds::run(&options, &settings).await?;
         let failures = result.failures();
