@@ -33,8 +33,7 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-pub use self::baselines::Baseline;
-use self::baselines::{bwrap_args, ensure_image, find_program, BaselineRun, BaselineWork, Podman};
+use self::baselines::{bwrap_args, ensure_image, find_program, Baseline, BaselineRun, BaselineWork, Podman};
 use crate::api::{default_server_binary, next_json_by, open_ws, Gql, ServerProcess, Ws};
 use crate::stats::{ms, Samples};
 

@@ -49,8 +49,8 @@ impl Baseline {
             Self::Separate => "one `sh -e -c` per job, one after the other",
             Self::SeparateInParallel => "one `sh -e -c` per job, two at a time (the server's parallelism)",
             Self::Confined => {
-                "diagnostic: one `bwrap … setpriv … sh -s` per job as the server confines a job (`true` on stdin), \
-                 one after the other"
+                "diagnostic: one `bwrap … sh -s` per job as the server confines a job (as root through `setpriv`), \
+                 `true` on stdin, one after the other"
             }
             Self::Podman => "one `podman run --rm IMAGE true` per job, one after the other",
             Self::PodmanInParallel => {
@@ -201,11 +201,13 @@ const SANDBOX_ENV: [(&str, &str); 5] = [
 /// defaults (the host's network; as root, the job as uid and gid 65534).
 pub(super) fn bwrap_args(workspace: &Path) -> anyhow::Result<Vec<OsString>> {
     use std::os::unix::fs::MetadataExt;
+    fn words<'a>(items: &'a [&'a str]) -> impl Iterator<Item = OsString> + 'a {
+        items.iter().map(OsString::from)
+    }
     // `/proc/self` belongs to the process's effective user and group.
     let me = std::fs::metadata("/proc/self")?;
-    let mut args: Vec<OsString> = Vec::new();
-    let mut add = |items: &[&str]| args.extend(items.iter().map(OsString::from));
-    add(&[
+    let root = me.uid() == 0;
+    let mut args: Vec<OsString> = words(&[
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
@@ -214,67 +216,58 @@ pub(super) fn bwrap_args(workspace: &Path) -> anyhow::Result<Vec<OsString>> {
         "monkeyci-job",
         "--die-with-parent",
         "--new-session",
-    ]);
-    let root = me.uid() == 0;
+    ])
+    .collect();
     if !root {
-        add(&[
+        let (uid, gid) = (me.uid().to_string(), me.gid().to_string());
+        args.extend(words(&[
             "--unshare-user",
             "--disable-userns",
             "--uid",
-            &me.uid().to_string(),
+            &uid,
             "--gid",
-            &me.gid().to_string(),
-        ]);
+            &gid,
+        ]));
     }
-    add(&["--ro-bind", "/usr", "/usr"]);
+    args.extend(words(&["--ro-bind", "/usr", "/usr"]));
     for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
         match std::fs::read_link(top) {
-            Ok(target) => {
-                args.push("--symlink".into());
-                args.push(target.into());
-                args.push(top.into());
-            }
-            Err(_) if Path::new(top).is_dir() => args.extend(["--ro-bind", top, top].map(OsString::from)),
+            Ok(target) => args.extend(["--symlink".into(), target.into(), top.into()]),
+            Err(_) if Path::new(top).is_dir() => args.extend(words(&["--ro-bind", top, top])),
             Err(_) => {}
         }
     }
     for name in SANDBOX_ETC {
         let path = format!("/etc/{name}");
-        args.extend(["--ro-bind-try".into(), OsString::from(&path), OsString::from(&path)]);
+        args.extend(words(&["--ro-bind-try", &path, &path]));
     }
-    args.extend(
-        [
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
-        ]
-        .map(OsString::from),
-    );
+    args.extend(words(&[
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
+    ]));
     args.extend(["--bind".into(), workspace.as_os_str().to_owned(), "/workspace".into()]);
-    args.extend(["--chdir", "/workspace", "--clearenv"].map(OsString::from));
+    args.extend(words(&["--chdir", "/workspace", "--clearenv"]));
     for (name, value) in SANDBOX_ENV {
-        args.extend(["--setenv", name, value].map(OsString::from));
+        args.extend(words(&["--setenv", name, value]));
     }
     if root {
-        args.extend(
-            [
-                "--cap-add",
-                "CAP_SETUID",
-                "--cap-add",
-                "CAP_SETGID",
-                "--",
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--bounding-set=-all",
-                "--no-new-privs",
-            ]
-            .map(OsString::from),
-        );
+        args.extend(words(&[
+            "--cap-add",
+            "CAP_SETUID",
+            "--cap-add",
+            "CAP_SETGID",
+            "--",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+        ]));
     } else {
         args.push("--".into());
     }
-    args.extend(["sh", "-s"].map(OsString::from));
+    args.extend(words(&["sh", "-s"]));
     Ok(args)
 }
 
