@@ -59,7 +59,7 @@ pub struct Sandbox {
 const INHERITED: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER"];
 
 /// The environment of a confined job, before its own.
-const SANDBOX_ENV: [(&str, &str); 5] = [
+pub const SANDBOX_ENV: [(&str, &str); 5] = [
     ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
     ("HOME", "/tmp"),
     ("TMPDIR", "/tmp"),
@@ -69,7 +69,7 @@ const SANDBOX_ENV: [(&str, &str); 5] = [
 
 /// What of `/etc` a confined job sees (read-only, where the host has it): names, addresses,
 /// certificates, the loader's cache and Debian's alternatives, nothing of the host's services.
-const ETC: [&str; 19] = [
+pub const SANDBOX_ETC: [&str; 19] = [
     "passwd",
     "group",
     "hosts",
@@ -187,7 +187,7 @@ impl Sandbox {
                 Err(_) => {}
             }
         }
-        for name in ETC {
+        for name in SANDBOX_ETC {
             let path = format!("/etc/{name}");
             command.args(["--ro-bind-try", &path, &path]);
         }

@@ -23,7 +23,7 @@ pub use container::{ContainerExecutor, BUILD_LABEL, INSTALLATION_LABEL, JOB_LABE
 pub use executor::{
     ExecutionError, Executor, JobExecutor, JobOutcome, JobSpec, Leftover, LogLine, LogStream, WORKSPACE,
 };
-pub use host::{HostExecutor, JobNetwork, JobUser, Sandbox};
+pub use host::{HostExecutor, JobNetwork, JobUser, Sandbox, SANDBOX_ENV, SANDBOX_ETC};
 pub use logs::{read_job_log, render_job_log, write_logs, StoredLine, JOB_LOG_CHANNEL};
 pub use scheduler::{
     run_pipeline, unblocked_jobs, BuildPlan, CommandRecorder, LogItem, LogSender, ScheduleError, StepRecorder,

@@ -164,38 +164,6 @@ pub(super) fn ensure_image(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What of `/etc` a confined job sees; a copy of `ETC` in runner/src/host.rs.
-const SANDBOX_ETC: [&str; 19] = [
-    "passwd",
-    "group",
-    "hosts",
-    "hostname",
-    "resolv.conf",
-    "nsswitch.conf",
-    "host.conf",
-    "gai.conf",
-    "protocols",
-    "services",
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "alternatives",
-    "ssl",
-    "ca-certificates",
-    "localtime",
-    "os-release",
-    "gitconfig",
-];
-
-/// The environment of a confined job; a copy of `SANDBOX_ENV` in runner/src/host.rs.
-const SANDBOX_ENV: [(&str, &str); 5] = [
-    ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-    ("HOME", "/tmp"),
-    ("TMPDIR", "/tmp"),
-    ("LANG", "C.UTF-8"),
-    ("USER", "job"),
-];
-
 /// The arguments with which the server's confined executor starts bubblewrap for a job whose
 /// checkout is `workspace`: those of `Sandbox::command` in runner/src/host.rs with the server's
 /// defaults (the host's network; as root, the job as uid and gid 65534).
@@ -237,7 +205,7 @@ pub(super) fn bwrap_args(workspace: &Path) -> anyhow::Result<Vec<OsString>> {
             Err(_) => {}
         }
     }
-    for name in SANDBOX_ETC {
+    for name in monkeyci_runner::SANDBOX_ETC {
         let path = format!("/etc/{name}");
         args.extend(words(&["--ro-bind-try", &path, &path]));
     }
@@ -246,7 +214,7 @@ pub(super) fn bwrap_args(workspace: &Path) -> anyhow::Result<Vec<OsString>> {
     ]));
     args.extend(["--bind".into(), workspace.as_os_str().to_owned(), "/workspace".into()]);
     args.extend(words(&["--chdir", "/workspace", "--clearenv"]));
-    for (name, value) in SANDBOX_ENV {
+    for (name, value) in monkeyci_runner::SANDBOX_ENV {
         args.extend(words(&["--setenv", name, value]));
     }
     if root {
