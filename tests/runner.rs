@@ -122,7 +122,12 @@ async fn cancel_stops_the_job_and_every_process_it_started() {
         .await
         .expect("output within 20 s");
     assert_eq!(started.map(|l| l.text), Some("started".to_owned()));
-    assert_eq!(sleeping(&["3301", "3302"]).len(), 2, "both sleeps run");
+    // The background shell may print nothing before it has become `sleep`: wait for both.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sleeping(&["3301", "3302"]).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "both sleeps run within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     cancel.cancel();
     let outcome = tokio::time::timeout(Duration::from_secs(20), running)
         .await
