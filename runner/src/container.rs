@@ -89,7 +89,9 @@ impl ContainerExecutor {
                 ))
             })?;
         let mut command = self.podman();
-        command.args(["run", "--interactive", "--name", name, "--pull", "missing"]);
+        // `--rm`: podman removes a container that ended on its own as part of this command,
+        // which is faster than a separate `podman rm` after every job.
+        command.args(["run", "--rm", "--interactive", "--name", name, "--pull", "missing"]);
         command.args(["--security-opt", "no-new-privileges"]);
         for (label, value) in [
             (BUILD_LABEL, spec.build_id.as_str()),
@@ -152,7 +154,8 @@ impl ContainerExecutor {
         }
     }
 
-    /// Runs the container `name` with `command` to its end, then removes it.
+    /// Runs the container `name` with `command` (a `podman run --rm`) to its end; removes it
+    /// itself when it was stopped, timed out or podman failed.
     async fn run_in(
         &self,
         spec: &JobSpec,
@@ -190,7 +193,10 @@ impl ContainerExecutor {
         let podman_error = matches!(&ended, Ended::Exited(s) if matches!(s.code(), Some(125..=127)))
             .then(|| running.last_stderr())
             .filter(|line| line.starts_with("Error: "));
-        self.remove(name, Duration::ZERO).await;
+        if matches!(&ended, Ended::Exited(s) if matches!(s.code(), Some(125..=127) | None)) {
+            // podman failed or was killed: it may have left the container behind.
+            self.remove(name, Duration::ZERO).await;
+        }
         running.drain().await;
         if let Some(message) = podman_error {
             return Err(ExecutionError::Podman(message.trim_start_matches("Error: ").to_owned()));

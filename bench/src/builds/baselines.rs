@@ -32,11 +32,9 @@ pub enum Baseline {
     Podman,
     /// The same, as many at once as the server runs jobs of a build.
     PodmanInParallel,
-    /// Diagnostic: the podman commands the runner issues for a job running `true` (`podman run`
-    /// with its flags and the launcher on stdin, then `podman rm`), once per job.
+    /// Diagnostic: the podman command the runner issues for a job running `true` (`podman run
+    /// --rm` with its flags and the launcher on stdin), once per job.
     PodmanAsRunner,
-    /// Diagnostic: the `podman rm` part of [`Baseline::PodmanAsRunner`].
-    PodmanRemove,
     /// Diagnostic: the runner's git commands checking out the pipeline's repository.
     Checkout,
 }
@@ -57,11 +55,10 @@ impl Baseline {
                 "one `podman run --rm IMAGE true` per job, two at a time (the server's parallelism)"
             }
             Self::PodmanAsRunner => {
-                "diagnostic: the runner's podman commands per job (`podman run --interactive --name … --pull missing \
-                 --security-opt no-new-privileges --label ×4 --mount … IMAGE sh -s`, the launcher on stdin, then \
-                 `podman rm --force --ignore --time 0`), one after the other"
+                "diagnostic: the runner's podman command per job (`podman run --rm --interactive --name … --pull \
+                 missing --security-opt no-new-privileges --label ×4 --mount … IMAGE sh -s`, the launcher on \
+                 stdin), one after the other"
             }
-            Self::PodmanRemove => "diagnostic: of which the `podman rm --force --ignore --time 0` alone",
             Self::Checkout => "diagnostic: the runner's checkout alone (its 5 git commands, `file://`, depth 1)",
         }
     }
@@ -75,8 +72,7 @@ impl Baseline {
             Self::Confined => "`bwrap` per job (diagnostic)",
             Self::Podman => "`podman run --rm IMAGE true` per job",
             Self::PodmanInParallel => "`podman run --rm IMAGE true` per job, two at a time",
-            Self::PodmanAsRunner => "the runner's podman commands per job (diagnostic)",
-            Self::PodmanRemove => "`podman rm` per job (diagnostic)",
+            Self::PodmanAsRunner => "the runner's podman command per job (diagnostic)",
             Self::Checkout => "checkout",
         }
     }
@@ -240,22 +236,16 @@ pub(super) fn bwrap_args(workspace: &Path) -> anyhow::Result<Vec<OsString>> {
 }
 
 /// What the confined executor writes to the job's `sh -s` for a script `true` without
-/// variables (`launcher` in runner/src/process.rs).
-const LAUNCHER: &str = "exec env sh -e -c 'true' < /dev/null\n";
+/// variables.
+fn launcher() -> Vec<u8> {
+    monkeyci_runner::launcher(&Default::default(), &["true".to_owned()])
+}
 
 /// What the container executor writes to the container's `sh -s` for a script `true` without
-/// variables (`container_launcher` in runner/src/process.rs).
-const CONTAINER_LAUNCHER: &str = "{\nenv sh -e -c 'true' < /dev/null\nstatus=$?\n\
-    if [ \"$status\" -ne 0 ]; then\n\
-    for f in /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control; do\n\
-    [ -r \"$f\" ] || continue\n\
-    while read -r key value; do\n\
-    if [ \"$key\" = oom_kill ] && [ \"$value\" -gt 0 ]; then exit 197; fi\n\
-    done < \"$f\"\n\
-    done\n\
-    fi\n\
-    exit \"$status\"\n\
-    }\n";
+/// variables.
+fn container_launcher() -> Vec<u8> {
+    monkeyci_runner::container_launcher(&Default::default(), &["true".to_owned()])
+}
 
 /// How the podman baselines call podman.
 #[derive(Debug, Clone)]
@@ -290,30 +280,27 @@ impl Podman {
         run_quietly(&mut command, None)
     }
 
-    /// The podman commands of `ContainerExecutor` (runner/src/container.rs) for a job running
-    /// `true` without limits: `podman run` with the runner's flags and environment in a fresh
-    /// working directory, the launcher on stdin, then `podman rm`; how long the `podman rm` took.
-    fn as_runner(&self, name: &str) -> anyhow::Result<Duration> {
+    /// The podman command of `ContainerExecutor` (runner/src/container.rs) for a job running
+    /// `true` without limits: `podman run --rm` with the runner's flags and environment in a
+    /// fresh working directory, the launcher on stdin.
+    fn as_runner(&self, name: &str) -> anyhow::Result<()> {
         let scratch = std::env::temp_dir().join(name);
         std::fs::create_dir(&scratch)?;
-        let took = self.run_and_remove(name, &scratch);
+        let ran = self.run_as_runner(name, &scratch);
         let _ = std::fs::remove_dir_all(&scratch);
-        took
+        ran
     }
 
-    fn run_and_remove(&self, name: &str, scratch: &Path) -> anyhow::Result<Duration> {
-        let as_runner = |command: &mut Command| {
-            command.env_clear();
-            for var in ["PATH", "HOME", "XDG_RUNTIME_DIR", "TMPDIR", "LANG"] {
-                if let Some(value) = std::env::var_os(var) {
-                    command.env(var, value);
-                }
-            }
-        };
+    fn run_as_runner(&self, name: &str, scratch: &Path) -> anyhow::Result<()> {
         let mut run = self.command();
-        as_runner(&mut run);
+        run.env_clear();
+        for var in ["PATH", "HOME", "XDG_RUNTIME_DIR", "TMPDIR", "LANG"] {
+            if let Some(value) = std::env::var_os(var) {
+                run.env(var, value);
+            }
+        }
         run.current_dir(scratch);
-        run.args(["run", "--interactive", "--name", name, "--pull", "missing"]);
+        run.args(["run", "--rm", "--interactive", "--name", name, "--pull", "missing"]);
         run.args(["--security-opt", "no-new-privileges"]);
         for label in ["build", "job", "runner", "installation"] {
             run.args(["--label", &format!("monkeyci.{label}=monkeyci-bench")]);
@@ -324,13 +311,7 @@ impl Podman {
             self.workspace.display()
         ));
         run.args(["--workdir", "/workspace", IMAGE, "sh", "-s"]);
-        run_quietly(&mut run, Some(CONTAINER_LAUNCHER.as_bytes()))?;
-        let mut remove = self.command();
-        as_runner(&mut remove);
-        remove.args(["rm", "--force", "--ignore", "--time", "0", name]);
-        let began = Instant::now();
-        run_quietly(&mut remove, None)?;
-        Ok(began.elapsed())
+        run_quietly(&mut run, Some(&container_launcher()))
     }
 }
 
@@ -400,7 +381,7 @@ impl BaselineWork {
             let confined = || {
                 let mut command = Command::new(bwrap);
                 command.env_clear().current_dir("/").process_group(0).args(args);
-                run_quietly(&mut command, Some(LAUNCHER.as_bytes()))
+                run_quietly(&mut command, Some(&launcher()))
             };
             run.insert(Baseline::Confined, timed(|| (0..jobs).try_for_each(|_| confined()))?);
         }
@@ -410,16 +391,13 @@ impl BaselineWork {
                 Baseline::PodmanInParallel,
                 timed(|| in_parallel(jobs, |_| podman.bare()))?,
             );
-            let mut removing = Duration::ZERO;
             let as_runner = timed(|| {
-                for i in 0..jobs {
+                (0..jobs).try_for_each(|i| {
                     let name = format!("monkeyci-bench-{}-{i}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-                    removing += podman.as_runner(&name)?;
-                }
-                Ok(())
+                    podman.as_runner(&name)
+                })
             })?;
             run.insert(Baseline::PodmanAsRunner, as_runner);
-            run.insert(Baseline::PodmanRemove, removing);
         }
         run.insert(Baseline::Checkout, timed(|| self.checkout())?);
         Ok(run)
