@@ -507,6 +507,43 @@ async fn the_authorisation_matrix_holds_for_every_role_and_operation(pool: PgPoo
         } else {
             assert_eq!(first["type"], "next", "{caller}: {first}");
         }
+        // The raw events of the org, or of the build's stream, are the audit log's: owners only
+        // (an org's events include its tokens' and secrets' events).
+        let build_stream = format!("build-{}", monkeyci_tests::uuid_of(&build));
+        for (n, (query, variables)) in [
+            (
+                "subscription($org: ID!) { events(orgId: $org, after: \"0.0\") { type } }",
+                json!({ "org": org }),
+            ),
+            (
+                "subscription($s: String!) { events(streamId: $s, after: \"0.0\") { type } }",
+                json!({ "s": build_stream }),
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("events-{n}");
+            ws.subscribe(&id, query, variables).await.expect("subscribe");
+            let first = loop {
+                let message = ws.message().await.expect("first message");
+                if message["id"] == id.as_str() {
+                    break message;
+                }
+            };
+            let expected = match rank(caller) {
+                0 => Some("NOT_FOUND"),
+                3 => None,
+                _ => Some("FORBIDDEN"),
+            };
+            match expected {
+                Some(code) => {
+                    assert_eq!(first["type"], "error", "{caller} / {query}: {first}");
+                    assert_eq!(first["payload"][0]["extensions"]["code"], code, "{caller}: {first}");
+                }
+                None => assert_eq!(first["type"], "next", "{caller} / {query}: {first}"),
+            }
+        }
     }
     // Nothing a refused caller tried is in the log: B's owner appended nothing.
     let by_outsider: i64 = sqlx::query_scalar(
@@ -537,7 +574,7 @@ async fn node(app: &TestApp, token: &str, id: &str) -> Value {
 }
 
 /// `createApiToken`; returns (id, token).
-async fn token_with_id(app: &TestApp, as_token: &str, input: Value) -> (String, String) {
+pub(crate) async fn token_with_id(app: &TestApp, as_token: &str, input: Value) -> (String, String) {
     let (_, body) = gql(
         app,
         Some(as_token),

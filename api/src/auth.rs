@@ -14,20 +14,21 @@
 use std::fmt;
 
 use async_graphql::{Context, Error};
+use chrono::{DateTime, Utc};
 use monkeyci_crypto::TokenHash;
 use monkeyci_domain::access::Role;
-use sqlx::PgPool;
+use monkeyci_projections::queries;
+use monkeyci_projections::TokenRow;
 use uuid::Uuid;
 
 use crate::errors::{client, not_found, Code};
 use crate::schema::{api, ApiContext};
 
 /// How requests are authenticated.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub enum AuthConfig {
     /// Every caller acts as the admin: for tests and benchmarks embedding the API, never for a
-    /// server others can reach.
-    #[default]
+    /// server others can reach (`monkeyci server` always requires tokens).
     Disabled,
     /// Every request needs a valid token; `admin` is the SHA-256 of the configured admin token.
     Required { admin: Option<TokenHash> },
@@ -59,13 +60,25 @@ pub struct Caller {
     /// Recorded on every event the request causes.
     pub actor: String,
     pub grant: Grant,
+    /// The API token it was authenticated with, if any (not the admin token): a WebSocket
+    /// session ends when it is revoked or expires.
+    pub token: Option<TokenLease>,
 }
 
-impl Default for Caller {
-    fn default() -> Self {
+/// The API token of a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLease {
+    pub id: Uuid,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Caller {
+    /// Every caller when authentication is [`AuthConfig::Disabled`].
+    fn anonymous_admin() -> Self {
         Self {
             actor: "anonymous".into(),
             grant: Grant::Admin,
+            token: None,
         }
     }
 }
@@ -101,13 +114,14 @@ pub fn bearer(value: &str) -> Option<&str> {
 /// Finds who `token` is.
 pub async fn authenticate(api: &ApiContext, config: &AuthConfig, token: Option<&str>) -> Result<Caller, AuthFailure> {
     let AuthConfig::Required { admin } = config else {
-        return Ok(Caller::default());
+        return Ok(Caller::anonymous_admin());
     };
     let token = token.ok_or(AuthFailure::Missing)?;
     if admin.as_ref().is_some_and(|hash| hash.matches(token)) {
         return Ok(Caller {
             actor: "admin".into(),
             grant: Grant::Admin,
+            token: None,
         });
     }
     // Read-your-writes for tokens too: a token created, or revoked, by a request that has
@@ -116,42 +130,43 @@ pub async fn authenticate(api: &ApiContext, config: &AuthConfig, token: Option<&
         .read_your_writes()
         .await
         .map_err(|_| AuthFailure::Unavailable)?;
-    let found = lookup(&api.pool, TokenHash::of(token).as_str())
+    let found = queries::active_token(&api.pool, TokenHash::of(token).as_str())
         .await
         .map_err(|_| AuthFailure::Unavailable)?;
-    found.ok_or(AuthFailure::Invalid)
+    found.and_then(caller_of).ok_or(AuthFailure::Invalid)
 }
 
-/// A row of `api_tokens`: id, kind, user, org, role.
-type TokenGrantRow = (Uuid, String, Option<Uuid>, Option<Uuid>, Option<String>);
-
-async fn lookup(pool: &PgPool, hash: &str) -> Result<Option<Caller>, sqlx::Error> {
-    let row: Option<TokenGrantRow> = sqlx::query_as(
-        "SELECT id, kind, user_id, org_id, role FROM api_tokens \
-         WHERE hash = $1 AND NOT revoked AND expires_at > now()",
-    )
-    .bind(hash)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.and_then(|(id, kind, user_id, org_id, role)| {
-        let grant = match (kind.as_str(), user_id, org_id, role) {
-            ("user", Some(user_id), _, _) => Grant::User(user_id),
-            ("org", _, Some(org_id), Some(role)) => Grant::Org {
-                org_id,
-                role: Role::parse(&role).ok()?,
-            },
-            _ => return None,
-        };
-        let actor = match &grant {
-            Grant::User(user_id) => format!("user:{user_id}"),
-            _ => format!("token:{id}"),
-        };
-        Some(Caller { actor, grant })
-    }))
+/// Whom a token row acts for; `None` for a row that names no one (never written so).
+fn caller_of(row: TokenRow) -> Option<Caller> {
+    let grant = match (row.kind.as_str(), row.user_id, row.org_id, row.role.as_deref()) {
+        ("user", Some(user_id), _, _) => Grant::User(user_id),
+        ("org", _, Some(org_id), Some(role)) => Grant::Org {
+            org_id,
+            role: Role::parse(role).ok()?,
+        },
+        _ => return None,
+    };
+    let actor = match &grant {
+        Grant::User(user_id) => format!("user:{user_id}"),
+        _ => format!("token:{}", row.id),
+    };
+    Some(Caller {
+        actor,
+        grant,
+        token: Some(TokenLease {
+            id: row.id,
+            expires_at: row.expires_at,
+        }),
+    })
 }
 
-pub(crate) fn caller(ctx: &Context<'_>) -> Caller {
-    ctx.data_opt::<Caller>().cloned().unwrap_or_default()
+/// The caller of the request. Every route attaches one after authenticating; a request without
+/// one is a bug, and it is refused as `UNAUTHENTICATED` rather than given any default.
+pub(crate) fn caller(ctx: &Context<'_>) -> Result<Caller, Error> {
+    ctx.data_opt::<Caller>().cloned().ok_or_else(|| {
+        tracing::error!("a GraphQL request reached a resolver without an authenticated caller");
+        client(Code::Unauthenticated, AuthFailure::Missing.message())
+    })
 }
 
 /// The caller's role in `org_id`; `None` if it has none (or the org does not exist).
@@ -160,27 +175,23 @@ pub(crate) async fn role_in(api: &ApiContext, caller: &Caller, org_id: Uuid) -> 
         Grant::Admin => Ok(Some(Role::Owner)),
         Grant::Org { org_id: own, role } => Ok((*own == org_id).then_some(*role)),
         Grant::User(user_id) => {
-            let role: Option<Option<String>> =
-                sqlx::query_scalar("SELECT members ->> $2 FROM orgs WHERE id = $1 AND NOT deleted")
-                    .bind(org_id)
-                    .bind(user_id.to_string())
-                    .fetch_optional(&api.pool)
-                    .await
-                    .map_err(|e| crate::errors::internal(&e))?;
-            Ok(role.flatten().and_then(|r| Role::parse(&r).ok()))
+            let role = queries::member_role(&api.pool, org_id, *user_id)
+                .await
+                .map_err(|e| crate::errors::internal(&e))?;
+            Ok(role.and_then(|r| Role::parse(&r).ok()))
         }
     }
 }
 
 /// Whether the caller may read `org_id`.
 pub(crate) async fn can_read(ctx: &Context<'_>, org_id: Uuid) -> Result<bool, Error> {
-    Ok(role_in(api(ctx), &caller(ctx), org_id).await?.is_some())
+    Ok(role_in(api(ctx), &caller(ctx)?, org_id).await?.is_some())
 }
 
 /// Fails unless the caller has at least `needed` in `org_id`: `NOT_FOUND` (named `what`) without
 /// any role, `FORBIDDEN` with too small a role.
 pub(crate) async fn require(ctx: &Context<'_>, org_id: Uuid, needed: Role, what: &str) -> Result<(), Error> {
-    require_as(api(ctx), &caller(ctx), org_id, needed, what).await
+    require_as(api(ctx), &caller(ctx)?, org_id, needed, what).await
 }
 
 /// [`require`] outside a GraphQL context.
@@ -207,8 +218,46 @@ pub(crate) async fn require_as(
 
 /// Fails unless the caller is the admin.
 pub(crate) fn require_admin(ctx: &Context<'_>) -> Result<(), Error> {
-    match caller(ctx).grant {
+    match caller(ctx)?.grant {
         Grant::Admin => Ok(()),
         _ => Err(client(Code::Forbidden, "only the admin can do this")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{EmptyMutation, EmptySubscription, Object, Request, Schema};
+
+    use super::*;
+
+    struct Query;
+
+    #[Object]
+    impl Query {
+        async fn actor(&self, ctx: &Context<'_>) -> Result<String, Error> {
+            Ok(caller(ctx)?.actor)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_caller_is_unauthenticated_never_a_default_one() {
+        let schema = Schema::new(Query, EmptyMutation, EmptySubscription);
+
+        let refused = schema.execute(Request::new("{ actor }")).await;
+        let given = schema
+            .execute(Request::new("{ actor }").data(Caller {
+                actor: "user:1".into(),
+                grant: Grant::User(Uuid::nil()),
+                token: None,
+            }))
+            .await;
+
+        assert_eq!(refused.data, async_graphql::Value::Null);
+        let extensions = refused.errors[0].extensions.as_ref().expect("extensions");
+        assert_eq!(
+            extensions.get("code"),
+            Some(&async_graphql::Value::from("UNAUTHENTICATED"))
+        );
+        assert_eq!(given.data.to_string(), r#"{actor: "user:1"}"#);
     }
 }

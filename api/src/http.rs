@@ -1,15 +1,14 @@
-//! Routes: `POST /graphql`, WebSocket and GraphiQL on `GET /graphql`, `/health`, `/ready`,
-//! `/metrics`.
+//! Routes: `POST /graphql`, WebSocket and the GraphQL console on `GET /graphql` (its files under
+//! `/graphiql/`), `/health`, `/ready`, `/metrics`.
 
 use std::time::Instant;
 
-use async_graphql::http::GraphiQLSource;
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{MatchedPath, Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
@@ -124,14 +123,7 @@ pub async fn graphql_get(
                 .read_buffer_size(8 * 1024)
                 .on_upgrade(move |socket| ws::serve(socket, schema, config, state.context, state.auth))
         }
-        Err(_) => Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql")
-                .title("MonkeyCI GraphQL")
-                .finish(),
-        )
-        .into_response(),
+        Err(_) => crate::console::page(),
     }
 }
 

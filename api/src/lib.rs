@@ -3,6 +3,7 @@
 
 mod auth;
 mod consistency;
+mod console;
 pub mod errors;
 mod fanout;
 mod http;
@@ -10,6 +11,7 @@ pub mod ids;
 mod joblogs;
 mod metrics;
 pub mod schema;
+mod sessions;
 mod webhooks;
 mod ws;
 
@@ -66,7 +68,8 @@ impl Default for ApiConfig {
             body_limit: 1024 * 1024,
             limits: QueryLimits {
                 max_depth: 12,
-                max_complexity: 1000,
+                max_complexity: 50_000,
+                max_root_fields: 20,
             },
             ws: WsConfig {
                 init_timeout: Duration::from_secs(10),
@@ -108,7 +111,8 @@ impl ApiServer {
         let consistency = Consistency::start(store.clone(), names, config.read_your_writes_timeout).await?;
         let metrics = Arc::new(Metrics::default());
         let store_for_logs = store.clone();
-        spawn_event_counter(&feed, &store, metrics.clone()).await?;
+        let access = sessions::AccessChanges::new();
+        spawn_log_follower(&feed, &store, metrics.clone(), access.clone()).await?;
         let context = schema::ApiContext {
             pool: store.pool().clone(),
             commands: match config.keys {
@@ -120,6 +124,7 @@ impl ApiServer {
             consistency,
             metrics,
             builds: Arc::new(fanout::BuildReads::default()),
+            access,
             job_logs: joblogs::JobLogWatch::start(&store_for_logs).await?,
         };
         let state = AppState {
@@ -133,6 +138,7 @@ impl ApiServer {
         };
         let router = Router::new()
             .route("/graphql", post(http::graphql_post).get(http::graphql_get))
+            .route("/graphiql/{file}", get(console::asset))
             .route("/builds/{build_id}/jobs/{job_id}/log", get(http::job_log))
             .route("/builds/{build_id}/artifacts/{artifact_id}", get(http::artifact))
             .route(
@@ -172,13 +178,35 @@ impl ApiServer {
     }
 }
 
-async fn spawn_event_counter(feed: &EventFeed, store: &EventStore, metrics: Arc<Metrics>) -> Result<(), ReadError> {
-    let start = store.readable_head().await?;
-    let events = feed.subscribe(start);
+/// Follows the log from now on: counts its events and publishes those that take access away.
+async fn spawn_log_follower(
+    feed: &EventFeed,
+    store: &EventStore,
+    metrics: Arc<Metrics>,
+    access: sessions::AccessChanges,
+) -> Result<(), ReadError> {
+    let mut cursor = store.readable_head().await?;
+    let feed = feed.clone();
     tokio::spawn(async move {
-        let mut events = pin!(events);
-        while let Some(Ok(_)) = events.next().await {
-            metrics.events(1);
+        // Sessions rely on it to end: it resumes where it stopped if reading the log fails.
+        loop {
+            let mut events = pin!(feed.subscribe(cursor));
+            while let Some(next) = events.next().await {
+                match next {
+                    Ok(event) => {
+                        cursor = event.cursor;
+                        metrics.events(1);
+                        if let Some(change) = sessions::AccessChange::of(&event) {
+                            access.publish(change);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "following the event log failed; resuming in 1 s");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
     Ok(())

@@ -2,7 +2,9 @@
 //!
 //! The server enforces the protocol's rules with its close codes: no `connection_init` in time
 //! (4408), an operation before the connection was acknowledged (4401), a second
-//! `connection_init` (4429), an id already in use (4409), an unreadable message (4400).
+//! `connection_init` (4429), an id already in use (4409), an unreadable message (4400). A
+//! session whose access went away (token revoked or expired, its user's role changed, its org
+//! deleted: `sessions.rs`) is closed with 4403, and so is an operation sent with such a token.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,11 +16,13 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::AbortHandle;
 
+use crate::auth::Grant;
 use crate::errors::{self, Code};
 use crate::schema::{AppSchema, Caller, ReadBarrier};
+use crate::sessions::Watch;
 
 /// The sub-protocol name clients must ask for.
 pub const PROTOCOL: &str = "graphql-transport-ws";
@@ -115,14 +119,16 @@ pub async fn serve(
 ) {
     let (mut sink, mut source) = socket.split();
     let deadline = tokio::time::Instant::now() + config.init_timeout;
-    let session = loop {
+    // Before authenticating: a change to the caller's access that lands meanwhile is not missed.
+    let mut changes = api.access.subscribe();
+    let (session, token, mut watch) = loop {
         match tokio::time::timeout_at(deadline, read(&mut source)).await {
             Err(_) => return close(sink, 4408, "Connection initialisation timeout").await,
             Ok(Read::Closed) => return,
             Ok(Read::Invalid(reason)) => return close(sink, 4400, &reason).await,
             Ok(Read::Message(ClientMessage::ConnectionInit { payload })) => {
                 match session_data(&api, &auth, payload).await {
-                    Ok(data) => break data,
+                    Ok(found) => break found,
                     Err(failure) => return close(sink, 4403, failure.message()).await,
                 }
             }
@@ -144,8 +150,29 @@ pub async fn serve(
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(256);
     let mut active: HashMap<String, (u64, AbortHandle)> = HashMap::new();
     let mut generation = 0u64;
+    let expiry = watch.expires_in();
+    let expired = async move {
+        match expiry {
+            Some(left) => tokio::time::sleep(left).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut expired = std::pin::pin!(expired);
     let closing = loop {
         tokio::select! {
+            () = &mut expired => break Some((4403, "the token expired".into())),
+            change = changes.recv() => match change {
+                Ok(change) => {
+                    if let Some(reason) = watch.ends(change) {
+                        break Some((4403, reason.into()));
+                    }
+                }
+                // Some changes were missed: whether they concern this session is unknown.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    break Some((4403, "access changes could not be followed; connect again".into()))
+                }
+                Err(broadcast::error::RecvError::Closed) => break Some((1011, "the server is stopping".into())),
+            },
             incoming = read(&mut source) => match incoming {
                 Read::Closed => break None,
                 Read::Invalid(reason) => break Some((4400, reason)),
@@ -164,6 +191,11 @@ pub async fn serve(
                     }
                 }
                 Read::Message(ClientMessage::Subscribe { id, payload }) => {
+                    // Every operation authenticates the token again: one revoked or expired
+                    // since `connection_init` ends the session instead of acting.
+                    if let Err(failure) = crate::auth::authenticate(&api, &auth, token.as_deref()).await {
+                        break Some((4403, failure.message().into()));
+                    }
                     if active.contains_key(&id) {
                         break Some((4409, format!("Subscriber for {id} already exists")));
                     }
@@ -221,12 +253,13 @@ fn pong(payload: Option<Value>) -> Value {
 }
 
 /// The connection's caller, from the token in `connection_init`'s payload:
-/// `{"Authorization": "Bearer <token>"}` (as an HTTP header would carry it) or `{"token": "<token>"}`.
+/// `{"Authorization": "Bearer <token>"}` (as an HTTP header would carry it) or `{"token": "<token>"}`;
+/// the token, for authenticating each operation again; and what the session's access rests on.
 async fn session_data(
     api: &crate::schema::ApiContext,
     auth: &crate::auth::AuthConfig,
     payload: Option<Value>,
-) -> Result<Data, crate::auth::AuthFailure> {
+) -> Result<(Data, Option<String>, Watch), crate::auth::AuthFailure> {
     let payload = payload.unwrap_or(Value::Null);
     let header = ["Authorization", "authorization"]
         .iter()
@@ -235,9 +268,16 @@ async fn session_data(
         .and_then(crate::auth::bearer)
         .or_else(|| payload.get("token").and_then(Value::as_str));
     let caller: Caller = crate::auth::authenticate(api, auth, token).await?;
+    let orgs = match caller.grant {
+        Grant::User(user) => monkeyci_projections::queries::member_org_ids(&api.pool, user)
+            .await
+            .map_err(|_| crate::auth::AuthFailure::Unavailable)?,
+        _ => Vec::new(),
+    };
+    let watch = Watch::new(caller.clone(), orgs);
     let mut data = Data::default();
     data.insert(caller);
-    Ok(data)
+    Ok((data, token.map(str::to_owned), watch))
 }
 
 async fn run_operation(

@@ -64,6 +64,9 @@ enum Command {
     },
     /// Creates the database if needed and applies pending migrations, then exits.
     Migrate,
+    /// Prints the GraphQL schema of the API (its SDL), as the repository's `schema.graphql`
+    /// holds it; no database needed. For code generators and third parties.
+    Schema,
     /// Inspects and rebuilds projections (read models).
     Projections {
         #[command(subcommand)]
@@ -93,9 +96,17 @@ struct ServerArgs {
     #[arg(long, env = "MONKEYCI_MAX_QUERY_DEPTH", default_value_t = 12)]
     max_query_depth: usize,
 
-    /// Most complex GraphQL query accepted (one point per field).
-    #[arg(long, env = "MONKEYCI_MAX_QUERY_COMPLEXITY", default_value_t = 1000)]
+    /// Costliest GraphQL query accepted: each field costs 1 plus what it selects, and a list
+    /// multiplies what it selects by its size (`first`, or 1,000 log lines at 1 per line, or
+    /// an estimate of 20 jobs and 10 items for other lists). An org page of 20 repos with their
+    /// 5 latest builds and their jobs costs about 6,000; a build with every job's first 1,000
+    /// log lines about 20,000.
+    #[arg(long, env = "MONKEYCI_MAX_QUERY_COMPLEXITY", default_value_t = 50_000)]
     max_query_complexity: usize,
+
+    /// Most root fields (aliases included) of one GraphQL operation.
+    #[arg(long, env = "MONKEYCI_MAX_QUERY_ROOT_FIELDS", default_value_t = 20)]
+    max_query_root_fields: usize,
 
     /// Operations one WebSocket connection may run at once.
     #[arg(long, env = "MONKEYCI_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 100)]
@@ -139,6 +150,7 @@ impl ServerArgs {
             limits: QueryLimits {
                 max_depth: self.max_query_depth,
                 max_complexity: self.max_query_complexity,
+                max_root_fields: self.max_query_root_fields,
             },
             ws: WsConfig {
                 init_timeout: Duration::from_millis(self.ws_init_timeout_ms),
@@ -410,6 +422,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Schema = cli.command {
+        print!("{}", monkeyci_api::schema::sdl());
+        return Ok(());
+    }
     if let Command::Build {
         command:
             BuildCommand::Run {
@@ -437,7 +453,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Server(args) => serve(store, &args).await,
         Command::Runner(args) => run_builds(store, &args).await,
-        Command::Build { .. } => Ok(()),
+        Command::Build { .. } | Command::Schema => Ok(()),
         Command::Events { command } => events::run(store.pool(), command).await,
         Command::Projections {
             command: ProjectionsCommand::Status { sample_ms },

@@ -244,6 +244,58 @@ pub async fn org_tokens(pool: &PgPool, org_id: Uuid) -> Result<Vec<TokenRow>, Pr
     rows(pool, "api_tokens", q).await
 }
 
+/// The token whose secret has the SHA-256 `hash`, if it is neither revoked nor expired.
+pub async fn active_token(pool: &PgPool, hash: &str) -> Result<Option<TokenRow>, ProjectionError> {
+    let q = sqlx::query_scalar(
+        "SELECT to_jsonb(t) FROM api_tokens t WHERE hash = $1 AND NOT revoked AND expires_at > now()",
+    )
+    .bind(hash);
+    Ok(rows(pool, "api_tokens", q).await?.pop())
+}
+
+/// A child of an org or repo whose parent authorisation needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owned {
+    /// Of an org.
+    ParamSet,
+    SshKey,
+    /// Of a repo.
+    Webhook,
+    Schedule,
+}
+
+/// The org (parameter sets, ssh keys) or repo (webhooks, schedules) `id` belongs to, unless it
+/// does not exist or was deleted.
+pub async fn owner_of(pool: &PgPool, kind: Owned, id: Uuid) -> Result<Option<Uuid>, ProjectionError> {
+    let sql = match kind {
+        Owned::ParamSet => "SELECT org_id FROM param_sets WHERE id = $1 AND NOT deleted",
+        Owned::SshKey => "SELECT org_id FROM ssh_keys WHERE id = $1 AND NOT deleted",
+        Owned::Webhook => "SELECT repo_id FROM webhooks WHERE id = $1 AND NOT deleted",
+        Owned::Schedule => "SELECT repo_id FROM schedules WHERE id = $1 AND NOT deleted",
+    };
+    Ok(sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await?)
+}
+
+/// The role of `user` in the org `org_id` (not deleted), if any.
+pub async fn member_role(pool: &PgPool, org_id: Uuid, user: Uuid) -> Result<Option<String>, ProjectionError> {
+    let role: Option<Option<String>> =
+        sqlx::query_scalar("SELECT members ->> $2 FROM orgs WHERE id = $1 AND NOT deleted")
+            .bind(org_id)
+            .bind(user.to_string())
+            .fetch_optional(pool)
+            .await?;
+    Ok(role.flatten())
+}
+
+/// The ids of the orgs (not deleted) in which `user` has a role.
+pub async fn member_org_ids(pool: &PgPool, user: Uuid) -> Result<Vec<Uuid>, ProjectionError> {
+    sqlx::query_scalar("SELECT id FROM orgs WHERE NOT deleted AND members ? $1 ORDER BY id")
+        .bind(user.to_string())
+        .fetch_all(pool)
+        .await
+        .map_err(Into::into)
+}
+
 /// Which of an org's events [`audit_log`] lists; every field that is set narrows the list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {

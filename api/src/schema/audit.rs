@@ -45,6 +45,7 @@ pub struct AuditQuery;
 impl AuditQuery {
     /// Every event of an org, oldest first, with who caused it, when, by which command and in
     /// which correlation. Owners only. Page with `first` and the `after` cursor of an edge.
+    #[graphql(complexity = "super::cost::page(first, child_complexity)")]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
@@ -100,6 +101,7 @@ impl AuditQuery {
     /// The events of one org, repo or build stream (`org-<uuid>`, `repo-<uuid>`,
     /// `build-<uuid>`), in version order; the edges' cursors are stream versions. Readable by
     /// anyone who can read the org.
+    #[graphql(complexity = "super::cost::page(first, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -147,7 +149,7 @@ async fn readable_stream(ctx: &Context<'_>, stream_id: &str) -> Result<Option<Ve
         Err(error) => return Err(internal(&error)),
     };
     let readable = match events.first().and_then(|e| e.metadata.org_id) {
-        _ if caller(ctx).grant == Grant::Admin => true,
+        _ if caller(ctx)?.grant == Grant::Admin => true,
         Some(org) => can_read(ctx, org).await?,
         None => false,
     };

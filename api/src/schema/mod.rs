@@ -2,6 +2,7 @@
 //! on the live event feed.
 
 mod audit;
+pub(crate) mod cost;
 mod mutation;
 mod query;
 pub mod secrets;
@@ -51,6 +52,7 @@ pub struct ApiContext {
     pub metrics: Arc<Metrics>,
     pub builds: Arc<BuildReads>,
     pub job_logs: JobLogWatch,
+    pub(crate) access: crate::sessions::AccessChanges,
 }
 
 pub use crate::auth::Caller;
@@ -59,20 +61,22 @@ pub use crate::auth::Caller;
 #[derive(Debug, Default)]
 pub struct ReadBarrier(OnceCell<Result<(), String>>);
 
-/// Limits on what one query may ask for.
-#[derive(Debug, Clone, Copy)]
-pub struct QueryLimits {
-    pub max_depth: usize,
-    pub max_complexity: usize,
-}
+pub use cost::QueryLimits;
 
-/// Builds the schema with its limits.
+/// Builds the schema with its limits (checked by [`cost::QueryCost`], which says the numbers
+/// when it refuses, rather than by async-graphql's own limits).
 pub fn build(context: ApiContext, limits: QueryLimits) -> AppSchema {
     Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot)
         .data(context)
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
+        .extension(cost::QueryCost(limits))
         .finish()
+}
+
+/// The schema in GraphQL's schema definition language, as `monkeyci schema` prints it.
+pub fn sdl() -> String {
+    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot)
+        .finish()
+        .sdl()
 }
 
 pub(crate) fn api<'a>(ctx: &Context<'a>) -> &'a ApiContext {
@@ -96,13 +100,28 @@ pub(crate) async fn consistent<'a>(ctx: &Context<'a>) -> Result<&'a ApiContext, 
     Ok(api)
 }
 
+/// The org or repo `id` (a `kind`, called `what` in errors) belongs to, for authorisation;
+/// `NOT_FOUND` if it does not exist or was deleted.
+pub(crate) async fn owner_of(
+    ctx: &Context<'_>,
+    kind: monkeyci_projections::queries::Owned,
+    id: Uuid,
+    what: &str,
+) -> Result<Uuid, Error> {
+    let api = consistent(ctx).await?;
+    monkeyci_projections::queries::owner_of(&api.pool, kind, id)
+        .await
+        .map_err(projection_error)?
+        .ok_or_else(|| crate::errors::not_found(what))
+}
+
 pub(crate) fn projection_error(error: ProjectionError) -> Error {
     internal(&error)
 }
 
 /// Default and largest page size.
-const DEFAULT_PAGE: usize = 20;
-const MAX_PAGE: usize = 100;
+pub(crate) const DEFAULT_PAGE: usize = 20;
+pub(crate) const MAX_PAGE: usize = 100;
 
 /// Validates `first` and `after` of a connection.
 pub(crate) fn page_args(first: Option<i32>, after: Option<&str>) -> Result<(usize, Option<Uuid>), Error> {
@@ -124,4 +143,17 @@ pub(crate) fn page_limit(first: Option<i32>) -> Result<usize, Error> {
         return Err(bad_input(format!("`first` must be at most {MAX_PAGE}")));
     }
     Ok(limit)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_repository_schema_file_is_the_schema_of_the_code() {
+        let committed = include_str!("../../../schema.graphql");
+        assert!(
+            committed == super::sdl(),
+            "schema.graphql differs from the schema the code serves; write it again with \
+             `cargo run -p monkeyci -- schema > schema.graphql` and review the difference"
+        );
+    }
 }

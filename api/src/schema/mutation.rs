@@ -116,10 +116,10 @@ pub struct UnblockJobInput {
     pub idempotency_key: Option<String>,
 }
 
-pub(crate) fn context(ctx: &Context<'_>, idempotency_key: Option<String>) -> CommandContext {
-    let mut command = CommandContext::new(caller(ctx).actor);
+pub(crate) fn context(ctx: &Context<'_>, idempotency_key: Option<String>) -> Result<CommandContext> {
+    let mut command = CommandContext::new(caller(ctx)?.actor);
     command.idempotency_key = idempotency_key;
-    command
+    Ok(command)
 }
 
 /// Counts the command and maps its outcome to the returned id or a client error.
@@ -153,7 +153,7 @@ pub(crate) enum Target {
 /// a role there (as if it did not exist), `FORBIDDEN` with too small a role. The admin skips
 /// the lookup.
 pub(crate) async fn allow(ctx: &Context<'_>, target: Target, needed: Role) -> Result<()> {
-    if caller(ctx).grant == Grant::Admin {
+    if caller(ctx)?.grant == Grant::Admin {
         return Ok(());
     }
     // The target may have been created by a mutation that just returned.
@@ -235,8 +235,8 @@ impl CoreMutation {
             slug: input.slug,
         };
         let commands = &api(ctx).commands;
-        let command_ctx = context(ctx, input.idempotency_key);
-        let result = match caller(ctx).grant {
+        let command_ctx = context(ctx, input.idempotency_key)?;
+        let result = match caller(ctx)?.grant {
             Grant::Admin => commands.create_org(&command_ctx, command).await,
             // The user who creates an org is its first owner.
             Grant::User(user) => {
@@ -259,7 +259,7 @@ impl CoreMutation {
         };
         let result = api(ctx)
             .commands
-            .rename_org(&context(ctx, input.idempotency_key), command)
+            .rename_org(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "renameOrg", result, |id| ids::encode(Kind::Org, id.as_uuid()))
     }
@@ -270,7 +270,7 @@ impl CoreMutation {
         allow(ctx, Target::Org(org_id.as_uuid()), Role::Owner).await?;
         let result = api(ctx)
             .commands
-            .delete_org(&context(ctx, input.idempotency_key), DeleteOrg { org_id })
+            .delete_org(&context(ctx, input.idempotency_key)?, DeleteOrg { org_id })
             .await;
         finish(ctx, "deleteOrg", result, |id| ids::encode(Kind::Org, id.as_uuid()))
     }
@@ -288,7 +288,7 @@ impl CoreMutation {
         };
         let result = api(ctx)
             .commands
-            .add_repo(&context(ctx, input.idempotency_key), command)
+            .add_repo(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "createRepo", result, |id| ids::encode(Kind::Repo, id.as_uuid()))
     }
@@ -306,7 +306,7 @@ impl CoreMutation {
         };
         let result = api(ctx)
             .commands
-            .update_repo(&context(ctx, input.idempotency_key), command)
+            .update_repo(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "updateRepo", result, |id| ids::encode(Kind::Repo, id.as_uuid()))
     }
@@ -317,7 +317,7 @@ impl CoreMutation {
         allow(ctx, Target::Repo(repo_id.as_uuid()), Role::Member).await?;
         let result = api(ctx)
             .commands
-            .archive_repo(&context(ctx, input.idempotency_key), ArchiveRepo { repo_id })
+            .archive_repo(&context(ctx, input.idempotency_key)?, ArchiveRepo { repo_id })
             .await;
         finish(ctx, "archiveRepo", result, |id| ids::encode(Kind::Repo, id.as_uuid()))
     }
@@ -337,7 +337,7 @@ impl CoreMutation {
         };
         let result = api(ctx)
             .commands
-            .trigger_build(&context(ctx, input.idempotency_key), command)
+            .trigger_build(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "triggerBuild", result, |id| ids::encode(Kind::Build, id.as_uuid()))
     }
@@ -348,7 +348,7 @@ impl CoreMutation {
         allow(ctx, Target::Build(build_id.as_uuid()), Role::Member).await?;
         let result = api(ctx)
             .commands
-            .cancel_build(&context(ctx, input.idempotency_key), CancelBuild { build_id })
+            .cancel_build(&context(ctx, input.idempotency_key)?, CancelBuild { build_id })
             .await;
         finish(ctx, "cancelBuild", result, |id| ids::encode(Kind::Build, id.as_uuid()))
     }
@@ -359,7 +359,7 @@ impl CoreMutation {
         allow(ctx, Target::Build(build_id.as_uuid()), Role::Member).await?;
         let result = api(ctx)
             .commands
-            .retry_build(&context(ctx, input.idempotency_key), RetryBuild { build_id })
+            .retry_build(&context(ctx, input.idempotency_key)?, RetryBuild { build_id })
             .await;
         finish(ctx, "retryBuild", result, |id| ids::encode(Kind::Build, id.as_uuid()))
     }
@@ -375,7 +375,7 @@ impl CoreMutation {
         };
         let result = api(ctx)
             .commands
-            .transition_job(&context(ctx, input.idempotency_key), command)
+            .transition_job(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "unblockJob", result, |_| ids::encode_job(build, &job_id))
     }
@@ -385,7 +385,7 @@ impl CoreMutation {
         require_admin(ctx)?;
         let result = api(ctx)
             .commands
-            .create_user(&context(ctx, input.idempotency_key), CreateUser { name: input.name })
+            .create_user(&context(ctx, input.idempotency_key)?, CreateUser { name: input.name })
             .await;
         finish(ctx, "createUser", result, |id| ids::encode(Kind::User, id.as_uuid()))
     }
@@ -403,7 +403,7 @@ impl CoreMutation {
         };
         let result = api(ctx)
             .commands
-            .add_member(&context(ctx, input.idempotency_key), command)
+            .add_member(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "addMember", result, |id| ids::encode(Kind::Org, id.as_uuid()))
     }
@@ -421,7 +421,7 @@ impl CoreMutation {
         };
         let result = api(ctx)
             .commands
-            .change_member_role(&context(ctx, input.idempotency_key), command)
+            .change_member_role(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "changeMemberRole", result, |id| {
             ids::encode(Kind::Org, id.as_uuid())
@@ -434,7 +434,7 @@ impl CoreMutation {
         allow(ctx, Target::Org(org_id.as_uuid()), Role::Owner).await?;
         let result = api(ctx)
             .commands
-            .remove_member(&context(ctx, input.idempotency_key), RemoveMember { org_id, user_id })
+            .remove_member(&context(ctx, input.idempotency_key)?, RemoveMember { org_id, user_id })
             .await;
         finish(ctx, "removeMember", result, |id| ids::encode(Kind::Org, id.as_uuid()))
     }
@@ -447,7 +447,7 @@ impl CoreMutation {
         if !(1..=3650).contains(&days) {
             return Err(errors::bad_input("`expiresInDays` must be between 1 and 3650"));
         }
-        let who = caller(ctx);
+        let who = caller(ctx)?;
         let subject = match (&input.org_id, &input.user_id) {
             (Some(org), None) => {
                 let org_id = ids::decode_as(org, Kind::Org)?;
@@ -487,7 +487,7 @@ impl CoreMutation {
             hash: hash.as_str().to_owned(),
             expires_at,
         };
-        let result = api(ctx).commands.create_token(&context(ctx, None), command).await;
+        let result = api(ctx).commands.create_token(&context(ctx, None)?, command).await;
         let id = finish(ctx, "createApiToken", result, |id| {
             ids::encode(Kind::Token, id.as_uuid())
         })?;
@@ -502,15 +502,13 @@ impl CoreMutation {
     /// admin); returns its id.
     async fn revoke_api_token(&self, ctx: &Context<'_>, input: RevokeApiTokenInput) -> Result<ID> {
         let token_id = ids::decode_as(&input.id, Kind::Token)?;
-        let who = caller(ctx);
+        let who = caller(ctx)?;
         if who.grant != Grant::Admin {
             let api = consistent(ctx).await?;
-            let row: Option<(Option<uuid::Uuid>, Option<uuid::Uuid>)> =
-                sqlx::query_as("SELECT user_id, org_id FROM api_tokens WHERE id = $1")
-                    .bind(token_id)
-                    .fetch_optional(&api.pool)
-                    .await
-                    .map_err(|e| errors::internal(&e))?;
+            let row = queries::api_token(&api.pool, token_id)
+                .await
+                .map_err(|e| errors::internal(&e))?
+                .map(|t| (t.user_id, t.org_id));
             match (row, &who.grant) {
                 (Some((_, Some(org))), _) => require(ctx, org, Role::Owner, "token").await?,
                 (Some((Some(user), _)), Grant::User(me)) if user == *me => {}
@@ -522,7 +520,7 @@ impl CoreMutation {
         };
         let result = api(ctx)
             .commands
-            .revoke_token(&context(ctx, input.idempotency_key), command)
+            .revoke_token(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "revokeApiToken", result, |id| {
             ids::encode(Kind::Token, id.as_uuid())

@@ -74,6 +74,7 @@ impl CoreQuery {
     }
 
     /// Orgs, oldest first.
+    #[graphql(complexity = "super::cost::page(first, child_complexity)")]
     async fn orgs(
         &self,
         ctx: &Context<'_>,
@@ -82,7 +83,7 @@ impl CoreQuery {
     ) -> Result<Connection<String, Org>> {
         let (limit, after_id) = page_args(first, after.as_deref())?;
         let api = consistent(ctx).await?;
-        let page = match caller(ctx).grant {
+        let page = match caller(ctx)?.grant {
             Grant::Admin => queries::orgs(&api.pool, after_id, limit).await,
             Grant::User(user) => queries::orgs_of_member(&api.pool, user, after_id, limit).await,
             Grant::Org { org_id, .. } => match after_id {
@@ -155,7 +156,7 @@ async fn token_node(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Option<Node>> {
     let Some(row) = queries::api_token(&api.pool, id).await.map_err(projection_error)? else {
         return Ok(None);
     };
-    let who = caller(ctx);
+    let who = caller(ctx)?;
     let allowed = match (&who.grant, row.kind.as_str(), row.org_id, row.user_id) {
         (Grant::Admin, _, _, _) => true,
         (_, "org", Some(org), _) => role_in(api, &who, org)

@@ -11,12 +11,13 @@ use monkeyci_commands::{
 use monkeyci_domain::access::Role;
 use monkeyci_domain::secrets::LabelFilter;
 use monkeyci_domain::{OrgId, ParamSetId, SshKeyId};
-use monkeyci_projections::{queries, ParamSetRow, SshKeyRow};
+use monkeyci_projections::queries::{self, Owned};
+use monkeyci_projections::{ParamSetRow, SshKeyRow};
 
 use super::mutation::{allow, context, finish, PairInput, Target};
 use super::triggers::DeleteInput;
 use super::types::Org;
-use super::{api, consistent, projection_error};
+use super::{api, projection_error};
 use crate::errors;
 use crate::ids::{self, Kind};
 
@@ -62,10 +63,12 @@ impl ParamSet {
         &self.0.name
     }
     /// The repos it applies to: those whose labels satisfy one rule. No rules: every repo.
+    #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn filter(&self) -> Vec<LabelRule> {
         rules(&self.0.filter)
     }
     /// The names of its parameters (environment variables of the jobs).
+    #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn parameter_names(&self) -> Vec<String> {
         self.0.params.keys().cloned().collect()
     }
@@ -95,6 +98,7 @@ impl SshKey {
     async fn public_key(&self) -> &str {
         &self.0.public_key
     }
+    #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn filter(&self) -> Vec<LabelRule> {
         rules(&self.0.filter)
     }
@@ -208,18 +212,6 @@ fn content(name: String, filter: Option<Vec<LabelRuleInput>>, parameters: Vec<Pa
     Ok(ParamSetContent::new(name, filter_input(filter), values))
 }
 
-/// The org of a parameter set or ssh key, for authorisation.
-async fn org_of(ctx: &Context<'_>, table: &'static str, id: uuid::Uuid, what: &'static str) -> Result<uuid::Uuid> {
-    let api = consistent(ctx).await?;
-    let sql = format!("SELECT org_id FROM {table} WHERE id = $1 AND NOT deleted");
-    let org: Option<uuid::Uuid> = sqlx::query_scalar(&sql)
-        .bind(id)
-        .fetch_optional(&api.pool)
-        .await
-        .map_err(|e| errors::internal(&e))?;
-    org.ok_or_else(|| errors::not_found(what))
-}
-
 /// Mutations of parameter sets and ssh keys.
 #[derive(Debug, Default)]
 pub struct SecretsMutation;
@@ -237,7 +229,7 @@ impl SecretsMutation {
         };
         let result = api(ctx)
             .commands
-            .create_param_set(&context(ctx, input.idempotency_key), command)
+            .create_param_set(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "createParamSet", result, |id| {
             ids::encode(Kind::ParamSet, id.as_uuid())
@@ -247,7 +239,7 @@ impl SecretsMutation {
     /// Replaces a parameter set's name, filter and parameters.
     async fn update_param_set(&self, ctx: &Context<'_>, input: UpdateParamSetInput) -> Result<ID> {
         let id = ids::decode_as(&input.id, Kind::ParamSet)?;
-        let org = org_of(ctx, "param_sets", id, "parameter set").await?;
+        let org = super::owner_of(ctx, Owned::ParamSet, id, "parameter set").await?;
         allow(ctx, Target::Org(org), Role::Owner).await?;
         let command = ReplaceParamSet {
             param_set_id: ParamSetId::from_uuid(id),
@@ -255,7 +247,7 @@ impl SecretsMutation {
         };
         let result = api(ctx)
             .commands
-            .replace_param_set(&context(ctx, input.idempotency_key), command)
+            .replace_param_set(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "updateParamSet", result, |id| {
             ids::encode(Kind::ParamSet, id.as_uuid())
@@ -265,14 +257,14 @@ impl SecretsMutation {
     /// Deletes a parameter set and destroys its key: its values cannot be read again anywhere.
     async fn delete_param_set(&self, ctx: &Context<'_>, input: DeleteInput) -> Result<ID> {
         let id = ids::decode_as(&input.id, Kind::ParamSet)?;
-        let org = org_of(ctx, "param_sets", id, "parameter set").await?;
+        let org = super::owner_of(ctx, Owned::ParamSet, id, "parameter set").await?;
         allow(ctx, Target::Org(org), Role::Owner).await?;
         let command = DeleteParamSet {
             param_set_id: ParamSetId::from_uuid(id),
         };
         let result = api(ctx)
             .commands
-            .delete_param_set(&context(ctx, input.idempotency_key), command)
+            .delete_param_set(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "deleteParamSet", result, |id| {
             ids::encode(Kind::ParamSet, id.as_uuid())
@@ -292,7 +284,7 @@ impl SecretsMutation {
         };
         let result = api(ctx)
             .commands
-            .add_ssh_key(&context(ctx, input.idempotency_key), command)
+            .add_ssh_key(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "addSshKey", result, |id| ids::encode(Kind::SshKey, id.as_uuid()))
     }
@@ -300,14 +292,14 @@ impl SecretsMutation {
     /// Deletes an ssh key and destroys its data key.
     async fn delete_ssh_key(&self, ctx: &Context<'_>, input: DeleteInput) -> Result<ID> {
         let id = ids::decode_as(&input.id, Kind::SshKey)?;
-        let org = org_of(ctx, "ssh_keys", id, "ssh key").await?;
+        let org = super::owner_of(ctx, Owned::SshKey, id, "ssh key").await?;
         allow(ctx, Target::Org(org), Role::Owner).await?;
         let command = DeleteSshKey {
             ssh_key_id: SshKeyId::from_uuid(id),
         };
         let result = api(ctx)
             .commands
-            .delete_ssh_key(&context(ctx, input.idempotency_key), command)
+            .delete_ssh_key(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "deleteSshKey", result, |id| {
             ids::encode(Kind::SshKey, id.as_uuid())

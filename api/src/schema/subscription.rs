@@ -291,7 +291,8 @@ impl SubscriptionRoot {
 
     /// The raw events of an org or of one stream (give exactly one), after `after` if given
     /// (else from now on). Reconnecting with the last cursor received delivers exactly the
-    /// events missed, then live ones.
+    /// events missed, then live ones. The rule of `auditLog`: owners of the org only (an org's
+    /// events include its API tokens' and secrets' events); streams of no org, the admin only.
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -306,10 +307,10 @@ impl SubscriptionRoot {
             _ => return Err(bad_input("give either `orgId` or `streamId`")),
         };
         match &filter {
-            Filter::Org(org) => require(ctx, *org, Role::Viewer, "org").await?,
-            Filter::Stream(stream) if caller(ctx).grant != Grant::Admin => {
+            Filter::Org(org) => require(ctx, *org, Role::Owner, "org").await?,
+            Filter::Stream(stream) if caller(ctx)?.grant != Grant::Admin => {
                 let org = stream_org(&api, stream).await?.ok_or_else(|| not_found("stream"))?;
-                require(ctx, org, Role::Viewer, "stream").await?;
+                require(ctx, org, Role::Owner, "stream").await?;
             }
             Filter::Stream(_) => {}
         }

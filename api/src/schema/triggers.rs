@@ -11,11 +11,12 @@ use monkeyci_commands::{
 use monkeyci_domain::access::Role;
 use monkeyci_domain::cron::Cron;
 use monkeyci_domain::{RepoId, ScheduleId, WebhookId};
-use monkeyci_projections::{queries, ScheduleRow, WebhookRow};
+use monkeyci_projections::queries::{self, Owned};
+use monkeyci_projections::{ScheduleRow, WebhookRow};
 
 use super::mutation::{allow, context, finish, Target};
 use super::types::Repo;
-use super::{api, consistent, projection_error};
+use super::{api, projection_error};
 use crate::errors::{self, Code};
 use crate::ids::{self, Kind};
 
@@ -239,18 +240,6 @@ async fn shown_secret(ctx: &Context<'_>, id: uuid::Uuid) -> Result<WebhookSecret
     })
 }
 
-/// The repo a webhook or schedule belongs to, for authorisation.
-async fn repo_of(ctx: &Context<'_>, table: &'static str, id: uuid::Uuid, what: &'static str) -> Result<uuid::Uuid> {
-    let api = consistent(ctx).await?;
-    let sql = format!("SELECT repo_id FROM {table} WHERE id = $1 AND NOT deleted");
-    let repo: Option<uuid::Uuid> = sqlx::query_scalar(&sql)
-        .bind(id)
-        .fetch_optional(&api.pool)
-        .await
-        .map_err(|e| errors::internal(&e))?;
-    repo.ok_or_else(|| errors::not_found(what))
-}
-
 /// Mutations of webhooks and schedules.
 #[derive(Debug, Default)]
 pub struct TriggerMutation;
@@ -269,7 +258,7 @@ impl TriggerMutation {
         };
         let result = api(ctx)
             .commands
-            .create_webhook(&context(ctx, input.idempotency_key), command)
+            .create_webhook(&context(ctx, input.idempotency_key)?, command)
             .await;
         let id = finish(ctx, "createWebhook", result, |id| {
             ids::encode(Kind::Webhook, id.as_uuid())
@@ -280,7 +269,7 @@ impl TriggerMutation {
     /// Replaces a webhook's secret; deliveries signed with the old one are refused from now on.
     async fn rotate_webhook_secret(&self, ctx: &Context<'_>, input: RotateWebhookSecretInput) -> Result<WebhookSecret> {
         let id = ids::decode_as(&input.id, Kind::Webhook)?;
-        let repo = repo_of(ctx, "webhooks", id, "webhook").await?;
+        let repo = super::owner_of(ctx, Owned::Webhook, id, "webhook").await?;
         allow(ctx, Target::Repo(repo), Role::Member).await?;
         let command = RotateWebhookSecret {
             webhook_id: WebhookId::from_uuid(id),
@@ -288,7 +277,7 @@ impl TriggerMutation {
         };
         let result = api(ctx)
             .commands
-            .rotate_webhook_secret(&context(ctx, input.idempotency_key), command)
+            .rotate_webhook_secret(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "rotateWebhookSecret", result, |id| {
             ids::encode(Kind::Webhook, id.as_uuid())
@@ -299,14 +288,14 @@ impl TriggerMutation {
     /// Deletes a webhook and destroys its secret; its deliveries then get 404.
     async fn delete_webhook(&self, ctx: &Context<'_>, input: DeleteInput) -> Result<ID> {
         let id = ids::decode_as(&input.id, Kind::Webhook)?;
-        let repo = repo_of(ctx, "webhooks", id, "webhook").await?;
+        let repo = super::owner_of(ctx, Owned::Webhook, id, "webhook").await?;
         allow(ctx, Target::Repo(repo), Role::Member).await?;
         let command = DeleteWebhook {
             webhook_id: WebhookId::from_uuid(id),
         };
         let result = api(ctx)
             .commands
-            .delete_webhook(&context(ctx, input.idempotency_key), command)
+            .delete_webhook(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "deleteWebhook", result, |id| {
             ids::encode(Kind::Webhook, id.as_uuid())
@@ -323,7 +312,7 @@ impl TriggerMutation {
         };
         let result = api(ctx)
             .commands
-            .create_schedule(&context(ctx, input.idempotency_key), command)
+            .create_schedule(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "createSchedule", result, |id| {
             ids::encode(Kind::Schedule, id.as_uuid())
@@ -333,7 +322,7 @@ impl TriggerMutation {
     /// Changes a schedule's cron expression.
     async fn update_schedule(&self, ctx: &Context<'_>, input: UpdateScheduleInput) -> Result<ID> {
         let id = ids::decode_as(&input.id, Kind::Schedule)?;
-        let repo = repo_of(ctx, "schedules", id, "schedule").await?;
+        let repo = super::owner_of(ctx, Owned::Schedule, id, "schedule").await?;
         allow(ctx, Target::Repo(repo), Role::Member).await?;
         let command = ChangeSchedule {
             schedule_id: ScheduleId::from_uuid(id),
@@ -341,7 +330,7 @@ impl TriggerMutation {
         };
         let result = api(ctx)
             .commands
-            .change_schedule(&context(ctx, input.idempotency_key), command)
+            .change_schedule(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "updateSchedule", result, |id| {
             ids::encode(Kind::Schedule, id.as_uuid())
@@ -351,14 +340,14 @@ impl TriggerMutation {
     /// Deletes a schedule.
     async fn delete_schedule(&self, ctx: &Context<'_>, input: DeleteInput) -> Result<ID> {
         let id = ids::decode_as(&input.id, Kind::Schedule)?;
-        let repo = repo_of(ctx, "schedules", id, "schedule").await?;
+        let repo = super::owner_of(ctx, Owned::Schedule, id, "schedule").await?;
         allow(ctx, Target::Repo(repo), Role::Member).await?;
         let command = DeleteSchedule {
             schedule_id: ScheduleId::from_uuid(id),
         };
         let result = api(ctx)
             .commands
-            .delete_schedule(&context(ctx, input.idempotency_key), command)
+            .delete_schedule(&context(ctx, input.idempotency_key)?, command)
             .await;
         finish(ctx, "deleteSchedule", result, |id| {
             ids::encode(Kind::Schedule, id.as_uuid())

@@ -89,6 +89,7 @@ impl Org {
     }
 
     /// The org's repos, oldest first.
+    #[graphql(complexity = "super::cost::page(first, child_complexity)")]
     async fn repos(
         &self,
         ctx: &Context<'_>,
@@ -103,17 +104,20 @@ impl Org {
     }
 
     /// The org's parameter sets (names and filters; values are never shown).
+    #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn param_sets(&self, ctx: &Context<'_>) -> Result<Vec<ParamSet>> {
         super::secrets::param_sets_of(ctx, self.0.id).await
     }
 
     /// The org's ssh keys (public halves only).
+    #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn ssh_keys(&self, ctx: &Context<'_>) -> Result<Vec<SshKey>> {
         super::secrets::ssh_keys_of(ctx, self.0.id).await
     }
 
     /// The org's org tokens that are not revoked (expired ones included), oldest first; never
     /// their secrets. Owners only: `FORBIDDEN` for members and viewers.
+    #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn api_tokens(&self, ctx: &Context<'_>) -> Result<Vec<ApiToken>> {
         require(ctx, self.0.id, Role::Owner, "org").await?;
         let rows = queries::org_tokens(&api(ctx).pool, self.0.id)
@@ -253,6 +257,7 @@ impl Repo {
         &self.0.main_branch
     }
 
+    #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn labels(&self) -> Vec<Pair> {
         pairs(&self.0.labels)
     }
@@ -278,6 +283,7 @@ impl Repo {
     }
 
     /// The repo's builds, newest first, optionally only of one status or branch.
+    #[graphql(complexity = "super::cost::page(first, child_complexity)")]
     async fn builds(
         &self,
         ctx: &Context<'_>,
@@ -298,11 +304,13 @@ impl Repo {
     }
 
     /// The repo's webhooks: one per git host that sends it pushes.
+    #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn webhooks(&self, ctx: &Context<'_>) -> Result<Vec<super::triggers::Webhook>> {
         super::triggers::webhooks_of(ctx, self.0.id).await
     }
 
     /// The repo's cron schedules.
+    #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn schedules(&self, ctx: &Context<'_>) -> Result<Vec<super::triggers::Schedule>> {
         super::triggers::schedules_of(ctx, self.0.id).await
     }
@@ -387,6 +395,7 @@ impl Build {
         self.0.commit_sha.as_deref()
     }
 
+    #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn params(&self) -> Vec<Pair> {
         pairs(&self.0.params)
     }
@@ -433,6 +442,7 @@ impl Build {
     }
 
     /// The build's jobs, by job id.
+    #[graphql(complexity = "super::cost::list(super::cost::JOBS, child_complexity)")]
     async fn jobs(&self, ctx: &Context<'_>) -> Result<Vec<Job>> {
         let rows = match &self.1 {
             Some(jobs) => jobs.clone(),
@@ -451,6 +461,7 @@ impl Build {
     }
 
     /// The artifacts the build's jobs saved, in the order they were saved.
+    #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn artifacts(&self) -> Vec<Artifact> {
         let build_id = ids::encode(Kind::Build, self.0.id);
         self.0
@@ -552,6 +563,7 @@ impl Job {
     }
 
     /// The ids of the jobs this one waits for.
+    #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn dependencies(&self) -> &[String] {
         &self.0.dependencies
     }
@@ -593,10 +605,14 @@ impl Job {
     }
 
     /// The job's output so far: up to `first` lines (at most 5,000) after line `after`.
+    #[graphql(complexity = "super::cost::log_lines(first, child_complexity)")]
     async fn log(&self, ctx: &Context<'_>, after: Option<i64>, first: Option<i32>) -> Result<Vec<JobLogLine>> {
-        let limit = first.unwrap_or(1000);
-        if !(0..=5000).contains(&limit) {
-            return Err(crate::errors::bad_input("`first` must be between 0 and 5000"));
+        let limit = first.unwrap_or(super::cost::DEFAULT_LOG_LINES);
+        if !(0..=super::cost::MAX_LOG_LINES).contains(&limit) {
+            return Err(crate::errors::bad_input(format!(
+                "`first` must be between 0 and {}",
+                super::cost::MAX_LOG_LINES
+            )));
         }
         let build = monkeyci_domain::BuildId::from_uuid(self.0.build_id);
         let lines = monkeyci_runner::read_job_log(
@@ -612,14 +628,19 @@ impl Job {
     }
 }
 
-/// One line of a job's output.
+/// One line of a job's output. A line costs 1 in a query's cost, whichever of its fields are
+/// asked for (`Job.log` counts it).
 #[derive(SimpleObject, Debug, Clone)]
 pub struct JobLogLine {
     /// The line's number, from 1; pass it as `after` to continue after it.
+    #[graphql(complexity = 0)]
     pub offset: i64,
+    #[graphql(complexity = 0)]
     pub at: DateTime<Utc>,
     /// `stdout`, `stderr` or `system` (written by MonkeyCI).
+    #[graphql(complexity = 0)]
     pub stream: String,
+    #[graphql(complexity = 0)]
     pub text: String,
 }
 
