@@ -60,14 +60,14 @@ async fn costly_queries_are_refused_with_their_cost_and_a_web_uis_queries_pass(p
         );
     }
     // Cheap root fields, but too many of them.
-    let many: String = (0..21).map(|n| format!("t{n}: __typename ")).collect();
+    let many: String = (0..51).map(|n| format!("t{n}: __typename ")).collect();
     let (_, body) = gql(&app, Some(&viewer), &format!("{{ {many} }}"), json!({})).await;
-    assert_eq!(body["errors"][0]["extensions"]["limit"], 20, "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["limit"], 50, "{body}");
     assert!(
         body["errors"][0]["message"]
             .as_str()
             .expect("message")
-            .contains("21 root fields"),
+            .contains("51 root fields"),
         "{body}"
     );
 
@@ -208,4 +208,20 @@ async fn browse_console(app: &TestApp, token: &str) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("the script's last line is JSON")
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn invented_http_methods_do_not_grow_the_metrics(pool: PgPool) {
+    let app = TestApp::spawn(pool).await.expect("app");
+    for n in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("BREW{n}").as_bytes()).expect("method");
+        app.http.request(method, app.url("/health")).send().await.expect("send");
+    }
+
+    let metrics = app.http.get(app.url("/metrics")).send().await.expect("metrics");
+    let metrics = metrics.text().await.expect("text");
+
+    assert!(!metrics.contains("BREW"), "{metrics}");
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+    app.stop().await;
 }

@@ -665,3 +665,48 @@ async fn schedules_are_managed_through_the_api_with_clear_errors(pool: PgPool) {
         .expect("test setup");
     assert_eq!(listed["data"]["repo"]["schedules"], json!([]));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_delivery_body_is_read_only_for_a_known_webhook_and_only_up_to_the_limit(pool: PgPool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let keys = keys(&pool, KEY_A, &[]);
+    let app = TestApp::spawn_with(pool.clone(), |c| {
+        c.keys = Some(keys);
+        c.webhook_body_limit = 64 * 1024;
+    })
+    .await
+    .expect("app");
+    let repo = repo(&app, "acme").await;
+    let (_, secret, path) = create_webhook(&app, &repo, "GITHUB", None).await;
+
+    // The abuse first: 25 MiB announced to a webhook that does not exist, and not one byte of
+    // it sent. The answer comes without waiting for the body.
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    let head = format!(
+        "POST /webhooks/github/{} HTTP/1.1\r\nHost: ci\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        uuid::Uuid::new_v4(),
+        25 * 1024 * 1024
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = vec![0; 512];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut answer))
+        .await
+        .expect("answered before the body was sent")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+
+    // A known webhook reads at most the limit: one byte more is refused, signed or not.
+    let (event, payload) = push("github");
+    let mut body = serde_json::to_vec(&payload).expect("test setup");
+    body.resize(64 * 1024 + 1, b' ');
+    let headers = delivery("github", event, "d-big", &body, &secret);
+    let (status, answer) = post(&app, &path, &headers, &body).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap_or("").contains("65536 bytes"),
+        "{answer}"
+    );
+    assert_eq!(event_count(&pool, "BuildQueued").await, 0);
+    app.stop().await;
+}

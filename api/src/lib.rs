@@ -69,7 +69,7 @@ impl Default for ApiConfig {
             limits: QueryLimits {
                 max_depth: 12,
                 max_complexity: 50_000,
-                max_root_fields: 20,
+                max_root_fields: 50,
             },
             ws: WsConfig {
                 init_timeout: Duration::from_secs(10),
@@ -92,6 +92,7 @@ pub(crate) struct AppState {
     context: schema::ApiContext,
     ws: WsConfig,
     body_limit: usize,
+    webhook_body_limit: usize,
     ready_max_lag: u64,
     blobs: Option<Arc<dyn monkeyci_storage::BlobStore>>,
     auth: AuthConfig,
@@ -132,6 +133,7 @@ impl ApiServer {
             context,
             ws: config.ws,
             body_limit: config.body_limit,
+            webhook_body_limit: config.webhook_body_limit,
             ready_max_lag: config.ready_max_lag,
             blobs: config.blobs,
             auth: config.auth,
@@ -141,9 +143,10 @@ impl ApiServer {
             .route("/graphiql/{file}", get(console::asset))
             .route("/builds/{build_id}/jobs/{job_id}/log", get(http::job_log))
             .route("/builds/{build_id}/artifacts/{artifact_id}", get(http::artifact))
+            // The handler reads the body itself, after finding the webhook, up to its own limit.
             .route(
                 "/webhooks/{host}/{id}",
-                post(webhooks::receive).layer(DefaultBodyLimit::max(config.webhook_body_limit)),
+                post(webhooks::receive).layer(DefaultBodyLimit::disable()),
             )
             .route("/health", get(http::health))
             .route("/ready", get(http::ready))

@@ -1,11 +1,13 @@
 //! `POST /webhooks/{host}/{id}`: deliveries from git hosts.
 //!
-//! The delivery is checked against the webhook's secret before anything else is read from it; a
-//! bad or missing signature is 401 and appends nothing. A push triggers a build as the actor
+//! The body is read only once the webhook is found (an unknown id is 404 before a byte of a
+//! body of any size is read) and only up to the limit (413 beyond it). The delivery is checked
+//! against the webhook's secret before anything else is read from it; a bad or missing
+//! signature is 401 and appends nothing. A push triggers a build as the actor
 //! `webhook:<id>`, with the delivery id as idempotency key, so a redelivery answers with the first
 //! build's id and starts nothing.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,7 +37,7 @@ pub async fn receive(
     State(state): State<AppState>,
     Path((host, id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Ok(host) = Host::parse(&host) else {
         return refuse(
@@ -62,6 +64,16 @@ pub async fn receive(
         Ok(secret) => secret,
         Err(KeyError::Destroyed(_)) => return missing(),
         Err(error) => return internal(error),
+    };
+    let body = match axum::body::to_bytes(body, state.webhook_body_limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            let limit = state.webhook_body_limit;
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the delivery is larger than {limit} bytes, or it was not received whole"),
+            );
+        }
     };
     let pairs: Vec<(&str, &str)> = headers
         .iter()

@@ -105,7 +105,7 @@ struct ServerArgs {
     max_query_complexity: usize,
 
     /// Most root fields (aliases included) of one GraphQL operation.
-    #[arg(long, env = "MONKEYCI_MAX_QUERY_ROOT_FIELDS", default_value_t = 20)]
+    #[arg(long, env = "MONKEYCI_MAX_QUERY_ROOT_FIELDS", default_value_t = 50)]
     max_query_root_fields: usize,
 
     /// Operations one WebSocket connection may run at once.
