@@ -729,7 +729,16 @@ impl WsClient {
 
     /// Sends `connection_init` and expects `connection_ack`.
     pub async fn init(&mut self) -> anyhow::Result<()> {
-        self.send(serde_json::json!({ "type": "connection_init" })).await?;
+        self.init_with(serde_json::Value::Null).await
+    }
+
+    /// Sends `connection_init` with `payload` (none if null) and expects `connection_ack`.
+    pub async fn init_with(&mut self, payload: serde_json::Value) -> anyhow::Result<()> {
+        let mut init = serde_json::json!({ "type": "connection_init" });
+        if !payload.is_null() {
+            init["payload"] = payload;
+        }
+        self.send(init).await?;
         let ack = self.message().await?;
         if ack["type"] != "connection_ack" {
             bail!("expected connection_ack, got {ack}");

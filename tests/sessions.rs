@@ -47,10 +47,9 @@ async fn member(app: &TestApp, org: &str, name: &str, role: &str) -> (String, St
 /// A session of `token` following `build`, its first update received.
 async fn following(app: &TestApp, token: &str, build: &str) -> WsClient {
     let mut ws = app.websocket().await.expect("ws");
-    ws.send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }))
+    ws.init_with(json!({ "Authorization": format!("Bearer {token}") }))
         .await
         .expect("init");
-    assert_eq!(ws.message().await.expect("ack")["type"], "connection_ack");
     ws.subscribe(
         "live",
         "subscription($id: ID!) { buildUpdated(buildId: $id) { status } }",
@@ -97,10 +96,7 @@ async fn a_revoked_token_ends_its_sessions_and_cannot_act_on_them(pool: PgPool) 
     let (token_id, owner) = token_with_id(&app, ADMIN, json!({ "name": "ci", "orgId": org, "role": "owner" })).await;
     let mut live = following(&app, &owner, &build).await;
     let mut idle = app.websocket().await.expect("ws");
-    idle.send(json!({ "type": "connection_init", "payload": { "token": owner } }))
-        .await
-        .expect("init");
-    assert_eq!(idle.message().await.expect("ack")["type"], "connection_ack");
+    idle.init_with(json!({ "token": owner })).await.expect("init");
     let tokens_before = token_events(&pool).await;
 
     mutate(
