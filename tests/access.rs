@@ -368,10 +368,29 @@ fn operations(org: &str, repo: &str, build: &str, user: &str) -> Vec<(&'static s
             json!({ "input": { "id": build } }),
         ),
         (
-            "update the repo",
+            "rename the repo",
             "member",
             m("updateRepo", "UpdateRepoInput"),
             json!({ "input": { "id": repo, "name": "renamed" } }),
+        ),
+        // Labels and where the code comes from decide which secrets a repo's builds get.
+        (
+            "relabel the repo",
+            "owner",
+            m("updateRepo", "UpdateRepoInput"),
+            json!({ "input": { "id": repo, "labels": [{ "name": "env", "value": "prod" }] } }),
+        ),
+        (
+            "point the repo elsewhere",
+            "owner",
+            m("updateRepo", "UpdateRepoInput"),
+            json!({ "input": { "id": repo, "gitUrl": "https://git.example/other.git" } }),
+        ),
+        (
+            "add a repo",
+            "owner",
+            m("createRepo", "CreateRepoInput"),
+            json!({ "input": { "orgId": org, "name": "new", "gitUrl": "https://git.example/new.git" } }),
         ),
         (
             "create a webhook",
@@ -822,5 +841,115 @@ async fn api_tokens_are_nodes_only_for_their_org_owners_or_user_and_owners_list_
         (&revoked["id"], &revoked["revoked"]),
         (&json!(bot), &json!(true)),
         "{revoked}"
+    );
+}
+
+/// A token is refused or accepted from the log alone: neither a made-up token nor a token made or
+/// revoked a moment ago waits for the read models (stopped here, so any wait would end in "cannot
+/// check the token right now").
+#[sqlx::test(migrations = "../migrations")]
+async fn tokens_are_decided_without_waiting_for_the_read_models(pool: PgPool) {
+    let keys = keys(&pool);
+    let mut app = TestApp::spawn_with(pool, |c| {
+        c.keys = Some(keys);
+        c.auth = AuthConfig::Required {
+            admin: Some(TokenHash::of(ADMIN)),
+        };
+        c.read_your_writes_timeout = std::time::Duration::from_secs(2);
+    })
+    .await
+    .expect("app");
+    let org = admin_org(&app, "Acme", "acme").await;
+    let (_, before) = token_with_id(&app, ADMIN, json!({ "name": "ci", "orgId": org, "role": "owner" })).await;
+    app.core.stop().await;
+    // The read models fall behind the log from here on.
+    id(
+        &app,
+        ADMIN,
+        "renameOrg",
+        "RenameOrgInput",
+        json!({ "id": org, "name": "Acme Inc" }),
+    )
+    .await;
+
+    let rename = |name: &str| {
+        (
+            "mutation($input: RenameOrgInput!) { renameOrg(input: $input) }",
+            json!({ "input": { "id": org, "name": name } }),
+        )
+    };
+    // Made up: random text, an old-style token, a token with an unknown id, a known id with
+    // another secret.
+    let (query, variables) = rename("Hijacked");
+    let unknown_id = format!("mci_{}{}", "A".repeat(22), &before[26..]);
+    let other_secret = format!("{}{}", &before[..26], "B".repeat(43));
+    for made_up in [
+        "not-a-token".to_owned(),
+        format!("mci_{}", "x".repeat(43)),
+        unknown_id,
+        other_secret,
+    ] {
+        let (status, body) = gql(&app, Some(&made_up), query, variables.clone()).await;
+        assert_eq!(status, 401, "{made_up}: {body}");
+        assert_eq!(code(&body), Some("UNAUTHENTICATED"), "{made_up}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("not valid"),
+            "refused at once, not after a wait: {body}"
+        );
+    }
+    // Made before the read models stopped, or just now: works at once.
+    let (query, variables) = rename("Acme 2");
+    let (status, body) = gql(&app, Some(&before), query, variables).await;
+    assert_eq!((status, code(&body)), (200, None), "{body}");
+    let (fresh_id, fresh) = token_with_id(&app, ADMIN, json!({ "name": "new", "orgId": org, "role": "owner" })).await;
+    let (query, variables) = rename("Acme 3");
+    let (status, body) = gql(&app, Some(&fresh), query, variables).await;
+    assert_eq!((status, code(&body)), (200, None), "{body}");
+    // Revoked just now: refused at once.
+    id(
+        &app,
+        ADMIN,
+        "revokeApiToken",
+        "RevokeApiTokenInput",
+        json!({ "id": fresh_id }),
+    )
+    .await;
+    let (query, variables) = rename("Acme 4");
+    let (status, body) = gql(&app, Some(&fresh), query, variables).await;
+    assert_eq!(status, 401, "{body}");
+}
+
+/// Tokens made before tokens carried their id still work, found by their hash.
+#[sqlx::test(migrations = "../migrations")]
+async fn tokens_from_before_ids_were_embedded_still_work(pool: PgPool) {
+    let app = app(pool).await;
+    let org = admin_org(&app, "Acme", "acme").await;
+    let old = format!("mci_{}", "o".repeat(43));
+    app.core
+        .commands
+        .create_token(
+            &monkeyci_tests::user(),
+            monkeyci_commands::CreateToken {
+                token_id: None,
+                name: "from before".into(),
+                subject: monkeyci_domain::access::TokenSubject::Org {
+                    org_id: monkeyci_domain::OrgId::from_uuid(monkeyci_tests::uuid_of(&org).parse().expect("uuid")),
+                    role: monkeyci_domain::access::Role::Viewer,
+                },
+                hash: TokenHash::of(&old).as_str().to_owned(),
+                expires_at: chrono::Utc::now() + chrono::Duration::days(1),
+            },
+        )
+        .await
+        .expect("token");
+    // Such a token is old by definition: the read models know it.
+    app.core.caught_up().await.expect("caught up");
+    let (status, body) = gql(&app, Some(&old), "{ orgs { edges { node { slug } } } }", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["orgs"]["edges"],
+        json!([{ "node": { "slug": "acme" } }]),
+        "{body}"
     );
 }

@@ -33,6 +33,11 @@ pub(crate) fn repo_with(file: &str, pipeline: &str) -> tempfile::TempDir {
 
 /// Creates an org and a repo pointing at `repo`, and triggers a build of `main`.
 pub(crate) async fn trigger(core: &Core, repo: &Path) -> BuildId {
+    trigger_url(core, &format!("file://{}", repo.display())).await
+}
+
+/// Creates an org and a repo whose code is at `git_url`, and triggers a build of `main`.
+pub(crate) async fn trigger_url(core: &Core, git_url: &str) -> BuildId {
     let c = &core.commands;
     let ctx = user();
     let org_id = c
@@ -51,7 +56,7 @@ pub(crate) async fn trigger(core: &Core, repo: &Path) -> BuildId {
             AddRepo {
                 org_id,
                 name: "app".into(),
-                git_url: format!("file://{}", repo.display()),
+                git_url: git_url.to_owned(),
                 main_branch: None,
                 labels: BTreeMap::new(),
             },
@@ -88,7 +93,25 @@ pub(crate) fn settings_with(workspace: &Path, id: &str, blobs: Arc<dyn BlobStore
         poll: Duration::from_millis(100),
         blobs,
         keys: None,
+        job_limits: Default::default(),
+        checkout_timeout: Duration::from_secs(60),
     }
+}
+
+/// Runs a runner with `settings` on the app's core until the returned token is canceled.
+pub(crate) async fn spawn_runner(
+    app: &monkeyci_tests::TestApp,
+    settings: RunnerSettings,
+) -> monkeyci_runner::CancellationToken {
+    let stop = monkeyci_runner::CancellationToken::new();
+    let runner = monkeyci_runner::Runner::new(
+        app.core.store.clone(),
+        app.core.feed.clone(),
+        monkeyci_tests::executor("tests").await,
+        settings,
+    );
+    tokio::spawn(runner.run(stop.clone()));
+    stop
 }
 
 /// Waits until the build satisfies `done` in the read model, up to 60 s.

@@ -208,6 +208,7 @@ async fn history(commands: &CommandHandler) -> (OrgId, OrgId) {
             .create_token(
                 &ctx,
                 CreateToken {
+                    token_id: None,
                     name: format!("{slug} automation"),
                     subject: TokenSubject::Org {
                         org_id,
@@ -382,6 +383,7 @@ async fn history(commands: &CommandHandler) -> (OrgId, OrgId) {
                     content: ParamSetContent::new(
                         "deploy".into(),
                         vec![vec![("team".into(), "app".into())]],
+                        true,
                         [("TOKEN".to_owned(), SecretText::new(format!("secret-of-{slug}")))].into(),
                     ),
                 },
@@ -395,6 +397,7 @@ async fn history(commands: &CommandHandler) -> (OrgId, OrgId) {
                     org_id,
                     description: "checkout".into(),
                     filter: vec![],
+                    protected: false,
                     public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample ci@example".into(),
                     private_key: SecretText::new(
                         "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n".into(),

@@ -11,6 +11,7 @@ mod containers;
 mod event_log;
 mod export;
 mod isolation;
+mod job_limits;
 mod limits;
 mod log_order;
 mod projections;

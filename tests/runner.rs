@@ -23,6 +23,7 @@ fn spec(dir: &Path, script: &[&str]) -> JobSpec {
         image: None,
         resources: Default::default(),
         timeout: None,
+        log_limits: Default::default(),
     }
 }
 

@@ -96,6 +96,7 @@ fn plan(f: &Fixture, yaml: &str, branch: &str) -> BuildPlan {
         parallelism: 4,
         blobs: None,
         secret_env: Default::default(),
+        job_limits: Default::default(),
     }
 }
 

@@ -130,16 +130,27 @@ async fn a_revoked_token_ends_its_sessions_and_cannot_act_on_them(pool: PgPool) 
 async fn an_expiring_token_ends_its_session_when_it_expires(pool: PgPool) {
     let app = app(pool.clone()).await;
     let (org, build) = org_with_build(&app, "expire").await;
-    let (token_id, viewer) = token_with_id(&app, ADMIN, json!({ "name": "v", "orgId": org, "role": "viewer" })).await;
-    // Tokens live whole days; this one is made to end in 2 s by moving its expiry in the read
-    // model, where authentication reads it.
-    app.core.caught_up().await.expect("caught up");
-    let moved = sqlx::query("UPDATE api_tokens SET expires_at = now() + interval '2 seconds' WHERE id = $1::uuid")
-        .bind(uuid_of(&token_id))
-        .execute(&pool)
+    // The API makes tokens that live whole days; this one, made as the API makes them, ends in 2 s.
+    let id = monkeyci_domain::TokenId::from_uuid(uuid::Uuid::now_v7());
+    let (viewer, hash) = monkeyci_crypto::Token::generate_with_id("mci_", id.as_uuid().into_bytes()).expect("token");
+    app.core
+        .commands
+        .create_token(
+            &monkeyci_tests::user(),
+            monkeyci_commands::CreateToken {
+                token_id: Some(id),
+                name: "v".into(),
+                subject: monkeyci_domain::access::TokenSubject::Org {
+                    org_id: monkeyci_domain::OrgId::from_uuid(uuid_of(&org).parse().expect("uuid")),
+                    role: monkeyci_domain::access::Role::Viewer,
+                },
+                hash: hash.as_str().to_owned(),
+                expires_at: chrono::Utc::now() + chrono::Duration::seconds(2),
+            },
+        )
         .await
-        .expect("expiry");
-    assert_eq!(moved.rows_affected(), 1);
+        .expect("token");
+    let viewer = viewer.expose().to_owned();
     let mut live = following(&app, &viewer, &build).await;
 
     let (code, reason, _) = closed_within(&mut live, Duration::from_secs(2) + WITHIN).await;

@@ -2,8 +2,9 @@
 //!
 //! A request carries `Authorization: Bearer <token>` (HTTP) or `{"Authorization": "Bearer
 //! <token>"}` / `{"token": "<token>"}` in `connection_init` (WebSocket). The token is the admin
-//! token from the server's configuration, or an API token found by its SHA-256 in `api_tokens`
-//! (not revoked, not expired). A user token acts with the user's role in each org (`orgs.members`);
+//! token from the server's configuration, or an API token: one that carries its id is checked
+//! against its stream in the log (its SHA-256, not revoked, not expired) without waiting for any
+//! read model; an older one is found by its SHA-256 in `api_tokens`. A user token acts with the user's role in each org (`orgs.members`);
 //! an org token acts in its one org with its one role.
 //!
 //! Authorisation is by org: reading needs any role, changing builds and repos needs `member`,
@@ -15,14 +16,19 @@ use std::fmt;
 
 use async_graphql::{Context, Error};
 use chrono::{DateTime, Utc};
-use monkeyci_crypto::TokenHash;
-use monkeyci_domain::access::Role;
+use monkeyci_crypto::{Token, TokenHash};
+use monkeyci_domain::access::{ApiToken, Role, TokenSubject};
+use monkeyci_domain::TokenId;
 use monkeyci_projections::queries;
 use monkeyci_projections::TokenRow;
 use uuid::Uuid;
 
 use crate::errors::{client, not_found, Code};
 use crate::schema::{api, ApiContext};
+
+/// What every API token starts with (tokens carry their id after it; see
+/// `Token::generate_with_id`).
+pub const TOKEN_PREFIX: &str = "mci_";
 
 /// How requests are authenticated.
 #[derive(Clone)]
@@ -124,16 +130,64 @@ pub async fn authenticate(api: &ApiContext, config: &AuthConfig, token: Option<&
             token: None,
         });
     }
-    // Read-your-writes for tokens too: a token created, or revoked, by a request that has
-    // returned is seen as such by every later request.
+    match Token::embedded_id(token, TOKEN_PREFIX) {
+        Some(id) => from_log(api, token, TokenId::from_uuid(Uuid::from_bytes(id))).await,
+        None => from_read_model(api, token).await,
+    }
+}
+
+/// A token that carries its id, checked against its own stream in the log: what a request
+/// that has returned created or revoked is seen at once, an unknown id costs one lookup, and no
+/// request waits for the read models to authenticate.
+async fn from_log(api: &ApiContext, token: &str, id: TokenId) -> Result<Caller, AuthFailure> {
+    let state = api
+        .commands
+        .current::<ApiToken>(id)
+        .await
+        .map_err(|_| AuthFailure::Unavailable)?;
+    let (subject, hash, expires_at) = state.active(Utc::now()).ok_or(AuthFailure::Invalid)?;
+    let hash = TokenHash::parse(hash).map_err(|_| AuthFailure::Invalid)?;
+    if !hash.matches(token) {
+        return Err(AuthFailure::Invalid);
+    }
+    let (grant, actor) = match subject {
+        TokenSubject::User { user_id } => (Grant::User(user_id.as_uuid()), format!("user:{user_id}")),
+        TokenSubject::Org { org_id, role } => (
+            Grant::Org {
+                org_id: org_id.as_uuid(),
+                role,
+            },
+            format!("token:{id}"),
+        ),
+    };
+    Ok(Caller {
+        actor,
+        grant,
+        token: Some(TokenLease {
+            id: id.as_uuid(),
+            expires_at,
+        }),
+    })
+}
+
+/// A token from before tokens carried their id, found by its hash in the read model. No such
+/// token is made any more, so one the read model does not know is refused without waiting; a
+/// known one waits for read-your-writes, so that a revoke that has returned is seen.
+async fn from_read_model(api: &ApiContext, token: &str) -> Result<Caller, AuthFailure> {
+    let hash = TokenHash::of(token);
+    let lookup = || async {
+        queries::active_token(&api.pool, hash.as_str())
+            .await
+            .map_err(|_| AuthFailure::Unavailable)
+    };
+    if lookup().await?.is_none() {
+        return Err(AuthFailure::Invalid);
+    }
     api.consistency
         .read_your_writes()
         .await
         .map_err(|_| AuthFailure::Unavailable)?;
-    let found = queries::active_token(&api.pool, TokenHash::of(token).as_str())
-        .await
-        .map_err(|_| AuthFailure::Unavailable)?;
-    found.and_then(caller_of).ok_or(AuthFailure::Invalid)
+    lookup().await?.and_then(caller_of).ok_or(AuthFailure::Invalid)
 }
 
 /// Whom a token row acts for; `None` for a row that names no one (never written so).

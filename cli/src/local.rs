@@ -170,6 +170,7 @@ pub async fn run(dir: PathBuf, job: Option<String>, parallelism: usize, executor
         secret_env: Default::default(),
         parallelism,
         blobs: Some(blobs),
+        job_limits: Default::default(),
     };
     let console = Console::default();
     let (logs, mut lines) = mpsc::channel(1024);

@@ -11,7 +11,7 @@ use monkeyci_commands::KeyStore;
 use monkeyci_crypto::{MasterKey, MasterKeys};
 use monkeyci_eventstore::{EventFeed, EventStore, FeedConfig};
 use monkeyci_projections::{ProjectionRunner, RunnerConfig};
-use monkeyci_runner::{CancellationToken, Runner, RunnerSettings, ScheduleTicker};
+use monkeyci_runner::{CancellationToken, JobLimits, LogLimits, Runner, RunnerSettings, ScheduleTicker};
 use monkeyci_storage::{BlobStore, FsStore, S3Config, S3Store};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
@@ -187,6 +187,27 @@ struct RunnerArgs {
     #[arg(long, env = "MONKEYCI_LEASE_TTL_MS", default_value_t = 30_000)]
     lease_ttl_ms: u64,
 
+    /// A job that sets no `timeout` in its pipeline is stopped after this many seconds.
+    #[arg(long, env = "MONKEYCI_DEFAULT_JOB_TIMEOUT_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    default_job_timeout_secs: u64,
+
+    /// A build whose checkout (git fetch included) takes longer than this many seconds errors.
+    #[arg(long, env = "MONKEYCI_CHECKOUT_TIMEOUT_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    checkout_timeout_secs: u64,
+
+    /// A longer line of job output is cut at this many bytes (the cut is noted in the line).
+    #[arg(long, env = "MONKEYCI_MAX_LOG_LINE_BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u64).range(80..=16 * 1024 * 1024))]
+    max_log_line_bytes: u64,
+
+    /// Once a job's log holds this many bytes, the rest of its output is dropped (a line of the
+    /// log says so); the job runs on.
+    #[arg(long, env = "MONKEYCI_MAX_JOB_LOG_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    max_job_log_bytes: u64,
+
     #[command(flatten)]
     storage: StorageArgs,
 
@@ -347,6 +368,14 @@ impl RunnerArgs {
                 .min(Duration::from_millis(self.lease_ttl_ms / 2).max(Duration::from_millis(50))),
             blobs,
             keys: Some(keys),
+            job_limits: JobLimits {
+                logs: LogLimits {
+                    max_line_bytes: usize::try_from(self.max_log_line_bytes).unwrap_or(usize::MAX),
+                    max_log_bytes: self.max_job_log_bytes,
+                },
+                default_timeout: Duration::from_secs(self.default_job_timeout_secs),
+            },
+            checkout_timeout: Duration::from_secs(self.checkout_timeout_secs),
         }
     }
 }

@@ -353,7 +353,7 @@ impl CommandHandler {
     /// Issues an API token for a user (who must exist) or an org (which must be active).
     pub async fn create_token(&self, ctx: &CommandContext, input: CreateToken) -> Result<TokenId, CommandError> {
         let name = &parse(Name::parse(&input.name))?;
-        let token_id = TokenId::from_uuid(Uuid::now_v7());
+        let token_id = input.token_id.unwrap_or_else(|| TokenId::from_uuid(Uuid::now_v7()));
         let now = chrono::Utc::now();
         let input_ref = &input;
         self.execute(ctx, "createToken", &input, move || {

@@ -179,6 +179,9 @@ pub struct RemoveMember {
 /// secret itself never reaches a command, an event or a read model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateToken {
+    /// The id the token's text carries (see `Token::generate_with_id`); a fresh one when `None`.
+    #[serde(default)]
+    pub token_id: Option<TokenId>,
     pub name: String,
     pub subject: TokenSubject,
     pub hash: String,

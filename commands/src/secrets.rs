@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use monkeyci_domain::org::Org;
-use monkeyci_domain::secrets::{LabelFilter, ParamSet, SshKey};
+use monkeyci_domain::secrets::{LabelFilter, ParamSet, SecretScope, SshKey};
 use monkeyci_domain::{Name, OrgId, ParamSetId, SshKeyId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -24,6 +24,8 @@ pub struct ParamSetContent {
     pub name: String,
     /// Rules of `label = value` pairs; a repo is chosen when all pairs of one rule hold.
     pub filter: Vec<Vec<(String, String)>>,
+    /// Only for builds of protected refs (the repo's main branch, tags).
+    pub protected: bool,
     /// Parameter names in the fingerprint; their values left out.
     pub names: Vec<String>,
     #[serde(skip)]
@@ -32,10 +34,16 @@ pub struct ParamSetContent {
 
 impl ParamSetContent {
     /// Content with `values` by name; `names` follows from them.
-    pub fn new(name: String, filter: Vec<Vec<(String, String)>>, values: BTreeMap<String, SecretText>) -> Self {
+    pub fn new(
+        name: String,
+        filter: Vec<Vec<(String, String)>>,
+        protected: bool,
+        values: BTreeMap<String, SecretText>,
+    ) -> Self {
         Self {
             name,
             filter,
+            protected,
             names: values.keys().cloned().collect(),
             values,
         }
@@ -68,6 +76,8 @@ pub struct AddSshKey {
     pub org_id: OrgId,
     pub description: String,
     pub filter: Vec<Vec<(String, String)>>,
+    /// Only for builds of protected refs (the repo's main branch, tags).
+    pub protected: bool,
     pub public_key: String,
     #[serde(skip)]
     pub private_key: SecretText,
@@ -88,14 +98,22 @@ fn invalid(field: &'static str, reason: String) -> CommandError {
     ))
 }
 
+/// Validates a filter and protection into a scope.
+fn scope(filter: &[Vec<(String, String)>], protected: bool) -> Result<SecretScope, CommandError> {
+    Ok(SecretScope {
+        filter: parse(LabelFilter::parse(filter.to_vec()))?,
+        protected,
+    })
+}
+
 /// Validates and seals a set's content with `id`'s data key.
 async fn seal_content(
     keys: &KeyStore,
     id: Uuid,
     content: &ParamSetContent,
-) -> Result<(Name, LabelFilter, BTreeMap<String, monkeyci_crypto::Sealed>), CommandError> {
+) -> Result<(Name, SecretScope, BTreeMap<String, monkeyci_crypto::Sealed>), CommandError> {
     let name = parse(Name::parse(&content.name))?;
-    let filter = parse(LabelFilter::parse(content.filter.clone()))?;
+    let scope = scope(&content.filter, content.protected)?;
     let mut sealed = BTreeMap::new();
     if content.values.values().any(|v| v.expose().len() > MAX_VALUE_BYTES) {
         let reason = format!("a parameter value may have at most {MAX_VALUE_BYTES} bytes");
@@ -105,7 +123,7 @@ async fn seal_content(
     for (param, value) in &content.values {
         sealed.insert(param.clone(), KeyStore::seal(&key, id, param, value.expose())?);
     }
-    Ok((name, filter, sealed))
+    Ok((name, scope, sealed))
 }
 
 /// Removes the data key made for a new aggregate whose creation was refused, so that bad input
@@ -139,8 +157,8 @@ impl CommandHandler {
                 Box::pin(async move {
                     let org = self.load::<Org>(org_id).await?;
                     let set = self.load::<ParamSet>(id).await?;
-                    let (name, filter, values) = seal_content(keys, id.as_uuid(), content).await?;
-                    let events = set.state.create(id, (org_id, &org.state), name, filter, values)?;
+                    let (name, scope, values) = seal_content(keys, id.as_uuid(), content).await?;
+                    let events = set.state.create(id, (org_id, &org.state), name, scope, values)?;
                     Ok(Decision::new(id, Some(org_id)).with(&set, events))
                 })
             })
@@ -161,8 +179,8 @@ impl CommandHandler {
             Box::pin(async move {
                 let set = self.load::<ParamSet>(id).await?;
                 let org_id = set.state.existing(id)?;
-                let (name, filter, values) = seal_content(keys, id.as_uuid(), content).await?;
-                let events = set.state.replace(id, name, filter, values)?;
+                let (name, scope, values) = seal_content(keys, id.as_uuid(), content).await?;
+                let events = set.state.replace(id, name, scope, values)?;
                 Ok(Decision::new(id, Some(org_id)).with(&set, events))
             })
         })
@@ -197,7 +215,7 @@ impl CommandHandler {
         let keys = self.key_store()?;
         let id = SshKeyId::from_uuid(Uuid::now_v7());
         let description = &parse(Name::parse(&input.description))?;
-        let filter = &parse(LabelFilter::parse(input.filter.clone()))?;
+        let scope = &scope(&input.filter, input.protected)?;
         let private_key = input.private_key.expose();
         if !private_key.contains("PRIVATE KEY") || private_key.len() > MAX_VALUE_BYTES {
             let reason = "must be a private key in PEM or OpenSSH format (-----BEGIN … PRIVATE KEY-----)";
@@ -215,7 +233,7 @@ impl CommandHandler {
                         id,
                         (org_id, &org.state),
                         description.clone(),
-                        filter.clone(),
+                        scope.clone(),
                         sealed,
                         public_key.clone(),
                     )?;
@@ -259,12 +277,13 @@ mod tests {
         let values = BTreeMap::from([("DB_PASSWORD".to_owned(), SecretText::new(value.into()))]);
         let set = CreateParamSet {
             org_id: OrgId::from_uuid(Uuid::now_v7()),
-            content: ParamSetContent::new("deploy".into(), vec![], values),
+            content: ParamSetContent::new("deploy".into(), vec![], true, values),
         };
         let key = AddSshKey {
             org_id: OrgId::from_uuid(Uuid::now_v7()),
             description: "deploy key".into(),
             filter: vec![],
+            protected: false,
             public_key: "ssh-ed25519 AAAA".into(),
             private_key: SecretText::new(value.into()),
         };

@@ -56,8 +56,10 @@
 //!
 //! # API tokens
 //!
-//! [`Token::generate`] makes `prefix` + 43 base64url characters (256 random bits); only its
-//! [`TokenHash`], the SHA-256 of the token in hex, is stored, and tokens are looked up by that hash.
+//! [`Token::generate`] makes `prefix` + 43 base64url characters (256 random bits);
+//! [`Token::generate_with_id`] puts the 16 bytes of the token's record id (22 characters) between
+//! them, so that a server finds the record by id and refuses an unknown one at once. Only the
+//! [`TokenHash`], the SHA-256 of the whole token in hex, is stored.
 //! SHA-256 is fast, and that is right for tokens: with 256 random bits there is nothing to guess, so a
 //! stolen hash is useless; password hashes are slow and salted because passwords are guessable.
 //!

@@ -12,6 +12,9 @@ use crate::{random, CryptoError};
 /// Random bytes in a token: 256 bits, written as 43 base64url characters after the prefix.
 pub const TOKEN_RANDOM_BYTES: usize = 32;
 
+/// Base64url characters of a 16-byte id.
+const ID_CHARS: usize = 22;
+
 /// An API token in clear: shown to its owner once, when it is made, and never stored.
 ///
 /// `Debug` shows nothing of it; the text is zeroed when it is dropped.
@@ -34,6 +37,32 @@ impl Token {
         URL_SAFE_NO_PAD.encode_string(&bytes[..], &mut text);
         let hash = TokenHash::of(&text);
         Ok((Token(text), hash))
+    }
+
+    /// A new token that names its record: `prefix`, the 16 bytes of `id` (22 base64url
+    /// characters), then 32 random bytes (43 characters), and the hash to store.
+    ///
+    /// A server finds such a token's record by the id it carries ([`Token::embedded_id`]) and
+    /// refuses one with an unknown id after that single lookup; the hash decides the rest.
+    pub fn generate_with_id(prefix: &str, id: [u8; 16]) -> Result<(Token, TokenHash), CryptoError> {
+        let (random, _) = Self::generate(prefix)?;
+        let mut text = Zeroizing::new(String::with_capacity(prefix.len() + ID_CHARS + 43));
+        text.push_str(prefix);
+        URL_SAFE_NO_PAD.encode_string(id, &mut text);
+        text.push_str(&random.0[prefix.len()..]);
+        let hash = TokenHash::of(&text);
+        Ok((Token(text), hash))
+    }
+
+    /// The id in a token made by [`Token::generate_with_id`] with `prefix`; `None` for any other
+    /// text (another prefix, another length, not base64url).
+    pub fn embedded_id(text: &str, prefix: &str) -> Option<[u8; 16]> {
+        let rest = text.strip_prefix(prefix)?;
+        if rest.len() != ID_CHARS + 43 || !rest.is_char_boundary(ID_CHARS) {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(&rest[..ID_CHARS]).ok()?;
+        bytes.try_into().ok()
     }
 
     /// The token's text, to show its owner once.
@@ -146,6 +175,25 @@ mod tests {
             TOKEN_RANDOM_BYTES
         );
         assert_ne!(generate().0.expose(), text);
+    }
+
+    #[test]
+    fn a_token_with_an_id_carries_it_and_nothing_else_reads_as_one() {
+        let id = *b"0123456789abcdef";
+        let (token, hash) = Token::generate_with_id("mci_", id).expect("token");
+        let text = token.expose();
+        assert_eq!(text.len(), 4 + 22 + 43);
+        assert!(hash.matches(text));
+        assert_eq!(Token::embedded_id(text, "mci_"), Some(id));
+        let (again, _) = Token::generate_with_id("mci_", id).expect("token");
+        assert_ne!(again.expose(), text, "the random part differs");
+        assert_eq!(Token::embedded_id(text, "mci_admin_"), None);
+        assert_eq!(Token::embedded_id(generate().0.expose(), "mci_"), None, "no id");
+        assert_eq!(Token::embedded_id(&text[..text.len() - 1], "mci_"), None);
+        let not_base64 = format!("mci_{}{}", "!".repeat(22), &text[26..]);
+        assert_eq!(Token::embedded_id(&not_base64, "mci_"), None);
+        let multibyte = format!("mci_{}é{}", "a".repeat(21), &text[27..]);
+        assert_eq!(Token::embedded_id(&multibyte, "mci_"), None);
     }
 
     #[test]

@@ -141,6 +141,8 @@ impl DomainEvent for TokenEvent {}
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApiToken {
     pub subject: Option<TokenSubject>,
+    /// The SHA-256 (hex) of the token's text.
+    pub hash: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked: bool,
 }
@@ -152,9 +154,13 @@ impl Aggregate for ApiToken {
     fn apply(&mut self, event: &TokenEvent) {
         match event {
             TokenEvent::TokenCreated {
-                subject, expires_at, ..
+                subject,
+                hash,
+                expires_at,
+                ..
             } => {
                 self.subject = Some(*subject);
+                self.hash = Some(hash.clone());
                 self.expires_at = Some(*expires_at);
             }
             TokenEvent::TokenRevoked => self.revoked = true,
@@ -198,6 +204,17 @@ impl ApiToken {
             hash,
             expires_at,
         }])
+    }
+
+    /// The subject, hash and expiry of a token that works at `now`: issued, not revoked, not
+    /// expired.
+    pub fn active(&self, now: DateTime<Utc>) -> Option<(TokenSubject, &str, DateTime<Utc>)> {
+        match (self.subject, &self.hash, self.expires_at) {
+            (Some(subject), Some(hash), Some(expires_at)) if !self.revoked && expires_at > now => {
+                Some((subject, hash, expires_at))
+            }
+            _ => None,
+        }
     }
 
     /// Revokes the token; revoking twice changes nothing.

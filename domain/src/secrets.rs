@@ -1,6 +1,6 @@
 //! An org's secrets: parameter sets (name = value pairs that become environment variables of
 //! jobs) and ssh keys (used to check out code), each applying to the org's repos that a label
-//! filter chooses.
+//! filter chooses and, when protected, only to builds of those repos' protected refs.
 //!
 //! Values are sealed by the caller (with a data key of the aggregate's own, kept outside the log);
 //! the domain sees and stores only ciphertext, and the parameter names.
@@ -15,7 +15,7 @@ use crate::error::{DomainError, ValidationError};
 use crate::event::DomainEvent;
 use crate::ids::{OrgId, ParamSetId, SshKeyId};
 use crate::org::Org;
-use crate::values::{Labels, Name};
+use crate::values::{GitRef, Labels, Name, RefName};
 
 /// Chooses repos by their labels: a repo is chosen when all `label = value` pairs of at least one
 /// rule hold for it. No rules choose every repo of the org.
@@ -60,6 +60,32 @@ impl LabelFilter {
     }
 }
 
+/// Which builds a parameter set or ssh key reaches: those of the repos its filter chooses and,
+/// when `protected`, only builds of their protected refs (the repo's main branch and tags), so
+/// that a branch anybody with push access made never receives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretScope {
+    pub filter: LabelFilter,
+    pub protected: bool,
+}
+
+impl SecretScope {
+    /// Whether a build of `git_ref` of a repo with `labels` and `main_branch` gets the secret.
+    pub fn reaches(&self, labels: &Labels, git_ref: &GitRef, main_branch: &RefName) -> bool {
+        self.filter.matches(labels) && (!self.protected || is_protected_ref(git_ref, main_branch))
+    }
+}
+
+/// Protected refs: the repo's main branch and every tag. Which commits they hold is the git
+/// host's to guard (branch and tag protection there); a build of a given commit of a ref checks
+/// that the commit is in the ref's history.
+pub fn is_protected_ref(git_ref: &GitRef, main_branch: &RefName) -> bool {
+    match git_ref {
+        GitRef::Branch(name) => name == main_branch,
+        GitRef::Tag(_) => true,
+    }
+}
+
 /// Checks a parameter name: what a shell accepts as an environment variable, up to 128 bytes.
 pub fn validate_param_name(name: &str) -> Result<(), ValidationError> {
     let mut chars = name.chars();
@@ -85,12 +111,17 @@ pub enum ParamSetEvent {
         org_id: OrgId,
         name: Name,
         filter: LabelFilter,
+        /// Only for builds of protected refs (absent in events from before it existed: false).
+        #[serde(default)]
+        protected: bool,
         values: BTreeMap<String, Sealed>,
     },
-    /// Its name, filter and values were replaced.
+    /// Its name, scope and values were replaced.
     ParamSetReplaced {
         name: Name,
         filter: LabelFilter,
+        #[serde(default)]
+        protected: bool,
         values: BTreeMap<String, Sealed>,
     },
     /// Deleted; its data key is destroyed with it.
@@ -151,7 +182,7 @@ impl ParamSet {
         id: ParamSetId,
         (org_id, org): (OrgId, &Org),
         name: Name,
-        filter: LabelFilter,
+        scope: SecretScope,
         values: BTreeMap<String, Sealed>,
     ) -> Result<Vec<ParamSetEvent>, DomainError> {
         org.ensure_active(org_id)?;
@@ -165,22 +196,28 @@ impl ParamSet {
         Ok(vec![ParamSetEvent::ParamSetCreated {
             org_id,
             name,
-            filter,
+            filter: scope.filter,
+            protected: scope.protected,
             values,
         }])
     }
 
-    /// Replaces name, filter and values.
+    /// Replaces name, scope and values.
     pub fn replace(
         &self,
         id: ParamSetId,
         name: Name,
-        filter: LabelFilter,
+        scope: SecretScope,
         values: BTreeMap<String, Sealed>,
     ) -> Result<Vec<ParamSetEvent>, DomainError> {
         self.existing(id)?;
         check_values(&values)?;
-        Ok(vec![ParamSetEvent::ParamSetReplaced { name, filter, values }])
+        Ok(vec![ParamSetEvent::ParamSetReplaced {
+            name,
+            filter: scope.filter,
+            protected: scope.protected,
+            values,
+        }])
     }
 
     /// Deletes the set; deleting it again finds nothing.
@@ -199,6 +236,9 @@ pub enum SshKeyEvent {
         org_id: OrgId,
         description: Name,
         filter: LabelFilter,
+        /// Only for builds of protected refs (absent in events from before it existed: false).
+        #[serde(default)]
+        protected: bool,
         private_key: Sealed,
         public_key: String,
     },
@@ -245,7 +285,7 @@ impl SshKey {
         id: SshKeyId,
         (org_id, org): (OrgId, &Org),
         description: Name,
-        filter: LabelFilter,
+        scope: SecretScope,
         private_key: Sealed,
         public_key: String,
     ) -> Result<Vec<SshKeyEvent>, DomainError> {
@@ -263,7 +303,8 @@ impl SshKey {
         Ok(vec![SshKeyEvent::SshKeyAdded {
             org_id,
             description,
-            filter,
+            filter: scope.filter,
+            protected: scope.protected,
             private_key,
             public_key,
         }])
@@ -331,6 +372,38 @@ mod tests {
     }
 
     #[test]
+    fn a_protected_secret_reaches_only_the_main_branch_and_tags_of_chosen_repos() {
+        let main = RefName::parse("main").expect("test setup");
+        let branch = |n: &str| GitRef::Branch(RefName::parse(n).expect("test setup"));
+        let tag = GitRef::Tag(RefName::parse("v1.0").expect("test setup"));
+        let prod = SecretScope {
+            filter: LabelFilter::parse(vec![rule(&[("env", "prod")])]).expect("test setup"),
+            protected: true,
+        };
+        let chosen = labels(&[("env", "prod")]);
+        assert!(prod.reaches(&chosen, &branch("main"), &main));
+        assert!(prod.reaches(&chosen, &tag, &main));
+        assert!(!prod.reaches(&chosen, &branch("feature/x"), &main));
+        assert!(!prod.reaches(&chosen, &branch("main"), &RefName::parse("trunk").expect("test setup")));
+        assert!(!prod.reaches(&labels(&[("env", "test")]), &branch("main"), &main));
+        let open = SecretScope {
+            protected: false,
+            ..prod
+        };
+        assert!(open.reaches(&chosen, &branch("feature/x"), &main));
+    }
+
+    #[test]
+    fn events_from_before_protected_existed_are_unprotected() {
+        let old = serde_json::json!({
+            "type": "SshKeyAdded", "org_id": Uuid::now_v7(), "description": "deploy", "filter": [],
+            "private_key": sealed(), "public_key": "ssh-ed25519 AAAA"
+        });
+        let event: SshKeyEvent = serde_json::from_value(old).expect("decodes");
+        assert!(matches!(event, SshKeyEvent::SshKeyAdded { protected: false, .. }));
+    }
+
+    #[test]
     fn parameter_names_are_environment_variable_names() {
         for good in ["DB_PASSWORD", "_x", "a1"] {
             assert!(validate_param_name(good).is_ok(), "{good}");
@@ -343,7 +416,7 @@ mod tests {
         let id = ParamSetId::from_uuid(Uuid::now_v7());
         let name = Name::parse("deploy").expect("test setup");
         let error = ParamSet::default()
-            .create(id, (org_id, &org), name, LabelFilter::default(), values)
+            .create(id, (org_id, &org), name, SecretScope::default(), values)
             .expect_err("must be refused");
         assert!(error.to_string().contains("NOT-OK"), "{error}");
     }
@@ -355,6 +428,7 @@ mod tests {
             org_id: OrgId::from_uuid(Uuid::now_v7()),
             name: Name::parse("deploy").expect("test setup"),
             filter: LabelFilter::default(),
+            protected: false,
             values: BTreeMap::new(),
         };
         let gone = DomainError::NotFound {
@@ -369,7 +443,7 @@ mod tests {
                 p.replace(
                     id,
                     Name::parse("x").expect("test setup"),
-                    LabelFilter::default(),
+                    SecretScope::default(),
                     BTreeMap::new(),
                 )
             })
@@ -392,7 +466,7 @@ mod tests {
                 id,
                 (org_id, &org),
                 Name::parse("deploy key").expect("test setup"),
-                LabelFilter::default(),
+                SecretScope::default(),
                 sealed(),
                 public.to_owned(),
             )

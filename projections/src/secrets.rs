@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use monkeyci_crypto::Sealed;
-use monkeyci_domain::secrets::{LabelFilter, ParamSet, ParamSetEvent, SshKey, SshKeyEvent};
+use monkeyci_domain::secrets::{LabelFilter, ParamSet, ParamSetEvent, SecretScope, SshKey, SshKeyEvent};
 use monkeyci_domain::Aggregate;
 use monkeyci_eventstore::RecordedEvent;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,8 @@ pub struct ParamSetRow {
     pub org_id: Uuid,
     pub name: String,
     pub filter: LabelFilter,
+    /// Only for builds of protected refs (the repo's main branch, tags).
+    pub protected: bool,
     pub params: BTreeMap<String, Sealed>,
     pub deleted: bool,
     pub created_at: DateTime<Utc>,
@@ -38,6 +40,8 @@ pub struct SshKeyRow {
     pub org_id: Uuid,
     pub description: String,
     pub filter: LabelFilter,
+    /// Only for builds of protected refs (the repo's main branch, tags).
+    pub protected: bool,
     pub private_key: Sealed,
     pub public_key: String,
     pub deleted: bool,
@@ -48,6 +52,26 @@ pub struct SshKeyRow {
 /// Projects parameter set and ssh key events.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SecretsProjection;
+
+impl ParamSetRow {
+    /// Which builds the set reaches.
+    pub fn scope(&self) -> SecretScope {
+        SecretScope {
+            filter: self.filter.clone(),
+            protected: self.protected,
+        }
+    }
+}
+
+impl SshKeyRow {
+    /// Which builds the key reaches.
+    pub fn scope(&self) -> SecretScope {
+        SecretScope {
+            filter: self.filter.clone(),
+            protected: self.protected,
+        }
+    }
+}
 
 impl Projection for SecretsProjection {
     fn name(&self) -> &'static str {
@@ -82,12 +106,14 @@ async fn apply_param_sets(conn: &mut PgConnection, events: &[RecordedEvent]) -> 
             org_id,
             name,
             filter,
+            protected,
             values,
         } => Some(ParamSetRow {
             id,
             org_id: org_id.as_uuid(),
             name: name.to_string(),
             filter: filter.clone(),
+            protected: *protected,
             params: values.clone(),
             deleted: false,
             created_at: recorded.recorded_at,
@@ -98,9 +124,15 @@ async fn apply_param_sets(conn: &mut PgConnection, events: &[RecordedEvent]) -> 
     };
     let change = |row: &mut ParamSetRow, recorded: &RecordedEvent, event: &ParamSetEvent| {
         match event {
-            ParamSetEvent::ParamSetReplaced { name, filter, values } => {
+            ParamSetEvent::ParamSetReplaced {
+                name,
+                filter,
+                protected,
+                values,
+            } => {
                 row.name = name.to_string();
                 row.filter = filter.clone();
+                row.protected = *protected;
                 row.params = values.clone();
             }
             ParamSetEvent::ParamSetDeleted => row.deleted = true,
@@ -117,6 +149,7 @@ async fn apply_ssh_keys(conn: &mut PgConnection, events: &[RecordedEvent]) -> Re
             org_id,
             description,
             filter,
+            protected,
             private_key,
             public_key,
         } => Some(SshKeyRow {
@@ -124,6 +157,7 @@ async fn apply_ssh_keys(conn: &mut PgConnection, events: &[RecordedEvent]) -> Re
             org_id: org_id.as_uuid(),
             description: description.to_string(),
             filter: filter.clone(),
+            protected: *protected,
             private_key: private_key.clone(),
             public_key: public_key.clone(),
             deleted: false,

@@ -33,6 +33,17 @@ pub enum CheckoutError {
     NotEmpty(PathBuf),
 }
 
+/// Kills a process group when dropped, unless disarmed (`None`).
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|pid| i32::try_from(pid).ok()) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 /// Runs one git command in `dir`; its stderr becomes the error message.
 async fn git(dir: &Path, auth: &GitAuth, step: &str, args: &[&str]) -> Result<String, CheckoutError> {
     let mut command = Command::new("git");
@@ -59,7 +70,18 @@ async fn git(dir: &Path, auth: &GitAuth, step: &str, args: &[&str]) -> Result<St
         // host key or type a passphrase, and the build would hang.
         command.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
     }
-    let output = command.output().await.map_err(CheckoutError::Git)?;
+    // git starts helpers (ssh, git-remote-https, upload-pack): in a process group of their
+    // own, all of them end when the checkout is abandoned (timeout, cancel) and this future
+    // dropped.
+    command.process_group(0).kill_on_drop(true);
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(CheckoutError::Git)?;
+    let mut group = GroupGuard(child.id());
+    let output = child.wait_with_output().await.map_err(CheckoutError::Git)?;
+    group.0 = None;
     if !output.status.success() {
         return Err(CheckoutError::Step {
             step: step.to_owned(),

@@ -165,7 +165,7 @@ impl ContainerExecutor {
         cancel: CancellationToken,
     ) -> Result<JobOutcome, ExecutionError> {
         let stdin = container_launcher(&spec.env, &spec.script);
-        let mut running = match process::start(&mut command, "podman", Some(stdin), logs) {
+        let mut running = match process::start(&mut command, "podman", Some(stdin), logs, spec.log_limits) {
             Err(ExecutionError::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Err(ExecutionError::Unavailable(format!(
                     "this runner cannot run jobs with an image: {} was not found (install podman)",

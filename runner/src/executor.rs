@@ -37,6 +37,45 @@ pub struct JobSpec {
     pub resources: Resources,
     /// How long the job may run.
     pub timeout: Option<Duration>,
+    /// How much of its output is kept.
+    pub log_limits: LogLimits,
+}
+
+/// How much of a job's output is kept: memory and storage stay bounded whatever a job prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// A longer line is cut at this many bytes; the rest of it is dropped and the cut noted at
+    /// its end.
+    pub max_line_bytes: usize,
+    /// Once a job's kept lines reach this many bytes, the rest of its output is read and
+    /// dropped, and a line of MonkeyCI's says so.
+    pub max_log_bytes: u64,
+}
+
+/// What applies to every job of a runner unless its pipeline says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobLimits {
+    pub logs: LogLimits,
+    /// The timeout of a job whose pipeline sets none.
+    pub default_timeout: Duration,
+}
+
+impl Default for JobLimits {
+    fn default() -> Self {
+        Self {
+            logs: LogLimits::default(),
+            default_timeout: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: 64 * 1024,
+            max_log_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 impl JobSpec {

@@ -116,6 +116,7 @@ impl Sandbox {
             image: None,
             resources: Default::default(),
             timeout: None,
+            log_limits: Default::default(),
         };
         let output = sandbox
             .command(&spec)
@@ -312,7 +313,7 @@ impl Executor for HostExecutor {
                 }
                 let stdin = launcher(&spec.env, &spec.script);
                 (
-                    process::start(&mut sandbox.command(spec), "bwrap", Some(stdin), &logs)?,
+                    process::start(&mut sandbox.command(spec), "bwrap", Some(stdin), &logs, spec.log_limits)?,
                     true,
                 )
             }
@@ -327,7 +328,7 @@ impl Executor for HostExecutor {
                     .envs(INHERITED.iter().filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))))
                     .envs(&spec.env)
                     .process_group(0);
-                (process::start(&mut command, "sh", None, &logs)?, false)
+                (process::start(&mut command, "sh", None, &logs, spec.log_limits)?, false)
             }
         };
         let group = running

@@ -21,7 +21,8 @@ pub use blobs::BuildBlobs;
 pub use checkout::{checkout, CheckoutError, GitAuth, GitTarget};
 pub use container::{ContainerExecutor, BUILD_LABEL, INSTALLATION_LABEL, JOB_LABEL, RUNNER_LABEL};
 pub use executor::{
-    ExecutionError, Executor, JobExecutor, JobOutcome, JobSpec, Leftover, LogLine, LogStream, WORKSPACE,
+    ExecutionError, Executor, JobExecutor, JobLimits, JobOutcome, JobSpec, Leftover, LogLimits, LogLine, LogStream,
+    WORKSPACE,
 };
 pub use host::{HostExecutor, JobNetwork, JobUser, Sandbox, SANDBOX_ENV, SANDBOX_ETC};
 pub use logs::{read_job_log, render_job_log, write_logs, StoredLine, JOB_LOG_CHANNEL};

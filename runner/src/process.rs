@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::{ExecutionError, LogLine, LogStream};
+use crate::executor::{ExecutionError, LogLimits, LogLine, LogStream};
 
 /// How the waiting ended.
 pub(crate) enum Ended {
@@ -64,13 +65,15 @@ impl Running {
     }
 }
 
-/// Starts `command` with its output piped to `logs` line by line and, if given, `stdin` written
-/// to its standard input (which is then closed); without it, standard input is empty.
+/// Starts `command` with its output piped to `logs` line by line, within `limits`, and, if
+/// given, `stdin` written to its standard input (which is then closed); without it, standard
+/// input is empty.
 pub(crate) fn start(
     command: &mut Command,
     program: &str,
     stdin: Option<Vec<u8>>,
     logs: &mpsc::Sender<LogLine>,
+    limits: LogLimits,
 ) -> Result<Running, ExecutionError> {
     command
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -88,13 +91,15 @@ pub(crate) fn start(
         });
     }
     let last_stderr = Arc::new(Mutex::new(String::new()));
+    let budget = Arc::new(Budget::new(limits));
     let mut readers = Vec::with_capacity(2);
     if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(forward(out, LogStream::Stdout, logs.clone(), None)));
+        let sink = Sink::new(LogStream::Stdout, logs.clone(), budget.clone(), None);
+        readers.push(tokio::spawn(forward(out, sink)));
     }
     if let Some(err) = child.stderr.take() {
-        let last = Some(last_stderr.clone());
-        readers.push(tokio::spawn(forward(err, LogStream::Stderr, logs.clone(), last)));
+        let sink = Sink::new(LogStream::Stderr, logs.clone(), budget, Some(last_stderr.clone()));
+        readers.push(tokio::spawn(forward(err, sink)));
     }
     Ok(Running {
         child,
@@ -103,26 +108,121 @@ pub(crate) fn start(
     })
 }
 
-async fn forward(
-    output: impl AsyncRead + Unpin,
+/// What is left of a job's log size, shared by its stdout and stderr.
+struct Budget {
+    limits: LogLimits,
+    left: AtomicU64,
+    exhausted: AtomicBool,
+}
+
+impl Budget {
+    fn new(limits: LogLimits) -> Self {
+        Self {
+            limits,
+            left: AtomicU64::new(limits.max_log_bytes),
+            exhausted: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes `bytes` from the budget; false when they do not fit (nothing is taken then).
+    fn take(&self, bytes: u64) -> bool {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(bytes))
+            .is_ok()
+    }
+}
+
+/// Where the lines of one output go.
+struct Sink {
     stream: LogStream,
     logs: mpsc::Sender<LogLine>,
+    budget: Arc<Budget>,
     last: Option<Arc<Mutex<String>>>,
-) {
-    let mut lines = BufReader::new(output).split(b'\n');
-    while let Ok(Some(raw)) = lines.next_segment().await {
-        let text = String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(&raw)).into_owned();
-        if let Some(last) = &last {
+}
+
+impl Sink {
+    fn new(
+        stream: LogStream,
+        logs: mpsc::Sender<LogLine>,
+        budget: Arc<Budget>,
+        last: Option<Arc<Mutex<String>>>,
+    ) -> Self {
+        Self {
+            stream,
+            logs,
+            budget,
+            last,
+        }
+    }
+
+    /// Sends one line (without its `\n`), noting a cut; false once nobody listens.
+    async fn line(&self, raw: &[u8], cut_from: Option<u64>) -> bool {
+        let mut text = String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(raw)).into_owned();
+        if let Some(length) = cut_from {
+            text.push_str(&format!(
+                " [MonkeyCI: line cut at {} of its {length} bytes]",
+                self.budget.limits.max_line_bytes
+            ));
+        }
+        if let Some(last) = &self.last {
             text.clone_into(&mut last.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        if !self.budget.take(text.len() as u64 + 1) {
+            if self.budget.exhausted.swap(true, Ordering::Relaxed) {
+                return true;
+            }
+            let note = format!(
+                "the job's output passed the limit of {} bytes of log; the rest of it is dropped",
+                self.budget.limits.max_log_bytes
+            );
+            return self.logs.send(system_line(note)).await.is_ok();
         }
         let line = LogLine {
             at: Utc::now(),
-            stream,
+            stream: self.stream,
             text,
         };
-        if logs.send(line).await.is_err() {
-            return;
+        self.logs.send(line).await.is_ok()
+    }
+}
+
+/// Reads `output` to its end and sends it line by line. Memory stays bounded by the line limit:
+/// a longer line is kept up to the limit, and the rest of it only counted.
+async fn forward(output: impl AsyncRead + Unpin, sink: Sink) {
+    let max_line = sink.budget.limits.max_line_bytes;
+    let mut reader = BufReader::with_capacity(64 * 1024, output);
+    let mut line = Vec::new();
+    // The length of the current line when it is longer than the limit.
+    let mut seen: u64 = 0;
+    while let Ok(buffer) = reader.fill_buf().await {
+        if buffer.is_empty() {
+            break;
         }
+        if sink.last.is_none() && sink.budget.exhausted.load(Ordering::Relaxed) {
+            // Nothing more of this output is kept: read it only so that the job does not block.
+            let length = buffer.len();
+            reader.consume(length);
+            continue;
+        }
+        let newline = buffer.iter().position(|&b| b == b'\n');
+        let chunk = &buffer[..newline.unwrap_or(buffer.len())];
+        let room = max_line.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        seen += chunk.len() as u64;
+        let consumed = chunk.len() + usize::from(newline.is_some());
+        reader.consume(consumed);
+        if newline.is_some() {
+            let cut = (seen > max_line as u64).then_some(seen);
+            if !sink.line(&line, cut).await {
+                return;
+            }
+            line.clear();
+            seen = 0;
+        }
+    }
+    if seen > 0 {
+        let cut = (seen > max_line as u64).then_some(seen);
+        sink.line(&line, cut).await;
     }
 }
 

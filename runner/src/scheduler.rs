@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::blobs::BuildBlobs;
-use crate::executor::{Executor, JobOutcome, JobSpec, LogLine, LogStream};
+use crate::executor::{Executor, JobLimits, JobOutcome, JobSpec, LogLine, LogStream};
 
 /// Everything needed to run one build's pipeline.
 #[derive(Debug, Clone)]
@@ -45,6 +45,8 @@ pub struct BuildPlan {
     pub blobs: Option<BuildBlobs>,
     /// The org's parameters for this repo; build parameters override them.
     pub secret_env: BTreeMap<String, String>,
+    /// Log limits and the timeout of jobs that set none.
+    pub job_limits: JobLimits,
 }
 
 /// What the scheduler sends to whoever stores or shows job output.
@@ -518,7 +520,8 @@ async fn run_job<E: Executor, R: StepRecorder>(
         work_dir: job.work_dir.as_ref().map(|dir| dir.as_str().to_owned()),
         image: job.image.clone(),
         resources: job.resources,
-        timeout: job.timeout,
+        timeout: Some(job.timeout.unwrap_or(plan.job_limits.default_timeout)),
+        log_limits: plan.job_limits.logs,
     };
     let (tx, mut rx) = mpsc::channel::<LogLine>(256);
     let id = job.id.clone();

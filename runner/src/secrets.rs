@@ -1,11 +1,12 @@
-//! The secrets a build gets: the values of its org's parameter sets and the ssh key whose label
-//! filters choose its repo, opened with their data keys, and a masker for every one of them.
+//! The secrets a build gets: the values of its org's parameter sets and the ssh key whose scopes
+//! reach it (label filters that choose its repo; protected ones only for the main branch and
+//! tags), opened with their data keys, and a masker for every one of them.
 
 use std::collections::BTreeMap;
 
 use monkeyci_commands::{KeyStore, SSH_PRIVATE_KEY};
 use monkeyci_crypto::{Masker, Zeroizing};
-use monkeyci_domain::Labels;
+use monkeyci_domain::{GitRef, Labels, RefName};
 use monkeyci_projections::queries;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -30,25 +31,32 @@ impl std::fmt::Debug for BuildSecrets {
     }
 }
 
-/// Opens the parameter sets and ssh key of `org_id` that apply to a repo with `labels`.
-pub async fn load(
-    pool: &PgPool,
-    keys: Option<&KeyStore>,
-    org_id: Uuid,
-    labels: &BTreeMap<String, String>,
-) -> Result<BuildSecrets, String> {
-    let labels = Labels::parse(labels.clone()).map_err(|e| e.to_string())?;
-    let sets: Vec<_> = queries::param_sets_of_org(pool, org_id)
+/// What decides which secrets a build gets.
+pub struct BuildScope<'a> {
+    pub org_id: Uuid,
+    /// The repo's labels.
+    pub labels: &'a Labels,
+    /// The repo's main branch.
+    pub main_branch: &'a RefName,
+    /// The ref the build checks out.
+    pub git_ref: &'a GitRef,
+}
+
+/// Opens the parameter sets and ssh key of the build's org whose scopes reach the build.
+pub async fn load(pool: &PgPool, keys: Option<&KeyStore>, build: BuildScope<'_>) -> Result<BuildSecrets, String> {
+    let reaches =
+        |scope: monkeyci_domain::secrets::SecretScope| scope.reaches(build.labels, build.git_ref, build.main_branch);
+    let sets: Vec<_> = queries::param_sets_of_org(pool, build.org_id)
         .await
         .map_err(|e| format!("reading the org's parameters failed: {e}"))?
         .into_iter()
-        .filter(|s| s.filter.matches(&labels))
+        .filter(|s| reaches(s.scope()))
         .collect();
-    let ssh_key = queries::ssh_keys_of_org(pool, org_id)
+    let ssh_key = queries::ssh_keys_of_org(pool, build.org_id)
         .await
         .map_err(|e| format!("reading the org's ssh keys failed: {e}"))?
         .into_iter()
-        .find(|k| k.filter.matches(&labels));
+        .find(|k| reaches(k.scope()));
     if sets.is_empty() && ssh_key.is_none() {
         return Ok(BuildSecrets::default());
     }

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::blobs::BuildBlobs;
 use crate::checkout::{checkout, GitAuth, GitTarget};
-use crate::executor::Executor;
+use crate::executor::{Executor, JobLimits};
 use crate::logs::write_logs;
 use crate::scheduler::{run_pipeline, unblocked_jobs, BuildPlan, CommandRecorder};
 
@@ -48,6 +48,10 @@ pub struct RunnerSettings {
     pub blobs: Arc<dyn BlobStore>,
     /// Opens the org's parameters and ssh keys; without it, builds of repos that have any error.
     pub keys: Option<monkeyci_commands::KeyStore>,
+    /// Log limits and the timeout of jobs whose pipeline sets none.
+    pub job_limits: JobLimits,
+    /// How long a checkout may take.
+    pub checkout_timeout: Duration,
 }
 
 /// A runner on one database.
@@ -276,16 +280,18 @@ impl<E: Executor + Clone + 'static> Runner<E> {
         if let Err(error) = private_dir(&self.settings.workspace_root) {
             tracing::warn!(%error, "cannot make the workspace directory private");
         }
-        let result = self.prepare_and_run(&build, &workspace, stop.clone()).await;
-        if let Err(message) = result {
-            tracing::warn!(build = %build_id, %message, "build errored");
+        let cancel = self.watch_cancel(build_id, stop);
+        let result = self.prepare_and_run(&build, &workspace, cancel.clone()).await;
+        cancel.cancel();
+        if let Err((outcome, message)) = result {
+            tracing::warn!(build = %build_id, %message, outcome = outcome.as_str(), "build ended before its pipeline ran");
             let finish = FinishBuild {
                 build_id,
-                outcome: BuildOutcome::Errored,
+                outcome,
                 message: Some(message),
             };
             if let Err(error) = self.commands.finish_build(&self.context(), finish).await {
-                tracing::warn!(%error, build = %build_id, "could not end an errored build");
+                tracing::warn!(%error, build = %build_id, "could not end a build that did not run");
             }
         }
         renewing.abort();
@@ -296,7 +302,16 @@ impl<E: Executor + Clone + 'static> Runner<E> {
         let _ = tokio::fs::remove_dir_all(&workspace).await;
     }
 
-    async fn prepare_and_run(&self, build: &BuildRow, workspace: &Path, stop: CancellationToken) -> Result<(), String> {
+    /// Checks out and runs the build; `cancel` fires when the build is asked to cancel (or the
+    /// runner stops). Fails with the outcome and message of a build that ended before or
+    /// without a pipeline outcome.
+    async fn prepare_and_run(
+        &self,
+        build: &BuildRow,
+        workspace: &Path,
+        cancel: CancellationToken,
+    ) -> Result<(), (BuildOutcome, String)> {
+        let errored = |message: String| (BuildOutcome::Errored, message);
         let build_id = BuildId::from_uuid(build.id);
         // From the repo's stream, not the read model: the `repos` projection may not have
         // reached the repo's creation yet when the `builds` one shows its first build.
@@ -304,28 +319,40 @@ impl<E: Executor + Clone + 'static> Runner<E> {
             .commands
             .current::<Repo>(RepoId::from_uuid(build.repo_id))
             .await
-            .map_err(|e| format!("reading the repo failed: {e}"))?
+            .map_err(|e| errored(format!("reading the repo failed: {e}")))?
             .settings
-            .ok_or("the build's repo does not exist")?;
-        let (git_ref, target) = git_target(build)?;
-        let secrets = crate::secrets::load(
-            self.pool(),
-            self.settings.keys.as_ref(),
-            build.org_id,
-            repo.labels.as_map(),
-        )
-        .await?;
+            .ok_or_else(|| errored("the build's repo does not exist".into()))?;
+        let (git_ref, target) = git_target(build).map_err(errored)?;
+        let scope = crate::secrets::BuildScope {
+            org_id: build.org_id,
+            labels: &repo.labels,
+            main_branch: &repo.main_branch,
+            git_ref: &git_ref,
+        };
+        let secrets = crate::secrets::load(self.pool(), self.settings.keys.as_ref(), scope)
+            .await
+            .map_err(errored)?;
         let auth = match &secrets.ssh_key {
             Some(private) => GitAuth {
-                ssh_key: Some(write_ssh_key(workspace, private).await?),
+                ssh_key: Some(write_ssh_key(workspace, private).await.map_err(errored)?),
             },
             None => GitAuth::default(),
         };
         let source = checkout_dir(workspace);
-        let commit = checkout(repo.git_url.as_str(), &target, &source, &auth)
-            .await
-            .map_err(|e| format!("checkout failed: {e}"))?;
-        let pipeline = load_pipeline(&source).await?;
+        let limit = self.settings.checkout_timeout;
+        let commit = tokio::select! {
+            checked_out = checkout(repo.git_url.as_str(), &target, &source, &auth) => {
+                checked_out.map_err(|e| errored(format!("checkout failed: {e}")))?
+            }
+            () = tokio::time::sleep(limit) => {
+                let message = format!("checkout failed: it took longer than {} s (--checkout-timeout-secs)", limit.as_secs());
+                return Err(errored(message));
+            }
+            () = cancel.cancelled() => {
+                return Err((BuildOutcome::Canceled, "canceled during checkout".into()));
+            }
+        };
+        let pipeline = load_pipeline(&source).await.map_err(errored)?;
         let trigger = Trigger {
             source: match build.source.as_str() {
                 "cli" => TriggerSource::Cli,
@@ -335,7 +362,7 @@ impl<E: Executor + Clone + 'static> Runner<E> {
             },
             git_ref,
             commit: CommitSha::parse(&commit).ok(),
-            params: Params::parse(build.params.clone()).map_err(|e| e.to_string())?,
+            params: Params::parse(build.params.clone()).map_err(|e| errored(e.to_string()))?,
             push: build.push.clone(),
         };
         let blobs = BuildBlobs::new(
@@ -345,7 +372,7 @@ impl<E: Executor + Clone + 'static> Runner<E> {
             build_id,
             workspace.join("archives"),
         )
-        .map_err(|e| e.to_string())?
+        .map_err(|e| errored(e.to_string()))?
         .with_owner(self.executor.job_user());
         // The host's list when it named every changed file, else git's view of the commit.
         let listed = build.push.as_ref().and_then(|p| p.changed_files.clone());
@@ -363,11 +390,11 @@ impl<E: Executor + Clone + 'static> Runner<E> {
             parallelism: self.settings.parallelism,
             blobs: Some(blobs.clone()),
             secret_env: secrets.env,
+            job_limits: self.settings.job_limits,
         };
 
-        let head = self.store.readable_head().await.map_err(|e| e.to_string())?;
+        let head = self.store.readable_head().await.map_err(|e| errored(e.to_string()))?;
         let unblocked = unblocked_jobs(&self.feed, build_id, head);
-        let cancel = self.watch_cancel(build_id, stop);
         let (logs, lines) = mpsc::channel(1024);
         let writer = tokio::spawn(write_logs(self.pool().clone(), build_id, lines, secrets.masker));
         let archive = Some((self.pool().clone(), blobs));
@@ -379,7 +406,7 @@ impl<E: Executor + Clone + 'static> Runner<E> {
                 if let Some(source) = std::error::Error::source(&e) {
                     message.push_str(&format!(": {source}"));
                 }
-                message
+                errored(message)
             })?;
         let _ = writer.await;
         tracing::info!(build = %build_id, outcome = outcome.as_str(), "build finished");

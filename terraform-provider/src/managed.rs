@@ -92,6 +92,31 @@ pub fn filter_attribute() -> Attribute {
     )
 }
 
+/// A flag of a state.
+pub type Flag = Value<bool>;
+
+/// The `protected` attribute of parameter sets and ssh keys.
+pub fn protected_attribute(what: &str) -> Attribute {
+    attribute(
+        AttributeType::Bool,
+        &format!("Only builds of protected refs (the repo's main branch, tags) {what}. Default false."),
+        AttributeConstraint::Optional,
+    )
+}
+
+/// A flag read from the API; `false` stays unset when the state had it unset (the default).
+pub fn flag_from_api(value: bool, prior: &Flag) -> Flag {
+    if !value && !matches!(prior, Value::Value(_)) {
+        return Value::Null;
+    }
+    Value::Value(value)
+}
+
+/// A flag as API input: unset is false.
+pub fn flag_input(flag: &Flag) -> bool {
+    flag.as_ref_option().copied().unwrap_or(false)
+}
+
 /// A `{ name, value }` pair as the API shows labels.
 #[derive(Debug, Deserialize)]
 pub struct Pair {

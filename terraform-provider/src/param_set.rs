@@ -18,8 +18,8 @@ use tf_provider::{map, AttributePath};
 
 use crate::client::{new_idempotency_key, ApiError, Client};
 use crate::managed::{
-    answered_id, changed, filter_attribute, filter_from_api, filter_input, known, mutate, node, pairs_input, schema,
-    string, text, Filter, Managed, Parent, Rule, Text, TextMap,
+    answered_id, changed, filter_attribute, filter_from_api, filter_input, flag_from_api, flag_input, known, mutate,
+    node, pairs_input, protected_attribute, schema, string, text, Filter, Flag, Managed, Parent, Rule, Text, TextMap,
 };
 
 /// The attributes of `monkeyci_param_set`.
@@ -29,6 +29,7 @@ pub struct ParamSetState {
     pub org_id: Text,
     pub name: Text,
     pub filter: Filter,
+    pub protected: Flag,
     pub parameters: TextMap,
     pub updated_at: Text,
 }
@@ -39,12 +40,13 @@ struct ApiParamSet {
     id: String,
     name: String,
     filter: Vec<Rule>,
+    protected: bool,
     parameter_names: Vec<String>,
     updated_at: String,
     org: Option<Parent>,
 }
 
-const FIELDS: &str = "id name filter { labels { name value } } parameterNames updatedAt org { id }";
+const FIELDS: &str = "id name filter { labels { name value } } protected parameterNames updatedAt org { id }";
 
 async fn param_set(client: &Client, id: &str) -> Result<Option<ApiParamSet>, ApiError> {
     node(client, id, "ParamSet", FIELDS).await
@@ -74,6 +76,7 @@ impl Managed for ParamSet {
                     "org_id" => string("The org it belongs to. Changing it replaces the set.", AttributeConstraint::Required),
                     "name" => string("Its name. Changed in place.", AttributeConstraint::Required),
                     "filter" => filter_attribute(),
+                    "protected" => protected_attribute("get its values"),
                     "parameters" => Attribute {
                         sensitive: true,
                         ..crate::managed::attribute(
@@ -109,7 +112,15 @@ impl Managed for ParamSet {
     }
 
     fn plan_update(prior: &ParamSetState, mut proposed: ParamSetState) -> ParamSetState {
-        if (&proposed.name, &proposed.filter, &proposed.parameters) != (&prior.name, &prior.filter, &prior.parameters) {
+        let content = |s: &ParamSetState| {
+            (
+                s.name.clone(),
+                s.filter.clone(),
+                flag_input(&s.protected),
+                s.parameters.clone(),
+            )
+        };
+        if content(&proposed) != content(prior) {
             proposed.updated_at = Value::Unknown;
         }
         proposed
@@ -139,6 +150,7 @@ impl Managed for ParamSet {
             org_id: set.org.map_or(Value::Null, |o| known(o.id)),
             name: known(set.name),
             filter: filter_from_api(set.filter, &prior.filter),
+            protected: flag_from_api(set.protected, &prior.protected),
             parameters: Value::Value(parameters),
             updated_at,
         }))
@@ -149,6 +161,7 @@ impl Managed for ParamSet {
             "orgId": text(&planned.org_id),
             "name": text(&planned.name),
             "filter": filter_input(&planned.filter),
+            "protected": flag_input(&planned.protected),
             "parameters": pairs_input(&planned.parameters),
             "idempotencyKey": key,
         });
@@ -166,6 +179,7 @@ impl Managed for ParamSet {
             "id": id,
             "name": text(&planned.name),
             "filter": filter_input(&planned.filter),
+            "protected": flag_input(&planned.protected),
             "parameters": pairs_input(&planned.parameters),
             "idempotencyKey": new_idempotency_key(),
         });

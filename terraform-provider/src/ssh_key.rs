@@ -14,8 +14,8 @@ use tf_provider::{map, AttributePath};
 
 use crate::client::{new_idempotency_key, ApiError, Client};
 use crate::managed::{
-    answered_id, changed, filter_attribute, filter_from_api, filter_input, known, mutate, node, schema, secret, string,
-    text, Filter, Managed, Parent, Rule, Text,
+    answered_id, changed, filter_attribute, filter_from_api, filter_input, flag_from_api, flag_input, known, mutate,
+    node, protected_attribute, schema, secret, string, text, Filter, Flag, Managed, Parent, Rule, Text,
 };
 
 /// The attributes of `monkeyci_ssh_key`.
@@ -25,6 +25,7 @@ pub struct SshKeyState {
     pub org_id: Text,
     pub description: Text,
     pub filter: Filter,
+    pub protected: Flag,
     pub private_key: Text,
     pub public_key: Text,
 }
@@ -36,6 +37,7 @@ struct ApiSshKey {
     description: String,
     public_key: String,
     filter: Vec<Rule>,
+    protected: bool,
     org: Option<Parent>,
 }
 
@@ -56,6 +58,7 @@ impl Managed for SshKey {
                 "org_id" => string("The org it belongs to.", AttributeConstraint::Required),
                 "description" => string("What the key is for.", AttributeConstraint::Required),
                 "filter" => filter_attribute(),
+                "protected" => protected_attribute("use it"),
                 "private_key" => secret("The private key (OpenSSH or PEM, without a passphrase); stored encrypted, never shown.", AttributeConstraint::Required),
                 "public_key" => string("The public half, to register at the git host.", AttributeConstraint::Required),
             },
@@ -83,6 +86,10 @@ impl Managed for SshKey {
             ("org_id", prior.org_id != proposed.org_id),
             ("description", prior.description != proposed.description),
             ("filter", prior.filter != proposed.filter),
+            (
+                "protected",
+                flag_input(&prior.protected) != flag_input(&proposed.protected),
+            ),
             ("public_key", prior.public_key != proposed.public_key),
             // An imported key has none in the state: nothing to compare with.
             (
@@ -93,13 +100,14 @@ impl Managed for SshKey {
     }
 
     async fn read(client: &Client, prior: &SshKeyState) -> Result<Option<SshKeyState>, ApiError> {
-        let fields = "id description publicKey filter { labels { name value } } org { id }";
+        let fields = "id description publicKey filter { labels { name value } } protected org { id }";
         let found: Option<ApiSshKey> = node(client, text(&prior.id).unwrap_or_default(), "SshKey", fields).await?;
         Ok(found.map(|k| SshKeyState {
             id: known(k.id),
             org_id: k.org.map_or(Value::Null, |o| known(o.id)),
             description: known(k.description),
             filter: filter_from_api(k.filter, &prior.filter),
+            protected: flag_from_api(k.protected, &prior.protected),
             private_key: prior.private_key.clone(),
             public_key: known(k.public_key),
         }))
@@ -110,6 +118,7 @@ impl Managed for SshKey {
             "orgId": text(&planned.org_id),
             "description": text(&planned.description),
             "filter": filter_input(&planned.filter),
+            "protected": flag_input(&planned.protected),
             "privateKey": text(&planned.private_key),
             "publicKey": text(&planned.public_key),
             "idempotencyKey": key,

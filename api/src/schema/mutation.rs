@@ -142,6 +142,21 @@ pub(crate) fn finish<T>(
     }
 }
 
+/// Says why a repo's source and labels need the owner role when a smaller role is refused.
+fn decides_secrets(mut error: async_graphql::Error) -> async_graphql::Error {
+    let forbidden = error
+        .extensions
+        .as_ref()
+        .and_then(|e| e.get("code"))
+        .is_some_and(|code| *code == async_graphql::Value::from("FORBIDDEN"));
+    if forbidden {
+        error
+            .message
+            .push_str(": a repo's git URL, main branch and labels decide which of the org's secrets its builds get");
+    }
+    error
+}
+
 /// What a mutation changes, to find the org whose role it needs.
 pub(crate) enum Target {
     Org(uuid::Uuid),
@@ -153,8 +168,12 @@ pub(crate) enum Target {
 /// a role there (as if it did not exist), `FORBIDDEN` with too small a role. The admin skips
 /// the lookup.
 pub(crate) async fn allow(ctx: &Context<'_>, target: Target, needed: Role) -> Result<()> {
-    if caller(ctx)?.grant == Grant::Admin {
-        return Ok(());
+    let who = caller(ctx)?;
+    match (&who.grant, &target) {
+        (Grant::Admin, _) => return Ok(()),
+        // An org token's role in an org needs no read model.
+        (Grant::Org { .. }, Target::Org(id)) => return require(ctx, *id, needed, "org").await,
+        _ => {}
     }
     // The target may have been created by a mutation that just returned.
     let api = consistent(ctx).await?;
@@ -275,10 +294,13 @@ impl CoreMutation {
         finish(ctx, "deleteOrg", result, |id| ids::encode(Kind::Org, id.as_uuid()))
     }
 
-    /// Adds a repo to an org; returns its id.
+    /// Adds a repo to an org; returns its id. Needs `owner`: where a repo's code comes from and
+    /// its labels decide which of the org's secrets its builds get.
     async fn create_repo(&self, ctx: &Context<'_>, input: CreateRepoInput) -> Result<ID> {
         let org_id = ids::decode_as(&input.org_id, Kind::Org)?;
-        allow(ctx, Target::Org(org_id), Role::Member).await?;
+        allow(ctx, Target::Org(org_id), Role::Owner)
+            .await
+            .map_err(decides_secrets)?;
         let command = AddRepo {
             org_id: OrgId::from_uuid(org_id),
             name: input.name,
@@ -293,10 +315,18 @@ impl CoreMutation {
         finish(ctx, "createRepo", result, |id| ids::encode(Kind::Repo, id.as_uuid()))
     }
 
-    /// Changes a repo's settings; omitted fields keep their values.
+    /// Changes a repo's settings; omitted fields keep their values. Renaming needs `member`;
+    /// the git URL, main branch and labels decide which secrets its builds get and need `owner`.
     async fn update_repo(&self, ctx: &Context<'_>, input: UpdateRepoInput) -> Result<ID> {
         let repo_id = ids::decode_as(&input.id, Kind::Repo)?;
-        allow(ctx, Target::Repo(repo_id), Role::Member).await?;
+        let decides = input.git_url.is_some() || input.main_branch.is_some() || input.labels.is_some();
+        if decides {
+            allow(ctx, Target::Repo(repo_id), Role::Owner)
+                .await
+                .map_err(decides_secrets)?;
+        } else {
+            allow(ctx, Target::Repo(repo_id), Role::Member).await?;
+        }
         let command = UpdateRepo {
             repo_id: RepoId::from_uuid(repo_id),
             name: input.name,
@@ -479,9 +509,12 @@ impl CoreMutation {
             },
             (Some(_), Some(_)) => return Err(errors::bad_input("give `orgId` or `userId`, not both")),
         };
-        let (token, hash) = Token::generate("mci_").map_err(|e| errors::internal(&e))?;
+        let token_id = TokenId::from_uuid(uuid::Uuid::now_v7());
+        let (token, hash) = Token::generate_with_id(crate::auth::TOKEN_PREFIX, token_id.as_uuid().into_bytes())
+            .map_err(|e| errors::internal(&e))?;
         let expires_at = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
         let command = CreateToken {
+            token_id: Some(token_id),
             name: input.name,
             subject,
             hash: hash.as_str().to_owned(),

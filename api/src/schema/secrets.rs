@@ -1,5 +1,6 @@
 //! An org's parameter sets and ssh keys. Values go in and never come out: queries show names,
-//! filters and public keys only. Managing them needs `owner`.
+//! scopes and public keys only. Managing them needs `owner`, and so does everything that decides
+//! which repos and refs they reach (a repo's labels, git URL and main branch; see `mutation.rs`).
 
 use std::collections::BTreeMap;
 
@@ -67,6 +68,10 @@ impl ParamSet {
     async fn filter(&self) -> Vec<LabelRule> {
         rules(&self.0.filter)
     }
+    /// Only builds of protected refs get it: the repo's main branch and tags.
+    async fn protected(&self) -> bool {
+        self.0.protected
+    }
     /// The names of its parameters (environment variables of the jobs).
     #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn parameter_names(&self) -> Vec<String> {
@@ -98,9 +103,14 @@ impl SshKey {
     async fn public_key(&self) -> &str {
         &self.0.public_key
     }
+    /// The repos it applies to: those whose labels satisfy one rule. No rules: every repo.
     #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn filter(&self) -> Vec<LabelRule> {
         rules(&self.0.filter)
+    }
+    /// Only builds of protected refs use it: the repo's main branch and tags.
+    async fn protected(&self) -> bool {
+        self.0.protected
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -166,6 +176,8 @@ pub struct CreateParamSetInput {
     pub name: String,
     /// The repos it applies to; none: every repo of the org.
     pub filter: Option<Vec<LabelRuleInput>>,
+    /// Only builds of protected refs get it: the repo's main branch and tags (default false).
+    pub protected: Option<bool>,
     pub parameters: Vec<ParamInput>,
     pub idempotency_key: Option<String>,
 }
@@ -175,6 +187,8 @@ pub struct UpdateParamSetInput {
     pub id: ID,
     pub name: String,
     pub filter: Option<Vec<LabelRuleInput>>,
+    /// Only builds of protected refs get it: the repo's main branch and tags (default false).
+    pub protected: Option<bool>,
     /// The whole new list of parameters (values are not kept from before: they cannot be read).
     pub parameters: Vec<ParamInput>,
     pub idempotency_key: Option<String>,
@@ -184,7 +198,10 @@ pub struct UpdateParamSetInput {
 pub struct AddSshKeyInput {
     pub org_id: ID,
     pub description: String,
+    /// The repos it applies to; none: every repo of the org.
     pub filter: Option<Vec<LabelRuleInput>>,
+    /// Only builds of protected refs use it: the repo's main branch and tags (default false).
+    pub protected: Option<bool>,
     /// The private key, PEM or OpenSSH format, without a passphrase.
     #[graphql(secret)]
     pub private_key: String,
@@ -202,14 +219,24 @@ impl std::fmt::Debug for AddSshKeyInput {
     }
 }
 
-fn content(name: String, filter: Option<Vec<LabelRuleInput>>, parameters: Vec<ParamInput>) -> Result<ParamSetContent> {
+fn content(
+    name: String,
+    filter: Option<Vec<LabelRuleInput>>,
+    protected: Option<bool>,
+    parameters: Vec<ParamInput>,
+) -> Result<ParamSetContent> {
     let mut values = BTreeMap::new();
     for p in parameters {
         if values.insert(p.name.clone(), SecretText::new(p.value)).is_some() {
             return Err(errors::bad_input(format!("parameter {:?} is given twice", p.name)));
         }
     }
-    Ok(ParamSetContent::new(name, filter_input(filter), values))
+    Ok(ParamSetContent::new(
+        name,
+        filter_input(filter),
+        protected.unwrap_or(false),
+        values,
+    ))
 }
 
 /// Mutations of parameter sets and ssh keys.
@@ -219,13 +246,14 @@ pub struct SecretsMutation;
 #[Object]
 impl SecretsMutation {
     /// Creates a parameter set: its values become environment variables of the jobs of the repos
-    /// its filter chooses, are stored encrypted, and are masked as `***` in job output.
+    /// its filter chooses (with `protected`, only in builds of their main branch and tags), are
+    /// stored encrypted, and are masked as `***` in job output.
     async fn create_param_set(&self, ctx: &Context<'_>, input: CreateParamSetInput) -> Result<ID> {
         let org_id = ids::decode_as(&input.org_id, Kind::Org)?;
         allow(ctx, Target::Org(org_id), Role::Owner).await?;
         let command = CreateParamSet {
             org_id: OrgId::from_uuid(org_id),
-            content: content(input.name, input.filter, input.parameters)?,
+            content: content(input.name, input.filter, input.protected, input.parameters)?,
         };
         let result = api(ctx)
             .commands
@@ -236,14 +264,14 @@ impl SecretsMutation {
         })
     }
 
-    /// Replaces a parameter set's name, filter and parameters.
+    /// Replaces a parameter set's name, filter, protection and parameters.
     async fn update_param_set(&self, ctx: &Context<'_>, input: UpdateParamSetInput) -> Result<ID> {
         let id = ids::decode_as(&input.id, Kind::ParamSet)?;
         let org = super::owner_of(ctx, Owned::ParamSet, id, "parameter set").await?;
         allow(ctx, Target::Org(org), Role::Owner).await?;
         let command = ReplaceParamSet {
             param_set_id: ParamSetId::from_uuid(id),
-            content: content(input.name, input.filter, input.parameters)?,
+            content: content(input.name, input.filter, input.protected, input.parameters)?,
         };
         let result = api(ctx)
             .commands
@@ -279,6 +307,7 @@ impl SecretsMutation {
             org_id: OrgId::from_uuid(org_id),
             description: input.description,
             filter: filter_input(input.filter),
+            protected: input.protected.unwrap_or(false),
             public_key: input.public_key,
             private_key: SecretText::new(input.private_key),
         };
