@@ -165,7 +165,13 @@ pub async fn artifact(
     let Some(found) = build.artifacts.into_iter().find(|a| a.id == artifact_id) else {
         return (StatusCode::NOT_FOUND, "no such artifact\n").into_response();
     };
-    match download(blobs.as_ref(), &found.key).await {
+    // A store that needs a local copy makes an unnamed one: nothing stays behind when the
+    // client goes away, whenever it does.
+    let opened = match monkeyci_storage::BlobKey::new(&found.key) {
+        Ok(key) => blobs.open(&key, &std::env::temp_dir()).await,
+        Err(error) => Err(error),
+    };
+    match opened {
         Ok(Some(file)) => {
             let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
             let disposition = format!("attachment; filename=\"{}.tgz\"", found.id);
@@ -182,27 +188,6 @@ pub async fn artifact(
         Ok(None) => (StatusCode::NOT_FOUND, "the artifact is no longer in storage\n").into_response(),
         Err(error) => internal_error(error),
     }
-}
-
-/// Fetches an object into an unnamed temporary file (removed as soon as it is open), so that
-/// a large artifact is streamed rather than held in memory.
-async fn download(
-    blobs: &dyn monkeyci_storage::BlobStore,
-    key: &str,
-) -> Result<Option<tokio::fs::File>, monkeyci_storage::StorageError> {
-    let key = monkeyci_storage::BlobKey::new(key)?;
-    let path = std::env::temp_dir().join(format!("monkeyci-download-{}", uuid::Uuid::new_v4()));
-    let found = blobs.get_to_file(&key, &path).await?;
-    if found.is_none() {
-        return Ok(None);
-    }
-    let io = |source| monkeyci_storage::StorageError::Io {
-        context: format!("opening {}", path.display()),
-        source,
-    };
-    let file = tokio::fs::File::open(&path).await.map_err(io)?;
-    let _ = tokio::fs::remove_file(&path).await;
-    Ok(Some(file))
 }
 
 /// Alive: the process answers.

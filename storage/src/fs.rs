@@ -102,6 +102,22 @@ impl BlobStore for FsStore {
         })
     }
 
+    /// The object's own file: objects are replaced by renaming, never rewritten in place, so an
+    /// open handle keeps reading the object as it was.
+    fn open<'a>(
+        &'a self,
+        key: &'a BlobKey,
+        _scratch: &'a Path,
+    ) -> BoxFuture<'a, Result<Option<tokio::fs::File>, StorageError>> {
+        let source = self.path_of(key);
+        Box::pin(async move {
+            let file = blocking(move || open_object(&source))
+                .await
+                .map_err(|e| StorageError::io("storage task failed", e))??;
+            Ok(file.map(tokio::fs::File::from_std))
+        })
+    }
+
     fn get_bytes<'a>(&'a self, key: &'a BlobKey) -> BoxFuture<'a, Result<Option<Vec<u8>>, StorageError>> {
         let source = self.path_of(key);
         Box::pin(async move {

@@ -11,7 +11,7 @@ use aws_sdk_s3::types::ChecksumMode;
 use aws_sdk_s3::Client;
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::key::check_segment;
 use crate::store::{check_prefix, hash_file};
@@ -202,6 +202,36 @@ impl S3Store {
     }
 }
 
+/// Streams an object's body into the new file `pending` (opened for reading and writing);
+/// the file and its size.
+async fn write_body(
+    object_key: &str,
+    body: &mut ByteStream,
+    pending: &PendingFile,
+) -> Result<(tokio::fs::File, u64), StorageError> {
+    let context = || format!("cannot write {}", pending.path().display());
+    let mut file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(pending.path())
+        .await
+        .map_err(|e| StorageError::io(context(), e))?;
+    let mut size = 0u64;
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| s3_stream_failure("GetObject", object_key, e))?
+    {
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| StorageError::io(context(), e))?;
+        size += chunk.len() as u64;
+    }
+    file.flush().await.map_err(|e| StorageError::io(context(), e))?;
+    Ok((file, size))
+}
+
 impl BlobStore for S3Store {
     fn put_file<'a>(&'a self, key: &'a BlobKey, path: &'a Path) -> BoxFuture<'a, Result<ObjectInfo, StorageError>> {
         Box::pin(async move {
@@ -248,28 +278,32 @@ impl BlobStore for S3Store {
                 .await
                 .map_err(|e| StorageError::io(format!("cannot create directory {}", dir.display()), e))?;
             let pending = PendingFile::beside(dest);
-            let context = || format!("cannot write {}", dest.display());
-            let mut file = tokio::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(pending.path())
-                .await
-                .map_err(|e| StorageError::io(context(), e))?;
-            let mut size = 0u64;
-            while let Some(chunk) = body
-                .try_next()
-                .await
-                .map_err(|e| s3_stream_failure("GetObject", &object_key, e))?
-            {
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| StorageError::io(context(), e))?;
-                size += chunk.len() as u64;
-            }
-            file.flush().await.map_err(|e| StorageError::io(context(), e))?;
+            let (file, size) = write_body(&object_key, &mut body, &pending).await?;
             drop(file);
-            pending.commit(dest).map_err(|e| StorageError::io(context(), e))?;
+            pending
+                .commit(dest)
+                .map_err(|e| StorageError::io(format!("cannot write {}", dest.display()), e))?;
             Ok(Some(size))
+        })
+    }
+
+    fn open<'a>(
+        &'a self,
+        key: &'a BlobKey,
+        scratch: &'a Path,
+    ) -> BoxFuture<'a, Result<Option<tokio::fs::File>, StorageError>> {
+        Box::pin(async move {
+            let Some((object_key, mut body)) = self.get(key).await? else {
+                return Ok(None);
+            };
+            // Removed by its drop wherever this future stops, until it is open for reading.
+            let pending = PendingFile::in_dir(scratch);
+            let (mut file, _) = write_body(&object_key, &mut body, &pending).await?;
+            file.rewind()
+                .await
+                .map_err(|e| StorageError::io(format!("cannot read {}", pending.path().display()), e))?;
+            drop(pending);
+            Ok(Some(file))
         })
     }
 

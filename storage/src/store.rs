@@ -38,6 +38,16 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// leaves `dest` alone) when there is no such object.
     fn get_to_file<'a>(&'a self, key: &'a BlobKey, dest: &'a Path) -> BoxFuture<'a, Result<Option<u64>, StorageError>>;
 
+    /// A handle to read the object from, to stream it to a client; `None` when there is no such
+    /// object. Nothing named is left on disk for it however it ends, dropped half way included:
+    /// a store that needs a local copy writes it in `scratch` and unlinks it once it is open
+    /// (removing it if dropped before), and the handle is then the copy's only name.
+    fn open<'a>(
+        &'a self,
+        key: &'a BlobKey,
+        scratch: &'a Path,
+    ) -> BoxFuture<'a, Result<Option<tokio::fs::File>, StorageError>>;
+
     /// Reads a small object into memory; `None` when there is no such object.
     fn get_bytes<'a>(&'a self, key: &'a BlobKey) -> BoxFuture<'a, Result<Option<Vec<u8>>, StorageError>>;
 

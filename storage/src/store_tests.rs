@@ -218,6 +218,46 @@ async fn invalid_keys_and_prefixes_are_refused(h: &Harness) {
     }
 }
 
+async fn open_streams_the_object_and_never_leaves_a_file(h: &Harness) {
+    use std::task::Poll;
+    use tokio::io::AsyncReadExt;
+
+    let scratch = h.scratch();
+    let bytes = pseudo_random_bytes(3 * 1024 * 1024 + 17);
+    h.store.put_bytes(&key("big/a"), bytes.clone()).await.expect("put");
+    let mut file = h
+        .store
+        .open(&key("big/a"), &scratch)
+        .await
+        .expect("open")
+        .expect("found");
+    let mut read = Vec::new();
+    file.read_to_end(&mut read).await.expect("read");
+    assert!(read == bytes, "the object as it was stored");
+    assert_eq!(names_in(&scratch), Vec::<String>::new(), "an open copy has no name");
+    let missing = h.store.open(&key("big/missing"), &scratch).await.expect("open");
+    assert!(missing.is_none());
+
+    // Dropped while it copies (a client that went away): the copy goes with it.
+    let big = key("big/a");
+    let mut opening = h.store.open(&big, &scratch);
+    let mut copying = false;
+    while !copying {
+        match futures::poll!(opening.as_mut()) {
+            Poll::Ready(result) => {
+                result.expect("open");
+                break;
+            }
+            Poll::Pending => {
+                copying = !names_in(&scratch).is_empty();
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    drop(opening);
+    assert_eq!(names_in(&scratch), Vec::<String>::new(), "copying: {copying}");
+}
+
 macro_rules! behaviour_suite {
     ($module:ident, $harness:path, $big_file:expr) => {
         mod $module {
@@ -251,6 +291,11 @@ macro_rules! behaviour_suite {
             #[tokio::test]
             async fn stores_under_different_prefixes_do_not_see_each_other() {
                 super::stores_under_different_prefixes_do_not_see_each_other(&$harness().await).await;
+            }
+
+            #[tokio::test]
+            async fn open_streams_the_object_and_never_leaves_a_file() {
+                super::open_streams_the_object_and_never_leaves_a_file(&$harness().await).await;
             }
 
             #[tokio::test]
