@@ -116,6 +116,27 @@ pub async fn build(pool: &PgPool, id: Uuid) -> Result<Option<BuildRow>, Projecti
     Ok(rows(pool, "builds", q).await?.pop())
 }
 
+/// A running build, for a runner looking for builds whose runner was lost.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RunningBuild {
+    pub id: Uuid,
+    /// The runner that started it.
+    pub runner: Option<String>,
+    /// Started longer ago than the age asked about (by the database's clock).
+    pub started_long_ago: bool,
+}
+
+/// Every running build; `started_long_ago` says whether it started more than `age` ago.
+pub async fn running_builds(pool: &PgPool, age: std::time::Duration) -> Result<Vec<RunningBuild>, ProjectionError> {
+    Ok(sqlx::query_as(
+        "SELECT id, runner, started_at < now() - make_interval(secs => $1) AS started_long_ago \
+         FROM builds WHERE status = 'running'",
+    )
+    .bind(age.as_secs_f64())
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Which builds of a repo to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BuildFilter {

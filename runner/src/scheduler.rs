@@ -16,8 +16,9 @@ use monkeyci_commands::{
     ArchiveJobLog, CommandContext, CommandError, CommandHandler, FinishBuild, JobTransitionInput, QueueJob,
     SaveArtifact, TransitionJob,
 };
-use monkeyci_domain::build::{BlobRef, BuildOutcome, Trigger};
+use monkeyci_domain::build::{BlobRef, BuildEvent, BuildOutcome, Trigger};
 use monkeyci_domain::pipeline::{ArtifactId, ConditionContext, Job, Pipeline};
+use monkeyci_domain::DomainEvent;
 use monkeyci_domain::{BuildId, JobId};
 use monkeyci_storage::ObjectInfo;
 use tokio::sync::mpsc;
@@ -728,14 +729,14 @@ pub fn unblocked_jobs(
     tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
         while let Some(Ok(event)) = events.next().await {
-            if event.stream_id != stream_id || event.event_type != "JobUnblocked" {
+            if event.stream_id != stream_id {
                 continue;
             }
-            let Some(job) = event.data.get("job_id").and_then(|v| v.as_str()) else {
+            let decoded = BuildEvent::decode(&event.event_type, event.schema_version, &event.data);
+            let Ok(BuildEvent::JobUnblocked { job_id }) = decoded else {
                 continue;
             };
-            let Ok(job) = JobId::parse(job) else { continue };
-            if tx.send(job).await.is_err() {
+            if tx.send(job_id).await.is_err() {
                 return;
             }
         }

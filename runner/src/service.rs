@@ -6,14 +6,16 @@
 //! holds a lease in `runner_leases` and renews it while the build runs; any runner that finds an
 //! expired lease (or a running build without one) ends that build as errored, naming the runner.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use monkeyci_commands::{CommandContext, CommandError, CommandHandler, FinishBuild, StartBuild};
-use monkeyci_domain::build::{BuildOutcome, Trigger, TriggerSource};
+use monkeyci_domain::build::{BuildEvent, BuildOutcome, Trigger, TriggerSource};
 use monkeyci_domain::pipeline::{self, PIPELINE_DIR, PIPELINE_FILES};
 use monkeyci_domain::repo::Repo;
+use monkeyci_domain::DomainEvent;
 use monkeyci_domain::{BuildId, CommitSha, DomainError, GitRef, OrgId, Params, RefName, RepoId};
 use monkeyci_eventstore::{EventFeed, EventStore};
 use monkeyci_projections::{queries, BuildRow};
@@ -220,15 +222,20 @@ impl<E: Executor + Clone + 'static> Runner<E> {
 
     /// Ends as errored every running build whose runner stopped renewing its lease; returns
     /// how many.
-    async fn recover_lost_builds(&self) -> Result<usize, sqlx::Error> {
-        let lost: Vec<(Uuid, Option<String>)> = sqlx::query_as(
-            "SELECT b.id, b.runner FROM builds b LEFT JOIN runner_leases l ON l.build_id = b.id \
-             WHERE b.status = 'running' \
-               AND (l.expires_at < now() OR (l.build_id IS NULL AND b.started_at < now() - make_interval(secs => $1)))",
-        )
-        .bind(self.settings.lease_ttl.as_secs_f64())
-        .fetch_all(self.pool())
-        .await?;
+    async fn recover_lost_builds(&self) -> Result<usize, monkeyci_projections::ProjectionError> {
+        // The leases first: a build that starts after this read has no lease here but started
+        // less than a lease's lifetime ago, so it is not taken for lost.
+        let leases: HashMap<Uuid, bool> = sqlx::query_as("SELECT build_id, expires_at < now() FROM runner_leases")
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .collect();
+        let running = queries::running_builds(self.pool(), self.settings.lease_ttl).await?;
+        let lost: Vec<(Uuid, Option<String>)> = running
+            .into_iter()
+            .filter(|b| leases.get(&b.id).copied().unwrap_or(b.started_long_ago))
+            .map(|b| (b.id, b.runner))
+            .collect();
         let count = lost.len();
         for (id, runner) in lost {
             let build_id = BuildId::from_uuid(id);
@@ -422,13 +429,12 @@ impl<E: Executor + Clone + 'static> Runner<E> {
         let fire = token.clone();
         tokio::spawn(async move {
             // The request may already be in the read model before this watch starts.
-            let requested: Option<bool> = sqlx::query_scalar("SELECT cancel_requested FROM builds WHERE id = $1")
-                .bind(build_id.as_uuid())
-                .fetch_optional(&pool)
+            let requested = queries::build(&pool, build_id.as_uuid())
                 .await
                 .ok()
-                .flatten();
-            if requested == Some(true) {
+                .flatten()
+                .is_some_and(|b| b.cancel_requested);
+            if requested {
                 fire.cancel();
                 return;
             }
@@ -438,7 +444,12 @@ impl<E: Executor + Clone + 'static> Runner<E> {
                 tokio::select! {
                     () = fire.cancelled() => return,
                     event = futures::StreamExt::next(&mut events) => match event {
-                        Some(Ok(e)) if e.stream_id == stream_id && e.event_type == "BuildCancelRequested" => {
+                        Some(Ok(e)) if e.stream_id == stream_id
+                            && matches!(
+                                BuildEvent::decode(&e.event_type, e.schema_version, &e.data),
+                                Ok(BuildEvent::BuildCancelRequested)
+                            ) =>
+                        {
                             fire.cancel();
                             return;
                         }
