@@ -157,6 +157,10 @@ impl Sink {
 
     /// Sends one line (without its `\n`), noting a cut; false once nobody listens.
     async fn line(&self, raw: &[u8], cut_from: Option<u64>) -> bool {
+        // Once one line did not fit, no later one is kept, however short: the note says so.
+        if self.budget.exhausted.load(Ordering::Relaxed) && self.last.is_none() {
+            return true;
+        }
         let mut text = String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(raw)).into_owned();
         if let Some(length) = cut_from {
             text.push_str(&format!(
@@ -166,6 +170,9 @@ impl Sink {
         }
         if let Some(last) = &self.last {
             text.clone_into(&mut last.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        if self.budget.exhausted.load(Ordering::Relaxed) {
+            return true;
         }
         if !self.budget.take(text.len() as u64 + 1) {
             if self.budget.exhausted.swap(true, Ordering::Relaxed) {
@@ -312,6 +319,56 @@ fn quote_into(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Forwards `output` through a sink with `limits`; the texts sent.
+    async fn forwarded(output: &[u8], stream: LogStream, limits: LogLimits) -> Vec<String> {
+        let (tx, mut rx) = mpsc::channel(64);
+        let last = (stream == LogStream::Stderr).then(|| Arc::new(Mutex::new(String::new())));
+        forward(output, Sink::new(stream, tx, Arc::new(Budget::new(limits)), last)).await;
+        let mut texts = Vec::new();
+        while let Ok(line) = rx.try_recv() {
+            texts.push(line.text);
+        }
+        texts
+    }
+
+    #[tokio::test]
+    async fn after_the_log_limit_no_line_is_kept_however_short() {
+        let limits = LogLimits {
+            max_line_bytes: 10,
+            max_log_bytes: 12,
+        };
+        for stream in [LogStream::Stdout, LogStream::Stderr] {
+            let texts = forwarded(b"abc\n0123456789xyz\nok\n", stream, limits).await;
+            assert_eq!(
+                texts,
+                [
+                    "abc".to_owned(),
+                    "the job's output passed the limit of 12 bytes of log; the rest of it is dropped".to_owned(),
+                ],
+                "{stream:?}"
+            );
+        }
+        let texts = forwarded(b"0123456789xyz\r\nend", LogStream::Stdout, LogLimits::default()).await;
+        assert_eq!(
+            texts,
+            ["0123456789xyz".to_owned(), "end".to_owned()],
+            "a short line keeps all of it; the last line needs no newline"
+        );
+        let texts = forwarded(
+            b"0123456789xyz\n",
+            LogStream::Stdout,
+            LogLimits {
+                max_log_bytes: 1024,
+                ..limits
+            },
+        )
+        .await;
+        assert_eq!(
+            texts,
+            ["0123456789 [MonkeyCI: line cut at 10 of its 13 bytes]".to_owned()]
+        );
+    }
 
     #[test]
     fn the_launcher_quotes_every_value_as_one_word() {
