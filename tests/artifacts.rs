@@ -10,7 +10,7 @@ use monkeyci_commands::TriggerBuild;
 use monkeyci_domain::build::TriggerSource;
 use monkeyci_domain::{BuildId, RepoId};
 use monkeyci_projections::queries;
-use monkeyci_runner::{render_job_log, CancellationToken, Runner};
+use monkeyci_runner::{CancellationToken, Runner};
 use monkeyci_storage::testing::S3TestServer;
 use monkeyci_storage::{BlobKey, BlobStore, FsStore, S3Config, S3Store};
 use monkeyci_tests::{git, user, Core, TestApp};
@@ -34,7 +34,10 @@ async fn start_runner(core: &Core, workspace: &std::path::Path, blobs: Arc<dyn B
 }
 
 async fn log_of(core: &Core, build: BuildId, job: &str) -> String {
-    render_job_log(core.store.pool(), build, job).await.expect("log").0
+    queries::job_log_text(&monkeyci_projections::ReadModels::of(&core.store), build.as_uuid(), job)
+        .await
+        .expect("log")
+        .0
 }
 
 // The API, the projections and the runner each hold connections for as long as they run: more
@@ -246,7 +249,7 @@ async fn an_artifact_path_that_leads_out_of_the_workspace_is_refused(pool: PgPoo
     let build = wait_for_build(&core, build_id, finished).await;
     assert_eq!(build.status, "failed");
     assert!(build.artifacts.is_empty());
-    let job = queries::job(core.store.pool(), build.id, "leak")
+    let job = queries::job(&monkeyci_projections::ReadModels::of(&core.store), build.id, "leak")
         .await
         .expect("job")
         .expect("leak");
@@ -326,7 +329,9 @@ async fn path_conditions_look_at_the_files_the_commit_changed(pool: PgPool) {
     let build_id = trigger(&core, p).await;
     let build = wait_for_build(&core, build_id, finished).await;
     assert_eq!(build.status, "succeeded");
-    let jobs = queries::jobs_of_build(core.store.pool(), build.id).await.expect("jobs");
+    let jobs = queries::jobs_of_build(&monkeyci_projections::ReadModels::of(&core.store), build.id)
+        .await
+        .expect("jobs");
     let status: BTreeMap<&str, &str> = jobs.iter().map(|j| (j.job_id.as_str(), j.status.as_str())).collect();
     assert_eq!(status, BTreeMap::from([("code", "succeeded"), ("docs", "skipped")]));
     stop.cancel();

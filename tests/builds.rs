@@ -119,7 +119,9 @@ pub(crate) async fn wait_for_build(core: &Core, id: BuildId, done: impl Fn(&Buil
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         core.caught_up().await.expect("caught up");
-        let build = queries::build(core.store.pool(), id.as_uuid()).await.expect("query");
+        let build = queries::build(&monkeyci_projections::ReadModels::of(&core.store), id.as_uuid())
+            .await
+            .expect("query");
         if let Some(build) = build.filter(|b| done(b)) {
             return build;
         }

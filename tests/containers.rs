@@ -56,21 +56,30 @@ impl Fixture {
 
     /// (status, message) of each job of the build.
     async fn jobs(&self, build: BuildId) -> Vec<(String, String, Option<String>)> {
-        queries::jobs_of_build(self.app.core.store.pool(), build.as_uuid())
-            .await
-            .expect("jobs")
-            .into_iter()
-            .map(|j| (j.job_id, j.status, j.message))
-            .collect()
+        queries::jobs_of_build(
+            &monkeyci_projections::ReadModels::of(&self.app.core.store),
+            build.as_uuid(),
+        )
+        .await
+        .expect("jobs")
+        .into_iter()
+        .map(|j| (j.job_id, j.status, j.message))
+        .collect()
     }
 
     async fn log(&self, build: BuildId, job: &str) -> Vec<String> {
-        monkeyci_runner::read_job_log(self.app.core.store.pool(), build, job, 0, 10_000)
-            .await
-            .expect("log")
-            .into_iter()
-            .map(|l| l.text)
-            .collect()
+        queries::job_log(
+            &monkeyci_projections::ReadModels::of(&self.app.core.store),
+            build.as_uuid(),
+            job,
+            0,
+            10_000,
+        )
+        .await
+        .expect("log")
+        .into_iter()
+        .map(|l| l.text)
+        .collect()
     }
 
     /// Waits (up to 60 s) until `job` of `build` has written `line`.

@@ -4,6 +4,7 @@ mod access;
 mod api;
 mod artifacts;
 mod audit;
+mod boundaries;
 mod builds;
 mod cli;
 mod commands;

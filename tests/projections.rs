@@ -147,19 +147,20 @@ async fn read_models_show_status_timings_trigger_and_job_counts(pool: PgPool) {
     let retry_id = c.retry_build(&ctx, RetryBuild { build_id }).await.expect("retry");
 
     core.caught_up().await.expect("caught up");
+    let read = monkeyci_projections::ReadModels::new(pool.clone());
 
-    let org = queries::org_by_slug(&pool, "acme")
+    let org = queries::org_by_slug(&read, "acme")
         .await
         .expect("query")
         .expect("org row");
     assert_eq!((org.id, org.name.as_str()), (org_id.as_uuid(), "Acme"));
-    let repo = queries::repo(&pool, repo_id.as_uuid())
+    let repo = queries::repo(&read, repo_id.as_uuid())
         .await
         .expect("query")
         .expect("repo row");
     assert_eq!(repo.main_branch, "trunk");
     assert_eq!(repo.labels, BTreeMap::from([("team".to_owned(), "core".to_owned())]));
-    let build = queries::build(&pool, build_id.as_uuid())
+    let build = queries::build(&read, build_id.as_uuid())
         .await
         .expect("query")
         .expect("build row");
@@ -184,7 +185,7 @@ async fn read_models_show_status_timings_trigger_and_job_counts(pool: PgPool) {
         ),
         (2, 1, 1, 0)
     );
-    let jobs = queries::jobs_of_build(&pool, build_id.as_uuid()).await.expect("jobs");
+    let jobs = queries::jobs_of_build(&read, build_id.as_uuid()).await.expect("jobs");
     assert_eq!(
         jobs.iter()
             .map(|j| (j.job_id.as_str(), j.status.as_str()))
@@ -193,7 +194,7 @@ async fn read_models_show_status_timings_trigger_and_job_counts(pool: PgPool) {
     );
     assert_eq!(jobs[0].message.as_deref(), Some("exit 2"));
     assert_eq!(jobs[1].dependencies, ["a"]);
-    let retry = queries::build(&pool, retry_id.as_uuid())
+    let retry = queries::build(&read, retry_id.as_uuid())
         .await
         .expect("query")
         .expect("retry row");

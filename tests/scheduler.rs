@@ -154,12 +154,15 @@ async fn run(f: &Fixture, plan: &BuildPlan) -> (BuildOutcome, Vec<(JobId, LogLin
 
 async fn jobs(f: &Fixture) -> BTreeMap<String, (String, Option<String>)> {
     f.core.caught_up().await.expect("caught up");
-    queries::jobs_of_build(f.core.store.pool(), f.build_id.as_uuid())
-        .await
-        .expect("jobs")
-        .into_iter()
-        .map(|j| (j.job_id, (j.status, j.message)))
-        .collect()
+    queries::jobs_of_build(
+        &monkeyci_projections::ReadModels::of(&f.core.store),
+        f.build_id.as_uuid(),
+    )
+    .await
+    .expect("jobs")
+    .into_iter()
+    .map(|j| (j.job_id, (j.status, j.message)))
+    .collect()
 }
 
 fn status(jobs: &BTreeMap<String, (String, Option<String>)>, id: &str) -> String {
@@ -197,10 +200,13 @@ async fn a_diamond_runs_its_independent_jobs_in_parallel(pool: PgPool) {
         .map(|(_, l)| l.text.as_str())
         .collect();
     assert_eq!(a, ["hello from a on main"]);
-    let build = queries::build(f.core.store.pool(), f.build_id.as_uuid())
-        .await
-        .expect("q")
-        .expect("build");
+    let build = queries::build(
+        &monkeyci_projections::ReadModels::of(&f.core.store),
+        f.build_id.as_uuid(),
+    )
+    .await
+    .expect("q")
+    .expect("build");
     assert_eq!((build.status.as_str(), build.jobs_succeeded), ("succeeded", 4));
 }
 

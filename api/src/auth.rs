@@ -176,7 +176,7 @@ async fn from_log(api: &ApiContext, token: &str, id: TokenId) -> Result<Caller, 
 async fn from_read_model(api: &ApiContext, token: &str) -> Result<Caller, AuthFailure> {
     let hash = TokenHash::of(token);
     let lookup = || async {
-        queries::active_token(&api.pool, hash.as_str())
+        queries::active_token(&api.read, hash.as_str())
             .await
             .map_err(|_| AuthFailure::Unavailable)
     };
@@ -229,7 +229,7 @@ pub(crate) async fn role_in(api: &ApiContext, caller: &Caller, org_id: Uuid) -> 
         Grant::Admin => Ok(Some(Role::Owner)),
         Grant::Org { org_id: own, role } => Ok((*own == org_id).then_some(*role)),
         Grant::User(user_id) => {
-            let role = queries::member_role(&api.pool, org_id, *user_id)
+            let role = queries::member_role(&api.read, org_id, *user_id)
                 .await
                 .map_err(|e| crate::errors::internal(&e))?;
             Ok(role.and_then(|r| Role::parse(&r).ok()))

@@ -10,12 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use monkeyci_eventstore::{Cursor, EventStore, ReadError};
-use sqlx::postgres::PgListener;
-use sqlx::Row;
+use monkeyci_projections::{Announcements, ProjectionError, ReadModels, CHECKPOINT_CHANNEL};
 use thiserror::Error;
 use tokio::sync::watch;
 
-const CHANNEL: &str = "monkeyci_checkpoints";
 /// A safety net for missed notifications (e.g. while the listener reconnects).
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
@@ -41,13 +39,13 @@ impl Consistency {
     /// Starts following the checkpoints of `projections`.
     pub async fn start(
         store: EventStore,
+        read: ReadModels,
         projections: Vec<&'static str>,
         timeout: Duration,
-    ) -> Result<Self, ReadError> {
-        let mut listener = PgListener::connect_with(store.pool()).await?;
-        listener.listen(CHANNEL).await?;
-        let (tx, checkpoints) = watch::channel(load(&store).await?);
-        tokio::spawn(follow(store.clone(), listener, tx));
+    ) -> Result<Self, ProjectionError> {
+        let listener = read.listen(CHECKPOINT_CHANNEL).await?;
+        let (tx, checkpoints) = watch::channel(read.checkpoints().await?);
+        tokio::spawn(follow(read, listener, tx));
         Ok(Self {
             store,
             projections: Arc::new(projections),
@@ -82,34 +80,19 @@ impl Consistency {
     }
 }
 
-async fn load(store: &EventStore) -> Result<HashMap<String, Cursor>, ReadError> {
-    let rows = sqlx::query("SELECT name, tx, position FROM projection_checkpoints")
-        .fetch_all(store.pool())
-        .await?;
-    let mut map = HashMap::new();
-    for row in rows {
-        let cursor = Cursor {
-            tx: row.try_get("tx")?,
-            position: row.try_get("position")?,
-        };
-        map.insert(row.try_get("name")?, cursor);
-    }
-    Ok(map)
-}
-
 fn parse(payload: &str) -> Option<(String, Cursor)> {
     let (name, cursor) = payload.split_once(' ')?;
     Some((name.to_owned(), cursor.parse().ok()?))
 }
 
-async fn follow(store: EventStore, mut listener: PgListener, tx: watch::Sender<HashMap<String, Cursor>>) {
+async fn follow(read: ReadModels, mut listener: Announcements, tx: watch::Sender<HashMap<String, Cursor>>) {
     loop {
         if tx.is_closed() {
             return;
         }
         match tokio::time::timeout(RELOAD_EVERY, listener.recv()).await {
-            Ok(Ok(notification)) => {
-                if let Some((name, cursor)) = parse(notification.payload()) {
+            Ok(Ok(payload)) => {
+                if let Some((name, cursor)) = parse(&payload) {
                     tx.send_modify(|map| {
                         // A rebuild moves a checkpoint back; take every announced position.
                         map.insert(name, cursor);
@@ -120,7 +103,7 @@ async fn follow(store: EventStore, mut listener: PgListener, tx: watch::Sender<H
                 tracing::warn!(%error, "checkpoint listener failed; reloading");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(_) => match load(&store).await {
+            Err(_) => match read.checkpoints().await {
                 Ok(map) => {
                     tx.send_if_modified(|current| {
                         let changed = *current != map;

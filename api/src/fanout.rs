@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use monkeyci_eventstore::Cursor;
-use monkeyci_projections::{queries, BuildRow};
-use sqlx::PgPool;
+use monkeyci_projections::{queries, BuildRow, ReadModels};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -42,14 +41,14 @@ impl BuildReads {
     /// The build's row once the builds projection has applied `cursor`.
     pub async fn at(
         &self,
-        pool: &PgPool,
+        db: &ReadModels,
         consistency: &Consistency,
         id: Uuid,
         cursor: Cursor,
     ) -> Result<Option<BuildRow>, BuildReadError> {
         let (read_at, read) = self.read_for(id, cursor);
         consistency.wait_for(read_at, &["builds"]).await?;
-        read.get_or_init(|| async { queries::build(pool, id).await.map_err(|e| e.to_string()) })
+        read.get_or_init(|| async { queries::build(db, id).await.map_err(|e| e.to_string()) })
             .await
             .clone()
             .map_err(BuildReadError::Query)

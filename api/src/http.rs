@@ -56,7 +56,7 @@ async fn readable_build(
         return Err((StatusCode::SERVICE_UNAVAILABLE, behind).into_response());
     }
     let missing = || (StatusCode::NOT_FOUND, "no such build\n").into_response();
-    let row = monkeyci_projections::queries::build(&state.context.pool, build)
+    let row = monkeyci_projections::queries::build(&state.context.read, build)
         .await
         .map_err(internal_error)?
         .ok_or_else(missing)?;
@@ -137,13 +137,12 @@ pub async fn job_log(
         Ok(build) => build,
         Err(response) => return response,
     };
-    match monkeyci_projections::queries::job(&state.context.pool, build.id, &job_id).await {
+    match monkeyci_projections::queries::job(&state.context.read, build.id, &job_id).await {
         Ok(Some(_)) => {}
         Ok(None) => return (StatusCode::NOT_FOUND, "no such job\n").into_response(),
         Err(error) => return internal_error(error),
     }
-    let build = monkeyci_domain::BuildId::from_uuid(build.id);
-    match monkeyci_runner::render_job_log(&state.context.pool, build, &job_id).await {
+    match monkeyci_projections::queries::job_log_text(&state.context.read, build.id, &job_id).await {
         Ok((body, _)) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response(),
         Err(error) => internal_error(error),
     }
@@ -197,10 +196,7 @@ pub async fn health() -> &'static str {
 
 /// Ready: the database answers and every projection is within `ready_max_lag` of the log head.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let database = sqlx::query("SELECT 1")
-        .execute(state.context.store.pool())
-        .await
-        .is_ok();
+    let database = state.context.read.ping().await.is_ok();
     let statuses = if database {
         monkeyci_projections::status(&state.context.store).await.ok()
     } else {

@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use monkeyci_eventstore::{EventStore, ReadError};
-use monkeyci_runner::JOB_LOG_CHANNEL;
-use sqlx::postgres::PgListener;
+use monkeyci_projections::{ProjectionError, ReadModels, JOB_LOG_CHANNEL};
 use tokio::sync::broadcast;
 
 /// Announces `<build id> <job id>` whenever lines of that job were stored.
@@ -15,17 +13,16 @@ pub struct JobLogWatch {
 
 impl JobLogWatch {
     /// Starts listening.
-    pub async fn start(store: &EventStore) -> Result<Self, ReadError> {
-        let mut listener = PgListener::connect_with(store.pool()).await?;
-        listener.listen(JOB_LOG_CHANNEL).await?;
+    pub async fn start(read: &ReadModels) -> Result<Self, ProjectionError> {
+        let mut listener = read.listen(JOB_LOG_CHANNEL).await?;
         let (sender, _) = broadcast::channel(1024);
         let announce = sender.clone();
         tokio::spawn(async move {
             loop {
                 match listener.recv().await {
-                    Ok(notification) => {
+                    Ok(payload) => {
                         // Nobody listening is fine.
-                        let _ = announce.send(notification.payload().to_owned());
+                        let _ = announce.send(payload);
                     }
                     Err(error) => {
                         tracing::warn!(%error, "job log listener failed; reconnecting");

@@ -109,13 +109,14 @@ impl ApiServer {
     /// Binds the listener and wires the schema to the store, feed and read models.
     pub async fn bind(store: EventStore, feed: EventFeed, config: ApiConfig) -> Result<Self, ApiError> {
         let names = monkeyci_projections::all().iter().map(|p| p.name()).collect();
-        let consistency = Consistency::start(store.clone(), names, config.read_your_writes_timeout).await?;
+        let read = monkeyci_projections::ReadModels::of(&store);
+        let consistency =
+            Consistency::start(store.clone(), read.clone(), names, config.read_your_writes_timeout).await?;
         let metrics = Arc::new(Metrics::default());
-        let store_for_logs = store.clone();
         let access = sessions::AccessChanges::new();
         spawn_log_follower(&feed, &store, metrics.clone(), access.clone()).await?;
         let context = schema::ApiContext {
-            pool: store.pool().clone(),
+            read: read.clone(),
             commands: match config.keys {
                 Some(keys) => CommandHandler::new(store.clone()).with_keys(keys),
                 None => CommandHandler::new(store.clone()),
@@ -126,7 +127,7 @@ impl ApiServer {
             metrics,
             builds: Arc::new(fanout::BuildReads::default()),
             access,
-            job_logs: joblogs::JobLogWatch::start(&store_for_logs).await?,
+            job_logs: joblogs::JobLogWatch::start(&read).await?,
         };
         let state = AppState {
             schema: schema::build(context.clone(), config.limits),
@@ -226,4 +227,6 @@ pub enum ApiError {
     },
     #[error("cannot read the event log")]
     Read(#[from] ReadError),
+    #[error("cannot read the read models")]
+    ReadModels(#[from] monkeyci_projections::ProjectionError),
 }

@@ -52,7 +52,7 @@ pub async fn receive(
     if state.context.consistency.read_your_writes().await.is_err() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the read models are behind; try again");
     }
-    let webhook = match monkeyci_projections::queries::webhook(&state.context.pool, id).await {
+    let webhook = match monkeyci_projections::queries::webhook(&state.context.read, id).await {
         Ok(Some(webhook)) if !webhook.deleted && webhook.host == host.as_str() => webhook,
         Ok(_) => return missing(),
         Err(error) => return internal(error),

@@ -269,7 +269,7 @@ async fn session_data(
         .or_else(|| payload.get("token").and_then(Value::as_str));
     let caller: Caller = crate::auth::authenticate(api, auth, token).await?;
     let orgs = match caller.grant {
-        Grant::User(user) => monkeyci_projections::queries::member_org_ids(&api.pool, user)
+        Grant::User(user) => monkeyci_projections::queries::member_org_ids(&api.read, user)
             .await
             .map_err(|_| crate::auth::AuthFailure::Unavailable)?,
         _ => Vec::new(),

@@ -13,6 +13,7 @@ mod error;
 mod online;
 mod orgs;
 pub mod queries;
+mod read;
 mod repos;
 mod rows;
 mod runner;
@@ -30,6 +31,7 @@ pub use builds::{fold_build, ArtifactRow, BuildRow, BuildsProjection, JobRow, Lo
 pub use error::ProjectionError;
 pub use online::{rebuild_online, RebuildOutcome, RebuildProgress};
 pub use orgs::{OrgRow, OrgsProjection};
+pub use read::{Announcements, ReadModels, CHECKPOINT_CHANNEL, JOB_LOG_CHANNEL};
 pub use repos::{RepoRow, ReposProjection};
 pub use runner::{rebuild, status, ProjectionRunner, ProjectionStatus, Role, RunnerConfig, RunnerHandle};
 pub use secrets::{ParamSetRow, SecretsProjection, SshKeyRow};

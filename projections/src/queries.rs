@@ -4,13 +4,14 @@
 use serde::de::DeserializeOwned;
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryScalar;
-use sqlx::{PgPool, Postgres};
+use sqlx::Postgres;
 use uuid::Uuid;
 
 use crate::access::TokenRow;
 use crate::builds::{BuildRow, JobRow};
 use crate::error::ProjectionError;
 use crate::orgs::OrgRow;
+use crate::read::ReadModels;
 use crate::repos::RepoRow;
 use crate::secrets::{ParamSetRow, SshKeyRow};
 use crate::triggers::{ScheduleRow, WebhookRow};
@@ -18,12 +19,12 @@ use crate::triggers::{ScheduleRow, WebhookRow};
 type JsonQuery<'q> = QueryScalar<'q, Postgres, serde_json::Value, PgArguments>;
 
 async fn rows<R: DeserializeOwned>(
-    pool: &PgPool,
+    db: &ReadModels,
     table: &'static str,
     query: JsonQuery<'_>,
 ) -> Result<Vec<R>, ProjectionError> {
     query
-        .fetch_all(pool)
+        .fetch_all(&db.pool)
         .await?
         .into_iter()
         .map(|v| serde_json::from_value(v).map_err(|source| ProjectionError::Row { table, source }))
@@ -50,30 +51,30 @@ fn limit_plus_one(limit: usize) -> i64 {
 }
 
 /// An org that is not deleted.
-pub async fn org(pool: &PgPool, id: Uuid) -> Result<Option<OrgRow>, ProjectionError> {
+pub async fn org(db: &ReadModels, id: Uuid) -> Result<Option<OrgRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(o) FROM orgs o WHERE id = $1 AND NOT deleted").bind(id);
-    Ok(rows(pool, "orgs", q).await?.pop())
+    Ok(rows(db, "orgs", q).await?.pop())
 }
 
 /// The org that holds `slug`, unless deleted.
-pub async fn org_by_slug(pool: &PgPool, slug: &str) -> Result<Option<OrgRow>, ProjectionError> {
+pub async fn org_by_slug(db: &ReadModels, slug: &str) -> Result<Option<OrgRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(o) FROM orgs o WHERE slug = $1 AND NOT deleted").bind(slug);
-    Ok(rows(pool, "orgs", q).await?.pop())
+    Ok(rows(db, "orgs", q).await?.pop())
 }
 
 /// Orgs that are not deleted, oldest first, after the org `after`.
-pub async fn orgs(pool: &PgPool, after: Option<Uuid>, limit: usize) -> Result<Page<OrgRow>, ProjectionError> {
+pub async fn orgs(db: &ReadModels, after: Option<Uuid>, limit: usize) -> Result<Page<OrgRow>, ProjectionError> {
     let q = sqlx::query_scalar(
         "SELECT to_jsonb(o) FROM orgs o WHERE NOT deleted AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
     )
     .bind(after)
     .bind(limit_plus_one(limit));
-    Ok(Page::of(rows(pool, "orgs", q).await?, limit))
+    Ok(Page::of(rows(db, "orgs", q).await?, limit))
 }
 
 /// Orgs `user` is a member of, by id, after `after`.
 pub async fn orgs_of_member(
-    pool: &PgPool,
+    db: &ReadModels,
     user: Uuid,
     after: Option<Uuid>,
     limit: usize,
@@ -85,18 +86,18 @@ pub async fn orgs_of_member(
     .bind(user.to_string())
     .bind(after)
     .bind(limit_plus_one(limit));
-    Ok(Page::of(rows(pool, "orgs", q).await?, limit))
+    Ok(Page::of(rows(db, "orgs", q).await?, limit))
 }
 
 /// A repo, archived or not.
-pub async fn repo(pool: &PgPool, id: Uuid) -> Result<Option<RepoRow>, ProjectionError> {
+pub async fn repo(db: &ReadModels, id: Uuid) -> Result<Option<RepoRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(r) FROM repos r WHERE id = $1").bind(id);
-    Ok(rows(pool, "repos", q).await?.pop())
+    Ok(rows(db, "repos", q).await?.pop())
 }
 
 /// The repos of an org, oldest first, after the repo `after`.
 pub async fn repos_of_org(
-    pool: &PgPool,
+    db: &ReadModels,
     org_id: Uuid,
     after: Option<Uuid>,
     limit: usize,
@@ -107,13 +108,13 @@ pub async fn repos_of_org(
     .bind(org_id)
     .bind(after)
     .bind(limit_plus_one(limit));
-    Ok(Page::of(rows(pool, "repos", q).await?, limit))
+    Ok(Page::of(rows(db, "repos", q).await?, limit))
 }
 
 /// A build.
-pub async fn build(pool: &PgPool, id: Uuid) -> Result<Option<BuildRow>, ProjectionError> {
+pub async fn build(db: &ReadModels, id: Uuid) -> Result<Option<BuildRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(b) FROM builds b WHERE id = $1").bind(id);
-    Ok(rows(pool, "builds", q).await?.pop())
+    Ok(rows(db, "builds", q).await?.pop())
 }
 
 /// A running build, for a runner looking for builds whose runner was lost.
@@ -127,13 +128,13 @@ pub struct RunningBuild {
 }
 
 /// Every running build; `started_long_ago` says whether it started more than `age` ago.
-pub async fn running_builds(pool: &PgPool, age: std::time::Duration) -> Result<Vec<RunningBuild>, ProjectionError> {
+pub async fn running_builds(db: &ReadModels, age: std::time::Duration) -> Result<Vec<RunningBuild>, ProjectionError> {
     Ok(sqlx::query_as(
         "SELECT id, runner, started_at < now() - make_interval(secs => $1) AS started_long_ago \
          FROM builds WHERE status = 'running'",
     )
     .bind(age.as_secs_f64())
-    .fetch_all(pool)
+    .fetch_all(&db.pool)
     .await?)
 }
 
@@ -148,7 +149,7 @@ pub struct BuildFilter {
 
 /// The builds of a repo, newest first, before the build `after` in that order.
 pub async fn builds_of_repo(
-    pool: &PgPool,
+    db: &ReadModels,
     repo_id: Uuid,
     filter: &BuildFilter,
     after: Option<Uuid>,
@@ -166,112 +167,112 @@ pub async fn builds_of_repo(
     .bind(filter.branch.as_deref())
     .bind(after)
     .bind(limit_plus_one(limit));
-    Ok(Page::of(rows(pool, "builds", q).await?, limit))
+    Ok(Page::of(rows(db, "builds", q).await?, limit))
 }
 
 /// The jobs of a build, by job id.
-pub async fn jobs_of_build(pool: &PgPool, build_id: Uuid) -> Result<Vec<JobRow>, ProjectionError> {
+pub async fn jobs_of_build(db: &ReadModels, build_id: Uuid) -> Result<Vec<JobRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(j) FROM jobs j WHERE build_id = $1 ORDER BY job_id").bind(build_id);
-    rows(pool, "jobs", q).await
+    rows(db, "jobs", q).await
 }
 
 /// One job of a build.
-pub async fn job(pool: &PgPool, build_id: Uuid, job_id: &str) -> Result<Option<JobRow>, ProjectionError> {
+pub async fn job(db: &ReadModels, build_id: Uuid, job_id: &str) -> Result<Option<JobRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(j) FROM jobs j WHERE build_id = $1 AND job_id = $2")
         .bind(build_id)
         .bind(job_id);
-    Ok(rows(pool, "jobs", q).await?.pop())
+    Ok(rows(db, "jobs", q).await?.pop())
 }
 
 /// The oldest queued builds, oldest first: what runners claim.
-pub async fn queued_builds(pool: &PgPool, limit: usize) -> Result<Vec<BuildRow>, ProjectionError> {
+pub async fn queued_builds(db: &ReadModels, limit: usize) -> Result<Vec<BuildRow>, ProjectionError> {
     let q =
         sqlx::query_scalar("SELECT to_jsonb(b) FROM builds b WHERE status = 'queued' ORDER BY queued_at, id LIMIT $1")
             .bind(i64::try_from(limit).unwrap_or(i64::MAX));
-    rows(pool, "builds", q).await
+    rows(db, "builds", q).await
 }
 
 /// One webhook, deleted or not.
-pub async fn webhook(pool: &PgPool, id: Uuid) -> Result<Option<WebhookRow>, ProjectionError> {
+pub async fn webhook(db: &ReadModels, id: Uuid) -> Result<Option<WebhookRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(w) FROM webhooks w WHERE id = $1").bind(id);
-    Ok(rows(pool, "webhooks", q).await?.pop())
+    Ok(rows(db, "webhooks", q).await?.pop())
 }
 
 /// A repo's webhooks that were not deleted, oldest first.
-pub async fn webhooks_of_repo(pool: &PgPool, repo_id: Uuid) -> Result<Vec<WebhookRow>, ProjectionError> {
+pub async fn webhooks_of_repo(db: &ReadModels, repo_id: Uuid) -> Result<Vec<WebhookRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(w) FROM webhooks w WHERE repo_id = $1 AND NOT deleted ORDER BY id")
         .bind(repo_id);
-    rows(pool, "webhooks", q).await
+    rows(db, "webhooks", q).await
 }
 
 /// One schedule, deleted or not.
-pub async fn schedule(pool: &PgPool, id: Uuid) -> Result<Option<ScheduleRow>, ProjectionError> {
+pub async fn schedule(db: &ReadModels, id: Uuid) -> Result<Option<ScheduleRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(s) FROM schedules s WHERE id = $1").bind(id);
-    Ok(rows(pool, "schedules", q).await?.pop())
+    Ok(rows(db, "schedules", q).await?.pop())
 }
 
 /// A repo's schedules that were not deleted, oldest first.
-pub async fn schedules_of_repo(pool: &PgPool, repo_id: Uuid) -> Result<Vec<ScheduleRow>, ProjectionError> {
+pub async fn schedules_of_repo(db: &ReadModels, repo_id: Uuid) -> Result<Vec<ScheduleRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(s) FROM schedules s WHERE repo_id = $1 AND NOT deleted ORDER BY id")
         .bind(repo_id);
-    rows(pool, "schedules", q).await
+    rows(db, "schedules", q).await
 }
 
 /// Every schedule that was not deleted.
-pub async fn active_schedules(pool: &PgPool) -> Result<Vec<ScheduleRow>, ProjectionError> {
+pub async fn active_schedules(db: &ReadModels) -> Result<Vec<ScheduleRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(s) FROM schedules s WHERE NOT deleted ORDER BY id");
-    rows(pool, "schedules", q).await
+    rows(db, "schedules", q).await
 }
 
 /// An org's parameter sets that were not deleted, oldest first.
-pub async fn param_sets_of_org(pool: &PgPool, org_id: Uuid) -> Result<Vec<ParamSetRow>, ProjectionError> {
+pub async fn param_sets_of_org(db: &ReadModels, org_id: Uuid) -> Result<Vec<ParamSetRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(p) FROM param_sets p WHERE org_id = $1 AND NOT deleted ORDER BY id")
         .bind(org_id);
-    rows(pool, "param_sets", q).await
+    rows(db, "param_sets", q).await
 }
 
 /// One parameter set, deleted or not.
-pub async fn param_set(pool: &PgPool, id: Uuid) -> Result<Option<ParamSetRow>, ProjectionError> {
+pub async fn param_set(db: &ReadModels, id: Uuid) -> Result<Option<ParamSetRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(p) FROM param_sets p WHERE id = $1").bind(id);
-    Ok(rows(pool, "param_sets", q).await?.pop())
+    Ok(rows(db, "param_sets", q).await?.pop())
 }
 
 /// An org's ssh keys that were not deleted, oldest first.
-pub async fn ssh_keys_of_org(pool: &PgPool, org_id: Uuid) -> Result<Vec<SshKeyRow>, ProjectionError> {
+pub async fn ssh_keys_of_org(db: &ReadModels, org_id: Uuid) -> Result<Vec<SshKeyRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(k) FROM ssh_keys k WHERE org_id = $1 AND NOT deleted ORDER BY id")
         .bind(org_id);
-    rows(pool, "ssh_keys", q).await
+    rows(db, "ssh_keys", q).await
 }
 
 /// One ssh key, deleted or not.
-pub async fn ssh_key(pool: &PgPool, id: Uuid) -> Result<Option<SshKeyRow>, ProjectionError> {
+pub async fn ssh_key(db: &ReadModels, id: Uuid) -> Result<Option<SshKeyRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(k) FROM ssh_keys k WHERE id = $1").bind(id);
-    Ok(rows(pool, "ssh_keys", q).await?.pop())
+    Ok(rows(db, "ssh_keys", q).await?.pop())
 }
 
 /// One API token, revoked or not (its row holds the hash of the secret: never show it).
-pub async fn api_token(pool: &PgPool, id: Uuid) -> Result<Option<TokenRow>, ProjectionError> {
+pub async fn api_token(db: &ReadModels, id: Uuid) -> Result<Option<TokenRow>, ProjectionError> {
     let q = sqlx::query_scalar("SELECT to_jsonb(t) FROM api_tokens t WHERE id = $1").bind(id);
-    Ok(rows(pool, "api_tokens", q).await?.pop())
+    Ok(rows(db, "api_tokens", q).await?.pop())
 }
 
 /// An org's org tokens that are not revoked (expired ones included), oldest first.
-pub async fn org_tokens(pool: &PgPool, org_id: Uuid) -> Result<Vec<TokenRow>, ProjectionError> {
+pub async fn org_tokens(db: &ReadModels, org_id: Uuid) -> Result<Vec<TokenRow>, ProjectionError> {
     let q = sqlx::query_scalar(
         "SELECT to_jsonb(t) FROM api_tokens t WHERE kind = 'org' AND org_id = $1 AND NOT revoked \
          ORDER BY created_at, id",
     )
     .bind(org_id);
-    rows(pool, "api_tokens", q).await
+    rows(db, "api_tokens", q).await
 }
 
 /// The token whose secret has the SHA-256 `hash`, if it is neither revoked nor expired.
-pub async fn active_token(pool: &PgPool, hash: &str) -> Result<Option<TokenRow>, ProjectionError> {
+pub async fn active_token(db: &ReadModels, hash: &str) -> Result<Option<TokenRow>, ProjectionError> {
     let q = sqlx::query_scalar(
         "SELECT to_jsonb(t) FROM api_tokens t WHERE hash = $1 AND NOT revoked AND expires_at > now()",
     )
     .bind(hash);
-    Ok(rows(pool, "api_tokens", q).await?.pop())
+    Ok(rows(db, "api_tokens", q).await?.pop())
 }
 
 /// A child of an org or repo whose parent authorisation needs.
@@ -287,32 +288,32 @@ pub enum Owned {
 
 /// The org (parameter sets, ssh keys) or repo (webhooks, schedules) `id` belongs to, unless it
 /// does not exist or was deleted.
-pub async fn owner_of(pool: &PgPool, kind: Owned, id: Uuid) -> Result<Option<Uuid>, ProjectionError> {
+pub async fn owner_of(db: &ReadModels, kind: Owned, id: Uuid) -> Result<Option<Uuid>, ProjectionError> {
     let sql = match kind {
         Owned::ParamSet => "SELECT org_id FROM param_sets WHERE id = $1 AND NOT deleted",
         Owned::SshKey => "SELECT org_id FROM ssh_keys WHERE id = $1 AND NOT deleted",
         Owned::Webhook => "SELECT repo_id FROM webhooks WHERE id = $1 AND NOT deleted",
         Owned::Schedule => "SELECT repo_id FROM schedules WHERE id = $1 AND NOT deleted",
     };
-    Ok(sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await?)
+    Ok(sqlx::query_scalar(sql).bind(id).fetch_optional(&db.pool).await?)
 }
 
 /// The role of `user` in the org `org_id` (not deleted), if any.
-pub async fn member_role(pool: &PgPool, org_id: Uuid, user: Uuid) -> Result<Option<String>, ProjectionError> {
+pub async fn member_role(db: &ReadModels, org_id: Uuid, user: Uuid) -> Result<Option<String>, ProjectionError> {
     let role: Option<Option<String>> =
         sqlx::query_scalar("SELECT members ->> $2 FROM orgs WHERE id = $1 AND NOT deleted")
             .bind(org_id)
             .bind(user.to_string())
-            .fetch_optional(pool)
+            .fetch_optional(&db.pool)
             .await?;
     Ok(role.flatten())
 }
 
 /// The ids of the orgs (not deleted) in which `user` has a role.
-pub async fn member_org_ids(pool: &PgPool, user: Uuid) -> Result<Vec<Uuid>, ProjectionError> {
+pub async fn member_org_ids(db: &ReadModels, user: Uuid) -> Result<Vec<Uuid>, ProjectionError> {
     sqlx::query_scalar("SELECT id FROM orgs WHERE NOT deleted AND members ? $1 ORDER BY id")
         .bind(user.to_string())
-        .fetch_all(pool)
+        .fetch_all(&db.pool)
         .await
         .map_err(Into::into)
 }
@@ -333,7 +334,7 @@ pub struct AuditFilter {
 /// Up to `limit` of the org's events after `after`, in log order (the `audit` projection's index
 /// joined to the log).
 pub async fn audit_log(
-    pool: &PgPool,
+    db: &ReadModels,
     org: Uuid,
     filter: &AuditFilter,
     after: monkeyci_eventstore::Cursor,
@@ -358,11 +359,62 @@ pub async fn audit_log(
         .bind(filter.from)
         .bind(filter.to)
         .bind(limit_plus_one(limit))
-        .fetch_all(pool)
+        .fetch_all(&db.pool)
         .await?;
     let events = rows
         .iter()
         .map(monkeyci_eventstore::decode_row)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Page::of(events, limit))
+}
+
+/// One stored line of a job's output (`job_log_lines`, written by the runner while the job runs).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredLine {
+    /// 1 for the job's first line; resume after the last offset seen.
+    pub seq: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// `stdout`, `stderr` or `system`.
+    pub stream: String,
+    pub text: String,
+}
+
+/// Up to `limit` lines of a job's output after line `after`.
+pub async fn job_log(
+    db: &ReadModels,
+    build_id: Uuid,
+    job_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StoredLine>, ProjectionError> {
+    Ok(sqlx::query_as(
+        "SELECT seq, at, stream, text FROM job_log_lines \
+         WHERE build_id = $1 AND job_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+    )
+    .bind(build_id)
+    .bind(job_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// A job's whole output as text, one line per line of output, and the number of lines: what
+/// `GET /builds/{build}/jobs/{job}/log` serves and what is archived when the job ends.
+pub async fn job_log_text(db: &ReadModels, build_id: Uuid, job_id: &str) -> Result<(String, u64), ProjectionError> {
+    let mut text = String::new();
+    let mut after = 0;
+    let mut count = 0;
+    loop {
+        let lines = job_log(db, build_id, job_id, after, 5000).await?;
+        if lines.is_empty() {
+            return Ok((text, count));
+        }
+        for line in lines {
+            after = line.seq;
+            count += 1;
+            text.push_str(&line.text);
+            text.push('\n');
+        }
+    }
 }

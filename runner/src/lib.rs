@@ -25,7 +25,7 @@ pub use executor::{
     WORKSPACE,
 };
 pub use host::{HostExecutor, JobNetwork, JobUser, Sandbox, SANDBOX_ENV, SANDBOX_ETC};
-pub use logs::{read_job_log, render_job_log, write_logs, StoredLine, JOB_LOG_CHANNEL};
+pub use logs::write_logs;
 pub use process::{container_launcher, launcher};
 pub use scheduler::{
     run_pipeline, unblocked_jobs, BuildPlan, CommandRecorder, LogItem, LogSender, ScheduleError, StepRecorder,

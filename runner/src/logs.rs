@@ -1,8 +1,9 @@
 //! Storing job output durably while jobs run.
 //!
 //! Lines arrive from the executors; one writer per build stores them in batches in
-//! `job_log_lines`, numbering each job's lines from 1. A trigger announces every batch, so live
-//! readers (the `jobLog` subscription) wake at once.
+//! `job_log_lines`, numbering each job's lines from 1. A trigger announces every batch on
+//! [`monkeyci_projections::JOB_LOG_CHANNEL`], so live readers (the `jobLog` subscription) wake at
+//! once; they read the lines through [`monkeyci_projections::queries::job_log`].
 
 use std::collections::HashMap;
 
@@ -100,57 +101,3 @@ async fn insert(
     .await?;
     Ok(())
 }
-
-/// One stored line of a job's output.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct StoredLine {
-    /// 1 for the job's first line; resume after the last offset seen.
-    pub seq: i64,
-    pub at: chrono::DateTime<chrono::Utc>,
-    /// `stdout`, `stderr` or `system`.
-    pub stream: String,
-    pub text: String,
-}
-
-/// Up to `limit` lines of a job's output after line `after`.
-pub async fn read_job_log(
-    pool: &PgPool,
-    build_id: BuildId,
-    job_id: &str,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<StoredLine>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT seq, at, stream, text FROM job_log_lines \
-         WHERE build_id = $1 AND job_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
-    )
-    .bind(build_id.as_uuid())
-    .bind(job_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
-/// A job's whole output as text, one line per line of output, and the number of lines: what
-/// `GET /builds/{build}/jobs/{job}/log` serves and what is archived when the job ends.
-pub async fn render_job_log(pool: &PgPool, build_id: BuildId, job_id: &str) -> Result<(String, u64), sqlx::Error> {
-    let mut text = String::new();
-    let mut after = 0;
-    let mut count = 0;
-    loop {
-        let lines = read_job_log(pool, build_id, job_id, after, 5000).await?;
-        if lines.is_empty() {
-            return Ok((text, count));
-        }
-        for line in lines {
-            after = line.seq;
-            count += 1;
-            text.push_str(&line.text);
-            text.push('\n');
-        }
-    }
-}
-
-/// The channel on which every stored batch is announced, with payload `<build id> <job id>`.
-pub const JOB_LOG_CHANNEL: &str = "monkeyci_job_logs";

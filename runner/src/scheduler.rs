@@ -109,7 +109,7 @@ pub struct CommandRecorder {
     ctx: CommandContext,
     build_id: BuildId,
     /// Where ended jobs' logs are archived, read from this database.
-    log_archive: Option<(sqlx::PgPool, BuildBlobs)>,
+    log_archive: Option<(monkeyci_projections::ReadModels, BuildBlobs)>,
     /// Logs on their way to blob storage. They are tasks of their own, so that they make
     /// progress (and give back their database connections) while the scheduler waits on
     /// something else; the build is finished only after all of them.
@@ -122,7 +122,7 @@ impl CommandRecorder {
         commands: CommandHandler,
         ctx: CommandContext,
         build_id: BuildId,
-        log_archive: Option<(sqlx::PgPool, BuildBlobs)>,
+        log_archive: Option<(monkeyci_projections::ReadModels, BuildBlobs)>,
     ) -> Self {
         Self {
             commands,
@@ -198,12 +198,12 @@ impl StepRecorder for CommandRecorder {
     }
 
     async fn job_ended(&self, job: &JobId) {
-        let Some((pool, blobs)) = self.log_archive.clone() else {
+        let Some((read, blobs)) = self.log_archive.clone() else {
             return;
         };
         let (commands, ctx, build_id, job) = (self.commands.clone(), self.ctx.clone(), self.build_id, job.clone());
         let task = async move {
-            if let Err(error) = archive_log(&commands, &ctx, &pool, &blobs, build_id, &job).await {
+            if let Err(error) = archive_log(&commands, &ctx, &read, &blobs, build_id, &job).await {
                 tracing::warn!(build = %build_id, %job, %error, "could not archive the job's log");
             }
         };
@@ -232,12 +232,12 @@ impl StepRecorder for CommandRecorder {
 async fn archive_log(
     commands: &CommandHandler,
     ctx: &CommandContext,
-    pool: &sqlx::PgPool,
+    read: &monkeyci_projections::ReadModels,
     blobs: &BuildBlobs,
     build_id: BuildId,
     job: &JobId,
 ) -> Result<(), String> {
-    let (text, lines) = crate::logs::render_job_log(pool, build_id, job.as_str())
+    let (text, lines) = monkeyci_projections::queries::job_log_text(read, build_id.as_uuid(), job.as_str())
         .await
         .map_err(|e| format!("reading the log failed: {e}"))?;
     let key = blobs.log_key(job).map_err(|e| e.to_string())?;

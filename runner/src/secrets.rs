@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use monkeyci_commands::{KeyStore, SSH_PRIVATE_KEY};
 use monkeyci_crypto::{Masker, Zeroizing};
 use monkeyci_domain::{GitRef, Labels, RefName};
-use monkeyci_projections::queries;
-use sqlx::PgPool;
+use monkeyci_projections::{queries, ReadModels};
 use uuid::Uuid;
 
 /// What a build may use, in the clear, for as long as it runs.
@@ -43,16 +42,16 @@ pub struct BuildScope<'a> {
 }
 
 /// Opens the parameter sets and ssh key of the build's org whose scopes reach the build.
-pub async fn load(pool: &PgPool, keys: Option<&KeyStore>, build: BuildScope<'_>) -> Result<BuildSecrets, String> {
+pub async fn load(read: &ReadModels, keys: Option<&KeyStore>, build: BuildScope<'_>) -> Result<BuildSecrets, String> {
     let reaches =
         |scope: monkeyci_domain::secrets::SecretScope| scope.reaches(build.labels, build.git_ref, build.main_branch);
-    let sets: Vec<_> = queries::param_sets_of_org(pool, build.org_id)
+    let sets: Vec<_> = queries::param_sets_of_org(read, build.org_id)
         .await
         .map_err(|e| format!("reading the org's parameters failed: {e}"))?
         .into_iter()
         .filter(|s| reaches(s.scope()))
         .collect();
-    let ssh_key = queries::ssh_keys_of_org(pool, build.org_id)
+    let ssh_key = queries::ssh_keys_of_org(read, build.org_id)
         .await
         .map_err(|e| format!("reading the org's ssh keys failed: {e}"))?
         .into_iter()

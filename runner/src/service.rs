@@ -18,7 +18,7 @@ use monkeyci_domain::repo::Repo;
 use monkeyci_domain::DomainEvent;
 use monkeyci_domain::{BuildId, CommitSha, DomainError, GitRef, OrgId, Params, RefName, RepoId};
 use monkeyci_eventstore::{EventFeed, EventStore};
-use monkeyci_projections::{queries, BuildRow};
+use monkeyci_projections::{queries, BuildRow, ProjectionError, ReadModels, CHECKPOINT_CHANNEL};
 use monkeyci_storage::BlobStore;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -82,6 +82,10 @@ impl<E: Executor + Clone + 'static> Runner<E> {
         self.store.pool()
     }
 
+    fn read(&self) -> ReadModels {
+        ReadModels::of(&self.store)
+    }
+
     fn context(&self) -> CommandContext {
         CommandContext::new(format!("runner:{}", self.settings.runner_id))
     }
@@ -118,7 +122,7 @@ impl<E: Executor + Clone + 'static> Runner<E> {
     /// Claims and runs builds until `shutdown` fires; running builds are then canceled.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut running = tokio::task::JoinSet::new();
-        let mut queue_moved = builds_projection_moves(self.pool().clone(), shutdown.clone());
+        let mut queue_moved = builds_projection_moves(self.read(), shutdown.clone());
         self.remove_leftovers().await;
         loop {
             match self.recover_lost_builds().await {
@@ -153,7 +157,7 @@ impl<E: Executor + Clone + 'static> Runner<E> {
     /// Takes the oldest queued build another runner has not taken first (from the `builds` read
     /// model, which is why the runner wakes when that projection moves, not when the log does).
     async fn claim(&self) -> Result<Option<BuildRow>, String> {
-        let queued = queries::queued_builds(self.pool(), 20)
+        let queued = queries::queued_builds(&self.read(), 20)
             .await
             .map_err(|e| e.to_string())?;
         for build in queued {
@@ -230,7 +234,7 @@ impl<E: Executor + Clone + 'static> Runner<E> {
             .await?
             .into_iter()
             .collect();
-        let running = queries::running_builds(self.pool(), self.settings.lease_ttl).await?;
+        let running = queries::running_builds(&self.read(), self.settings.lease_ttl).await?;
         let lost: Vec<(Uuid, Option<String>)> = running
             .into_iter()
             .filter(|b| leases.get(&b.id).copied().unwrap_or(b.started_long_ago))
@@ -336,7 +340,7 @@ impl<E: Executor + Clone + 'static> Runner<E> {
             main_branch: &repo.main_branch,
             git_ref: &git_ref,
         };
-        let secrets = crate::secrets::load(self.pool(), self.settings.keys.as_ref(), scope)
+        let secrets = crate::secrets::load(&self.read(), self.settings.keys.as_ref(), scope)
             .await
             .map_err(errored)?;
         let auth = match &secrets.ssh_key {
@@ -404,7 +408,7 @@ impl<E: Executor + Clone + 'static> Runner<E> {
         let unblocked = unblocked_jobs(&self.feed, build_id, head);
         let (logs, lines) = mpsc::channel(1024);
         let writer = tokio::spawn(write_logs(self.pool().clone(), build_id, lines, secrets.masker));
-        let archive = Some((self.pool().clone(), blobs));
+        let archive = Some((self.read(), blobs));
         let recorder = CommandRecorder::new(self.commands.clone(), self.context(), build_id, archive);
         let outcome = run_pipeline(&self.executor, &recorder, &plan, logs, unblocked, cancel)
             .await
@@ -424,12 +428,12 @@ impl<E: Executor + Clone + 'static> Runner<E> {
     fn watch_cancel(&self, build_id: BuildId, stop: CancellationToken) -> CancellationToken {
         let token = stop.child_token();
         let stream_id = format!("build-{build_id}");
-        let pool = self.pool().clone();
+        let read = self.read();
         let feed = self.feed.clone();
         let fire = token.clone();
         tokio::spawn(async move {
             // The request may already be in the read model before this watch starts.
-            let requested = queries::build(&pool, build_id.as_uuid())
+            let requested = queries::build(&read, build_id.as_uuid())
                 .await
                 .ok()
                 .flatten()
@@ -540,14 +544,14 @@ pub async fn installation_id(pool: &PgPool) -> Result<Uuid, sqlx::Error> {
 /// Changes each time the `builds` projection moves its checkpoint, whichever process runs it:
 /// only then can a newly queued build be in `queued_builds`. The poll in `Runner::run` covers
 /// the moments without a listener (the connection dropped and was not yet back).
-fn builds_projection_moves(pool: PgPool, shutdown: CancellationToken) -> tokio::sync::watch::Receiver<()> {
+fn builds_projection_moves(read: ReadModels, shutdown: CancellationToken) -> tokio::sync::watch::Receiver<()> {
     let (moved, receiver) = tokio::sync::watch::channel(());
     tokio::spawn(async move {
         loop {
             let error = tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = moved.closed() => return,
-                Err(error) = announce_builds_moves(&pool, &moved) => error,
+                Err(error) = announce_builds_moves(&read, &moved) => error,
             };
             tracing::warn!(%error, "lost the checkpoint listener; polling until it is back");
             tokio::select! {
@@ -560,19 +564,12 @@ fn builds_projection_moves(pool: PgPool, shutdown: CancellationToken) -> tokio::
 }
 
 async fn announce_builds_moves(
-    pool: &PgPool,
+    read: &ReadModels,
     moved: &tokio::sync::watch::Sender<()>,
-) -> Result<std::convert::Infallible, sqlx::Error> {
-    // A connection of its own, outside `pool`: a listener holds its connection for good, and the
-    // pool's connections are for the builds.
-    let own = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with(pool.connect_options().as_ref().clone());
-    let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
-    listener.listen("monkeyci_checkpoints").await?;
+) -> Result<std::convert::Infallible, ProjectionError> {
+    let mut listener = read.listen(CHECKPOINT_CHANNEL).await?;
     loop {
-        let notification = listener.recv().await?;
-        if notification.payload().starts_with("builds ") {
+        if listener.recv().await?.starts_with("builds ") {
             moved.send_replace(());
         }
     }

@@ -13,7 +13,7 @@ use monkeyci_commands::{CommandContext, CommandError, CommandHandler, TriggerBui
 use monkeyci_domain::build::TriggerSource;
 use monkeyci_domain::cron::Cron;
 use monkeyci_domain::{BuildId, RepoId};
-use monkeyci_projections::{queries, ProjectionError};
+use monkeyci_projections::{queries, ProjectionError, ReadModels};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -29,14 +29,17 @@ pub struct Fired {
 /// Fires the ticks of every schedule.
 #[derive(Debug, Clone)]
 pub struct ScheduleTicker {
-    pool: PgPool,
+    read: ReadModels,
     commands: CommandHandler,
 }
 
 impl ScheduleTicker {
     /// A ticker reading schedules from `pool` and triggering builds through `commands`.
     pub fn new(pool: PgPool, commands: CommandHandler) -> Self {
-        Self { pool, commands }
+        Self {
+            read: ReadModels::new(pool),
+            commands,
+        }
     }
 
     /// Fires, for every schedule, its latest tick at or before `now` (if that is not older than the
@@ -44,7 +47,7 @@ impl ScheduleTicker {
     /// build it queued then and queues nothing.
     pub async fn fire(&self, now: DateTime<Utc>) -> Result<Vec<Fired>, ProjectionError> {
         let mut fired = Vec::new();
-        for schedule in queries::active_schedules(&self.pool).await? {
+        for schedule in queries::active_schedules(&self.read).await? {
             let cron = match Cron::parse(&schedule.cron) {
                 Ok(cron) => cron,
                 Err(error) => {

@@ -30,7 +30,10 @@ struct Config {
     cron: &'static str,
     set_name: &'static str,
     password: &'static str,
+    /// Whether the set and the key go only to protected refs; `None` leaves the attribute out.
+    set_protected: Option<bool>,
     key_description: &'static str,
+    key_protected: Option<bool>,
     token_role: &'static str,
     private_key: String,
     public_key: String,
@@ -46,7 +49,9 @@ impl Config {
             cron: "0 3 * * *",
             set_name: "prod-secrets",
             password: "first-password",
+            set_protected: None,
             key_description: "deploy key",
+            key_protected: None,
             token_role: "member",
             private_key,
             public_key,
@@ -58,6 +63,8 @@ impl Config {
             .webhook_secret
             .map(|s| format!("  secret  = {s:?}\n"))
             .unwrap_or_default();
+        let protected = |flag: Option<bool>| flag.map(|p| format!("  protected  = {p}\n")).unwrap_or_default();
+        let (set_protected, key_protected) = (protected(self.set_protected), protected(self.key_protected));
         format!(
             r#"
 resource "monkeyci_org" "acme" {{
@@ -87,7 +94,7 @@ resource "monkeyci_param_set" "prod" {{
   name       = {set_name:?}
   filter     = [{{ env = "prod" }}]
   parameters = {{ PASSWORD = {password:?}, REGION = "eu" }}
-}}
+{set_protected}}}
 
 resource "monkeyci_ssh_key" "deploy" {{
   org_id      = monkeyci_org.acme.id
@@ -95,7 +102,7 @@ resource "monkeyci_ssh_key" "deploy" {{
   filter      = [{{ env = "prod" }}]
   private_key = {private_key:?}
   public_key  = {public_key:?}
-}}
+{key_protected}}}
 
 resource "monkeyci_api_token" "ci" {{
   org_id = monkeyci_org.acme.id
@@ -206,14 +213,14 @@ async fn every_resource_is_created_changed_replaced_reconciled_and_destroyed(poo
         json!({ "cron": "0 3 * * *", "repo": { "id": repo } })
     );
     assert_eq!(
-        tf.node(&set, "ParamSet", "name parameterNames filter { labels { name value } }")
+        tf.node(&set, "ParamSet", "name parameterNames filter { labels { name value } } protected")
             .await,
         json!({ "name": "prod-secrets", "parameterNames": ["PASSWORD", "REGION"],
-                "filter": [{ "labels": [{ "name": "env", "value": "prod" }] }] })
+                "filter": [{ "labels": [{ "name": "env", "value": "prod" }] }], "protected": false })
     );
     assert_eq!(
-        tf.node(&key, "SshKey", "description publicKey").await,
-        json!({ "description": "deploy key", "publicKey": config.public_key })
+        tf.node(&key, "SshKey", "description publicKey protected").await,
+        json!({ "description": "deploy key", "publicKey": config.public_key, "protected": false })
     );
     assert_eq!(
         tf.node(&token_id, "ApiToken", "name role revoked").await,
@@ -227,14 +234,15 @@ async fn every_resource_is_created_changed_replaced_reconciled_and_destroyed(poo
     assert_eq!(by_name["archived"], json!(false));
     tf.plan_is_clean().await;
 
-    // In place: repo name and labels, the webhook's secret (a rotation), the cron, the set's name
-    // and a value.
+    // In place: repo name and labels, the webhook's secret (a rotation), the cron, the set's name,
+    // a value and its protection.
     config.repo_name = "application";
     config.labels = "{ env = \"prod\", team = \"web\" }";
     config.webhook_secret = Some("a-configured-secret-0123");
     config.cron = "@hourly";
     config.set_name = "production";
     config.password = "second-password";
+    config.set_protected = Some(true);
     tf.config(&config.render());
     let out = tf.plan_says("0 to add, 4 to change, 0 to destroy").await;
     assert!(
@@ -250,7 +258,10 @@ async fn every_resource_is_created_changed_replaced_reconciled_and_destroyed(poo
         tf.node(&schedule, "Schedule", "cron").await,
         json!({ "cron": "@hourly" })
     );
-    assert_eq!(tf.node(&set, "ParamSet", "name").await, json!({ "name": "production" }));
+    assert_eq!(
+        tf.node(&set, "ParamSet", "name protected").await,
+        json!({ "name": "production", "protected": true })
+    );
     let rotated = tf.node(&webhook, "Webhook", "rotatedAt").await["rotatedAt"].clone();
     assert!(rotated.is_string(), "the secret was rotated: {rotated}");
     assert_eq!(tf.state("monkeyci_webhook.push", "rotated_at").await, rotated);
@@ -261,8 +272,10 @@ async fn every_resource_is_created_changed_replaced_reconciled_and_destroyed(poo
     assert_eq!(tf.state("monkeyci_webhook.push", "id").await, webhook, "same webhook");
     tf.plan_is_clean().await;
 
-    // Replaced: the ssh key (no change in place) and the token (a new role).
+    // Replaced: the ssh key (no change in place: a new description and protection) and the token
+    // (a new role).
     config.key_description = "deploy key, rotated";
+    config.key_protected = Some(true);
     config.token_role = "viewer";
     tf.config(&config.render());
     let out = tf.plan_says("2 to add, 0 to change, 2 to destroy").await;
@@ -276,8 +289,8 @@ async fn every_resource_is_created_changed_replaced_reconciled_and_destroyed(poo
     let new_key = tf.state("monkeyci_ssh_key.deploy", "id").await;
     assert_ne!(new_key, key);
     assert_eq!(
-        tf.node(&new_key, "SshKey", "description").await,
-        json!({ "description": "deploy key, rotated" })
+        tf.node(&new_key, "SshKey", "description protected").await,
+        json!({ "description": "deploy key, rotated", "protected": true })
     );
     assert_eq!(
         tf.node(&token_id, "ApiToken", "revoked").await,
@@ -290,7 +303,7 @@ async fn every_resource_is_created_changed_replaced_reconciled_and_destroyed(poo
     tf.plan_is_clean().await;
 
     // Drift: changes through the API outside Terraform show up in the plan, and apply puts the
-    // configuration back.
+    // configuration back (the set's update by hand also leaves it unprotected).
     tf.mutation(
         "updateRepo",
         "UpdateRepoInput",
@@ -318,7 +331,16 @@ async fn every_resource_is_created_changed_replaced_reconciled_and_destroyed(poo
     let out = tf.plan_says("0 to add, 4 to change, 0 to destroy").await;
     assert!(out.contains("\"renamed by hand\" -> \"application\""), "{out}");
     assert!(out.contains("\"@daily\" -> \"@hourly\""), "{out}");
+    assert!(
+        out.lines().any(|l| l.contains("protected") && l.contains("false -> true")),
+        "{out}"
+    );
     tf.apply().await;
+    assert_eq!(
+        tf.node(&set, "ParamSet", "protected").await,
+        json!({ "protected": true }),
+        "protected again"
+    );
     assert_eq!(tf.node(&repo, "Repo", "name").await, json!({ "name": "application" }));
     assert_eq!(
         tf.node(&schedule, "Schedule", "cron").await,

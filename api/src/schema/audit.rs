@@ -76,7 +76,7 @@ impl AuditQuery {
         let api = consistent(ctx).await?;
         require(ctx, org, Role::Owner, "org").await?;
         let page = queries::audit_log(
-            &api.pool,
+            &api.read,
             org,
             &queries::AuditFilter {
                 actor: filter.actor,

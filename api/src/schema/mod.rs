@@ -15,8 +15,7 @@ use std::sync::Arc;
 use async_graphql::{Context, Error, Schema};
 use monkeyci_commands::CommandHandler;
 use monkeyci_eventstore::{EventFeed, EventStore};
-use monkeyci_projections::ProjectionError;
-use sqlx::PgPool;
+use monkeyci_projections::{ProjectionError, ReadModels};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -45,7 +44,8 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 #[derive(Debug, Clone)]
 pub struct ApiContext {
     pub store: EventStore,
-    pub pool: PgPool,
+    /// The read models; the API has no other way to them (it does not depend on `sqlx`).
+    pub read: ReadModels,
     pub commands: CommandHandler,
     pub feed: EventFeed,
     pub consistency: Consistency,
@@ -109,7 +109,7 @@ pub(crate) async fn owner_of(
     what: &str,
 ) -> Result<Uuid, Error> {
     let api = consistent(ctx).await?;
-    monkeyci_projections::queries::owner_of(&api.pool, kind, id)
+    monkeyci_projections::queries::owner_of(&api.read, kind, id)
         .await
         .map_err(projection_error)?
         .ok_or_else(|| crate::errors::not_found(what))

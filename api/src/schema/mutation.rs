@@ -180,14 +180,14 @@ pub(crate) async fn allow(ctx: &Context<'_>, target: Target, needed: Role) -> Re
     let (org, what) = match target {
         Target::Org(id) => (Some(id), "org"),
         Target::Repo(id) => (
-            queries::repo(&api.pool, id)
+            queries::repo(&api.read, id)
                 .await
                 .map_err(projection_error)?
                 .map(|r| r.org_id),
             "repo",
         ),
         Target::Build(id) => (
-            queries::build(&api.pool, id)
+            queries::build(&api.read, id)
                 .await
                 .map_err(projection_error)?
                 .map(|b| b.org_id),
@@ -538,7 +538,7 @@ impl CoreMutation {
         let who = caller(ctx)?;
         if who.grant != Grant::Admin {
             let api = consistent(ctx).await?;
-            let row = queries::api_token(&api.pool, token_id)
+            let row = queries::api_token(&api.read, token_id)
                 .await
                 .map_err(|e| errors::internal(&e))?
                 .map(|t| (t.user_id, t.org_id));

@@ -24,36 +24,36 @@ impl CoreQuery {
     /// caller may not read it.
     async fn node(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Node>> {
         let api = consistent(ctx).await?;
-        let pool = &api.pool;
+        let read = &api.read;
         let found = match ids::decode(&id)? {
-            Decoded::Org(u) => queries::org(pool, u)
+            Decoded::Org(u) => queries::org(read, u)
                 .await
                 .map_err(projection_error)?
                 .map(|r| (r.id, Node::Org(Org(r)))),
-            Decoded::Repo(u) => queries::repo(pool, u)
+            Decoded::Repo(u) => queries::repo(read, u)
                 .await
                 .map_err(projection_error)?
                 .map(|r| (r.org_id, Node::Repo(Repo(r)))),
-            Decoded::Build(u) => queries::build(pool, u)
+            Decoded::Build(u) => queries::build(read, u)
                 .await
                 .map_err(projection_error)?
                 .map(|r| (r.org_id, Node::Build(Build::new(r)))),
-            Decoded::Webhook(u) => queries::webhook(pool, u)
+            Decoded::Webhook(u) => queries::webhook(read, u)
                 .await
                 .map_err(projection_error)?
                 .filter(|w| !w.deleted)
                 .map(|w| (w.org_id, Node::Webhook(Webhook(w)))),
-            Decoded::Schedule(u) => queries::schedule(pool, u)
+            Decoded::Schedule(u) => queries::schedule(read, u)
                 .await
                 .map_err(projection_error)?
                 .filter(|s| !s.deleted)
                 .map(|s| (s.org_id, Node::Schedule(Schedule(s)))),
-            Decoded::ParamSet(u) => queries::param_set(pool, u)
+            Decoded::ParamSet(u) => queries::param_set(read, u)
                 .await
                 .map_err(projection_error)?
                 .filter(|p| !p.deleted)
                 .map(|p| (p.org_id, Node::ParamSet(ParamSet(p)))),
-            Decoded::SshKey(u) => queries::ssh_key(pool, u)
+            Decoded::SshKey(u) => queries::ssh_key(read, u)
                 .await
                 .map_err(projection_error)?
                 .filter(|k| !k.deleted)
@@ -63,7 +63,7 @@ impl CoreQuery {
             // Users are not nodes one can read.
             Decoded::User(_) => None,
             Decoded::Job(b, j) => match build_org(ctx, b).await? {
-                Some(org) => queries::job(pool, b, &j)
+                Some(org) => queries::job(read, b, &j)
                     .await
                     .map_err(projection_error)?
                     .map(|r| (org, Node::Job(Job(r)))),
@@ -84,11 +84,11 @@ impl CoreQuery {
         let (limit, after_id) = page_args(first, after.as_deref())?;
         let api = consistent(ctx).await?;
         let page = match caller(ctx)?.grant {
-            Grant::Admin => queries::orgs(&api.pool, after_id, limit).await,
-            Grant::User(user) => queries::orgs_of_member(&api.pool, user, after_id, limit).await,
+            Grant::Admin => queries::orgs(&api.read, after_id, limit).await,
+            Grant::User(user) => queries::orgs_of_member(&api.read, user, after_id, limit).await,
             Grant::Org { org_id, .. } => match after_id {
                 Some(after) if after >= org_id => Ok(monkeyci_projections::queries::Page::of(Vec::new(), limit)),
-                _ => queries::org(&api.pool, org_id)
+                _ => queries::org(&api.read, org_id)
                     .await
                     .map(|o| monkeyci_projections::queries::Page::of(o.into_iter().collect(), limit)),
             },
@@ -101,8 +101,8 @@ impl CoreQuery {
     async fn org(&self, ctx: &Context<'_>, id: Option<ID>, slug: Option<String>) -> Result<Option<Org>> {
         let api = consistent(ctx).await?;
         let row = match (id, slug) {
-            (Some(id), None) => queries::org(&api.pool, ids::decode_as(&id, Kind::Org)?).await,
-            (None, Some(slug)) => queries::org_by_slug(&api.pool, &slug).await,
+            (Some(id), None) => queries::org(&api.read, ids::decode_as(&id, Kind::Org)?).await,
+            (None, Some(slug)) => queries::org_by_slug(&api.read, &slug).await,
             _ => return Err(bad_input("give either `id` or `slug`")),
         };
         let row = row.map_err(projection_error)?;
@@ -113,7 +113,7 @@ impl CoreQuery {
     async fn repo(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Repo>> {
         let uuid = ids::decode_as(&id, Kind::Repo)?;
         let api = consistent(ctx).await?;
-        let row = queries::repo(&api.pool, uuid).await.map_err(projection_error)?;
+        let row = queries::repo(&api.read, uuid).await.map_err(projection_error)?;
         visible(ctx, row.map(|r| (r.org_id, Repo(r)))).await
     }
 
@@ -125,7 +125,7 @@ impl CoreQuery {
             return super::audit::build_as_of(ctx, uuid, as_of).await;
         }
         let api = consistent(ctx).await?;
-        let row = queries::build(&api.pool, uuid).await.map_err(projection_error)?;
+        let row = queries::build(&api.read, uuid).await.map_err(projection_error)?;
         visible(ctx, row.map(|r| (r.org_id, Build::new(r)))).await
     }
 
@@ -136,7 +136,7 @@ impl CoreQuery {
         let Some(org) = build_org(ctx, build).await? else {
             return Ok(None);
         };
-        let row = queries::job(&api.pool, build, &job).await.map_err(projection_error)?;
+        let row = queries::job(&api.read, build, &job).await.map_err(projection_error)?;
         visible(ctx, row.map(|r| (org, Job(r)))).await
     }
 }
@@ -153,7 +153,7 @@ async fn visible<T>(ctx: &Context<'_>, found: Option<(uuid::Uuid, T)>) -> Result
 /// a user token; `None` (as if it did not exist) for everyone else.
 async fn token_node(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Option<Node>> {
     let api = super::api(ctx);
-    let Some(row) = queries::api_token(&api.pool, id).await.map_err(projection_error)? else {
+    let Some(row) = queries::api_token(&api.read, id).await.map_err(projection_error)? else {
         return Ok(None);
     };
     let who = caller(ctx)?;
@@ -170,7 +170,7 @@ async fn token_node(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Option<Node>> {
 
 /// The org of a build, if the build exists.
 async fn build_org(ctx: &Context<'_>, build: uuid::Uuid) -> Result<Option<uuid::Uuid>> {
-    let row = queries::build(&super::api(ctx).pool, build)
+    let row = queries::build(&super::api(ctx).read, build)
         .await
         .map_err(projection_error)?;
     Ok(row.map(|b| b.org_id))

@@ -123,20 +123,20 @@ impl SshKey {
 
 /// The org of a parameter set or ssh key, unless deleted.
 async fn org_row(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Option<Org>> {
-    let row = queries::org(&api(ctx).pool, id).await.map_err(projection_error)?;
+    let row = queries::org(&api(ctx).read, id).await.map_err(projection_error)?;
     Ok(row.map(Org))
 }
 
 /// An org's parameter sets and ssh keys (fields of `Org`).
 pub(crate) async fn param_sets_of(ctx: &Context<'_>, org: uuid::Uuid) -> Result<Vec<ParamSet>> {
-    let rows = queries::param_sets_of_org(&api(ctx).pool, org)
+    let rows = queries::param_sets_of_org(&api(ctx).read, org)
         .await
         .map_err(projection_error)?;
     Ok(rows.into_iter().map(ParamSet).collect())
 }
 
 pub(crate) async fn ssh_keys_of(ctx: &Context<'_>, org: uuid::Uuid) -> Result<Vec<SshKey>> {
-    let rows = queries::ssh_keys_of_org(&api(ctx).pool, org)
+    let rows = queries::ssh_keys_of_org(&api(ctx).read, org)
         .await
         .map_err(projection_error)?;
     Ok(rows.into_iter().map(SshKey).collect())

@@ -82,7 +82,7 @@ fn build_stream_id(id: Uuid) -> String {
 /// The build row once the builds projection has applied `cursor` (one read shared by all
 /// subscribers that need it).
 async fn build_at(api: &ApiContext, id: Uuid, cursor: Cursor) -> Result<Option<Build>> {
-    match api.builds.at(&api.pool, &api.consistency, id, cursor).await {
+    match api.builds.at(&api.read, &api.consistency, id, cursor).await {
         Ok(row) => Ok(row.map(Build::new)),
         Err(BuildReadError::Behind(e)) => Err(client(Code::Unavailable, e.to_string())),
         Err(e) => Err(internal(&e)),
@@ -103,7 +103,7 @@ impl SubscriptionRoot {
             .read_your_writes()
             .await
             .map_err(|e| client(Code::Unavailable, e.to_string()))?;
-        let first = queries::build(&api.pool, id)
+        let first = queries::build(&api.read, id)
             .await
             .map_err(|e| internal(&e))?
             .map(Build::new)
@@ -166,7 +166,7 @@ impl SubscriptionRoot {
         let (org, repo) = match (org_id, repo_id) {
             (Some(org), None) => {
                 let org = ids::decode_as(&org, Kind::Org)?;
-                queries::org(&api.pool, org)
+                queries::org(&api.read, org)
                     .await
                     .map_err(|e| internal(&e))?
                     .ok_or_else(|| not_found("org"))?;
@@ -175,7 +175,7 @@ impl SubscriptionRoot {
             }
             (None, Some(repo)) => {
                 let repo = ids::decode_as(&repo, Kind::Repo)?;
-                let row = queries::repo(&api.pool, repo)
+                let row = queries::repo(&api.read, repo)
                     .await
                     .map_err(|e| internal(&e))?
                     .ok_or_else(|| not_found("repo"))?;
@@ -230,12 +230,12 @@ impl SubscriptionRoot {
             .read_your_writes()
             .await
             .map_err(|e| client(Code::Unavailable, e.to_string()))?;
-        let owner = queries::build(&api.pool, build)
+        let owner = queries::build(&api.read, build)
             .await
             .map_err(|e| internal(&e))?
             .ok_or_else(|| not_found("job"))?;
         require(ctx, owner.org_id, Role::Viewer, "job").await?;
-        queries::job(&api.pool, build, &job)
+        queries::job(&api.read, build, &job)
             .await
             .map_err(|e| internal(&e))?
             .ok_or_else(|| not_found("job"))?;
@@ -245,7 +245,6 @@ impl SubscriptionRoot {
         let mut offset = after.unwrap_or(0).max(0);
         Ok(stream! {
             let _open = open;
-            let build_id = monkeyci_domain::BuildId::from_uuid(build);
             loop {
                 // Whether the job had ended before this read: then the read saw every line.
                 let ended = match job_ended(&api, build, &job).await {
@@ -255,7 +254,7 @@ impl SubscriptionRoot {
                         return;
                     }
                 };
-                let lines = match monkeyci_runner::read_job_log(&api.pool, build_id, &job, offset, 1000).await {
+                let lines = match queries::job_log(&api.read, build, &job, offset, 1000).await {
                     Ok(lines) => lines,
                     Err(error) => {
                         yield Err(internal(&error));
@@ -347,11 +346,11 @@ async fn stream_org(api: &ApiContext, stream: &str) -> Result<Option<Uuid>> {
         .map_err(|e| client(Code::Unavailable, e.to_string()))?;
     Ok(match category {
         "org" => Some(id),
-        "repo" => queries::repo(&api.pool, id)
+        "repo" => queries::repo(&api.read, id)
             .await
             .map_err(|e| internal(&e))?
             .map(|r| r.org_id),
-        "build" => queries::build(&api.pool, id)
+        "build" => queries::build(&api.read, id)
             .await
             .map_err(|e| internal(&e))?
             .map(|b| b.org_id),
@@ -361,7 +360,7 @@ async fn stream_org(api: &ApiContext, stream: &str) -> Result<Option<Uuid>> {
 
 /// Whether the job has ended, according to the read model.
 async fn job_ended(api: &ApiContext, build: Uuid, job: &str) -> Result<bool> {
-    let row = queries::job(&api.pool, build, job).await.map_err(|e| internal(&e))?;
+    let row = queries::job(&api.read, build, job).await.map_err(|e| internal(&e))?;
     Ok(row.is_some_and(|j| matches!(j.status.as_str(), "succeeded" | "failed" | "skipped" | "canceled")))
 }
 

@@ -114,20 +114,20 @@ impl Schedule {
 
 /// The repo of a webhook or schedule (archived or not).
 async fn repo_row(ctx: &Context<'_>, id: uuid::Uuid) -> Result<Option<Repo>> {
-    let row = queries::repo(&api(ctx).pool, id).await.map_err(projection_error)?;
+    let row = queries::repo(&api(ctx).read, id).await.map_err(projection_error)?;
     Ok(row.map(Repo))
 }
 
 /// A repo's webhooks and schedules (fields of `Repo`).
 pub(crate) async fn webhooks_of(ctx: &Context<'_>, repo: uuid::Uuid) -> Result<Vec<Webhook>> {
-    let rows = queries::webhooks_of_repo(&api(ctx).pool, repo)
+    let rows = queries::webhooks_of_repo(&api(ctx).read, repo)
         .await
         .map_err(projection_error)?;
     Ok(rows.into_iter().map(Webhook).collect())
 }
 
 pub(crate) async fn schedules_of(ctx: &Context<'_>, repo: uuid::Uuid) -> Result<Vec<Schedule>> {
-    let rows = queries::schedules_of_repo(&api(ctx).pool, repo)
+    let rows = queries::schedules_of_repo(&api(ctx).read, repo)
         .await
         .map_err(projection_error)?;
     Ok(rows.into_iter().map(Schedule).collect())
@@ -220,7 +220,7 @@ async fn shown_secret(ctx: &Context<'_>, id: uuid::Uuid) -> Result<WebhookSecret
         .read_your_writes()
         .await
         .map_err(|e| errors::client(Code::Unavailable, e.to_string()))?;
-    let row = queries::webhook(&api.pool, id)
+    let row = queries::webhook(&api.read, id)
         .await
         .map_err(projection_error)?
         .filter(|w| !w.deleted)

@@ -97,7 +97,7 @@ impl Org {
         after: Option<String>,
     ) -> Result<Connection<String, Repo>> {
         let (limit, after_id) = page_args(first, after.as_deref())?;
-        let page = queries::repos_of_org(&api(ctx).pool, self.0.id, after_id, limit)
+        let page = queries::repos_of_org(&api(ctx).read, self.0.id, after_id, limit)
             .await
             .map_err(projection_error)?;
         Ok(connection(page, after_id.is_some(), |r| r.id, Repo))
@@ -120,7 +120,7 @@ impl Org {
     #[graphql(complexity = "super::cost::list(super::cost::SMALL_LIST, child_complexity)")]
     async fn api_tokens(&self, ctx: &Context<'_>) -> Result<Vec<ApiToken>> {
         require(ctx, self.0.id, Role::Owner, "org").await?;
-        let rows = queries::org_tokens(&api(ctx).pool, self.0.id)
+        let rows = queries::org_tokens(&api(ctx).read, self.0.id)
             .await
             .map_err(projection_error)?;
         Ok(rows.into_iter().map(ApiToken).collect())
@@ -172,7 +172,7 @@ impl ApiToken {
         let Some(org_id) = self.0.org_id else {
             return Ok(None);
         };
-        let row = queries::org(&api(ctx).pool, org_id).await.map_err(projection_error)?;
+        let row = queries::org(&api(ctx).read, org_id).await.map_err(projection_error)?;
         Ok(row.map(Org))
     }
 
@@ -276,7 +276,7 @@ impl Repo {
     }
 
     async fn org(&self, ctx: &Context<'_>) -> Result<Option<Org>> {
-        let row = queries::org(&api(ctx).pool, self.0.org_id)
+        let row = queries::org(&api(ctx).read, self.0.org_id)
             .await
             .map_err(projection_error)?;
         Ok(row.map(Org))
@@ -297,7 +297,7 @@ impl Repo {
             status: status.map(|s| s.as_str().to_owned()),
             branch,
         };
-        let page = queries::builds_of_repo(&api(ctx).pool, self.0.id, &filter, after_id, limit)
+        let page = queries::builds_of_repo(&api(ctx).read, self.0.id, &filter, after_id, limit)
             .await
             .map_err(projection_error)?;
         Ok(connection(page, after_id.is_some(), |b| b.id, Build::new))
@@ -446,7 +446,7 @@ impl Build {
     async fn jobs(&self, ctx: &Context<'_>) -> Result<Vec<Job>> {
         let rows = match &self.1 {
             Some(jobs) => jobs.clone(),
-            None => queries::jobs_of_build(&api(ctx).pool, self.0.id)
+            None => queries::jobs_of_build(&api(ctx).read, self.0.id)
                 .await
                 .map_err(projection_error)?,
         };
@@ -454,7 +454,7 @@ impl Build {
     }
 
     async fn repo(&self, ctx: &Context<'_>) -> Result<Option<Repo>> {
-        let row = queries::repo(&api(ctx).pool, self.0.repo_id)
+        let row = queries::repo(&api(ctx).read, self.0.repo_id)
             .await
             .map_err(projection_error)?;
         Ok(row.map(Repo))
@@ -491,7 +491,7 @@ impl Build {
 
 async fn linked_build(ctx: &Context<'_>, id: Option<Uuid>) -> Result<Option<Build>> {
     let Some(id) = id else { return Ok(None) };
-    let row = queries::build(&api(ctx).pool, id).await.map_err(projection_error)?;
+    let row = queries::build(&api(ctx).read, id).await.map_err(projection_error)?;
     Ok(row.map(Build::new))
 }
 
@@ -614,16 +614,15 @@ impl Job {
                 super::cost::MAX_LOG_LINES
             )));
         }
-        let build = monkeyci_domain::BuildId::from_uuid(self.0.build_id);
-        let lines = monkeyci_runner::read_job_log(
-            &api(ctx).pool,
-            build,
+        let lines = queries::job_log(
+            &api(ctx).read,
+            self.0.build_id,
             &self.0.job_id,
             after.unwrap_or(0),
             i64::from(limit),
         )
         .await
-        .map_err(|e| crate::errors::internal(&e))?;
+        .map_err(projection_error)?;
         Ok(lines.into_iter().map(JobLogLine::from).collect())
     }
 }
@@ -644,8 +643,8 @@ pub struct JobLogLine {
     pub text: String,
 }
 
-impl From<monkeyci_runner::StoredLine> for JobLogLine {
-    fn from(line: monkeyci_runner::StoredLine) -> Self {
+impl From<queries::StoredLine> for JobLogLine {
+    fn from(line: queries::StoredLine) -> Self {
         Self {
             offset: line.seq,
             at: line.at,
