@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use monkeyci_eventstore::{
-    Cursor, EventFeed, EventStore, ExpectedVersion, FeedConfig, Metadata, NewEvent, StreamAppend,
+    AppendError, Cursor, EventFeed, EventStore, ExpectedVersion, FeedConfig, IdempotencyClaim, Metadata, NewEvent,
+    StreamAppend,
 };
 use monkeyci_tests::read_whole_log;
 use serde_json::json;
@@ -74,19 +75,32 @@ async fn an_event_that_commits_late_with_a_smaller_position_is_not_skipped(pool:
 /// What the concurrent reader saw, in the order it saw it: cursor, stream, version.
 type Seen = Vec<(Cursor, String, u64)>;
 
-/// Appends from many writers while a reader follows the log; checks the reader saw exactly the
-/// events appended, each once, and returns its final cursor and what it saw.
+/// How the writers of a stress round append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    /// Without idempotency keys; every append must succeed at once.
+    Plain,
+    /// Each append with an idempotency key, retried with the same key after its connection was
+    /// killed (it may or may not have committed): each append takes effect exactly once.
+    KeyedAndRetried,
+}
+
+/// Appends from many writers (on `store`) while a reader follows the log (on `reader_store`);
+/// checks the reader saw exactly the events appended, each once, and returns its final cursor and
+/// what it saw.
 async fn stress_round(
     store: &EventStore,
+    reader_store: &EventStore,
     round: usize,
     writers: usize,
     appends_per_writer: usize,
     start: Cursor,
+    mode: Writes,
 ) -> (Cursor, Seen) {
     let appended = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
-        let store = store.clone();
+        let store = reader_store.clone();
         let done = done.clone();
         tokio::spawn(async move {
             let mut cursor = start;
@@ -135,7 +149,25 @@ async fn stress_round(
                         write(&format!("shared-{}", (w * 7 + i) % 32), events)
                     };
                     let n: u64 = writes.iter().map(|w| w.events.len() as u64).sum();
-                    store.append(&writes, None).await.expect("append");
+                    let key = format!("{round}-{w}-{i}");
+                    let claim = (mode == Writes::KeyedAndRetried).then(|| IdempotencyClaim {
+                        scope: "stress".into(),
+                        key: key.clone(),
+                        command: "Stress".into(),
+                        fingerprint: key.clone(),
+                        result_id: key,
+                    });
+                    let mut failures = 0;
+                    loop {
+                        match store.append(&writes, claim.as_ref()).await {
+                            Ok(_) => break,
+                            Err(AppendError::Database(error)) if claim.is_some() && failures < 50 => {
+                                failures += 1;
+                                tracing::debug!(%error, "append failed; retrying with its key");
+                            }
+                            Err(error) => panic!("append: {error}"),
+                        }
+                    }
                     appended.fetch_add(n, Ordering::SeqCst);
                 }
             })
@@ -165,8 +197,11 @@ async fn stress_round(
     (end, seen)
 }
 
-#[sqlx::test(migrations = "../migrations")]
-async fn many_writers_and_one_reader_the_reader_sees_every_event_once_and_streams_in_order(pool: PgPool) {
+/// Stress rounds of 16 writers and one reader until `MONKEYCI_STRESS_APPENDS` appends (or
+/// `default_total`) have run; across all rounds the reader saw every stream in version order with
+/// no gap. With [`Writes::KeyedAndRetried`] a killer ends a writer's backend every 20 ms, in
+/// the middle of whatever it was doing; returns how many it ended.
+async fn stress(pool: PgPool, mode: Writes, default_total: usize) -> u64 {
     // Durability is not under test here; without a flush per commit the run is several times
     // longer in appends for the same time.
     let db: String = sqlx::query_scalar("SELECT current_database()")
@@ -177,32 +212,78 @@ async fn many_writers_and_one_reader_the_reader_sees_every_event_once_and_stream
         .execute(&pool)
         .await
         .expect("alter");
-    let pool = PgPoolOptions::new()
+    let options = (*pool.connect_options()).clone();
+    let writers_pool = PgPoolOptions::new()
         .max_connections(24)
-        .connect_with((*pool.connect_options()).clone())
+        .connect_with(options.clone().application_name("stress writer"))
         .await
         .expect("pool");
-    let store = EventStore::new(pool.clone());
+    let reader_pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options.application_name("stress reader"))
+        .await
+        .expect("pool");
+    let store = EventStore::new(writers_pool);
+    let reader_store = EventStore::new(reader_pool);
+    let stop_killing = Arc::new(AtomicBool::new(false));
+    let killer = (mode == Writes::KeyedAndRetried).then(|| {
+        let (pool, stop) = (pool.clone(), stop_killing.clone());
+        tokio::spawn(async move {
+            let mut kills = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let killed: Option<bool> = sqlx::query_scalar(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = 'stress writer' AND datname = current_database() \
+                       AND xact_start IS NOT NULL LIMIT 1",
+                )
+                .fetch_optional(&pool)
+                .await
+                .expect("kill");
+                kills += u64::from(killed == Some(true));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            kills
+        })
+    });
     let total: usize = std::env::var("MONKEYCI_STRESS_APPENDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+        .unwrap_or(default_total);
     let writers = 16;
     let per_round = 20_000usize.min(total);
     let rounds = total.div_ceil(per_round);
     let mut cursor = Cursor::START;
     let mut last_version: HashMap<String, u64> = HashMap::new();
+    let mut events = 0usize;
     for round in 0..rounds {
-        let (end, seen) = stress_round(&store, round, writers, per_round / writers, cursor).await;
+        let (end, seen) = stress_round(&store, &reader_store, round, writers, per_round / writers, cursor, mode).await;
         cursor = end;
-        // Across all rounds, the reader saw every stream's events in version order with no gap.
+        events += seen.len();
         for (_, stream, version) in seen {
             let previous = last_version.insert(stream.clone(), version).unwrap_or(0);
             assert_eq!(version, previous + 1, "stream {stream} out of order");
         }
     }
+    stop_killing.store(true, Ordering::SeqCst);
+    let kills = match killer {
+        Some(killer) => killer.await.expect("killer"),
+        None => 0,
+    };
     let appends: u64 = (rounds * (per_round / writers) * writers) as u64;
     assert!(appends >= total as u64 * 9 / 10, "only {appends} appends ran");
+    eprintln!("{appends} appends, {events} events read in order, {kills} writer backends killed");
+    kills
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn many_writers_and_one_reader_the_reader_sees_every_event_once_and_streams_in_order(pool: PgPool) {
+    stress(pool, Writes::Plain, 200_000).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn writers_with_idempotency_keys_killed_mid_append_lose_and_repeat_nothing(pool: PgPool) {
+    let kills = stress(pool, Writes::KeyedAndRetried, 20_000).await;
+    assert!(kills > 0, "no writer was killed: the test proved nothing");
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -14,6 +14,7 @@ mod export;
 mod isolation;
 mod job_limits;
 mod limits;
+mod log_horizon;
 mod log_order;
 mod projections;
 mod rebuild;

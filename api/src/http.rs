@@ -194,9 +194,29 @@ pub async fn health() -> &'static str {
     "ok"
 }
 
-/// Ready: the database answers and every projection is within `ready_max_lag` of the log head.
+/// Ready: the database answers, every projection is within `ready_max_lag` of the log head, and
+/// no transaction has held the readable end of the log back for as long as a read-your-writes
+/// wait (queries would fail then). `logHeldBack` says who holds it back for a second or more.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let database = state.context.read.ping().await.is_ok();
+    let held_back = if database {
+        state.context.store.held_back_by().await.ok().flatten()
+    } else {
+        None
+    };
+    let log_stalled = held_back
+        .as_ref()
+        .is_some_and(|a| a.open_for >= state.read_your_writes_timeout);
+    let log_held_back = held_back.map(|a| {
+        json!({
+            "pid": a.pid,
+            "applicationName": a.application_name,
+            "prepared": a.prepared,
+            "state": a.state,
+            "since": a.since,
+            "seconds": a.open_for.as_secs_f64(),
+        })
+    });
     let statuses = if database {
         monkeyci_projections::status(&state.context.store).await.ok()
     } else {
@@ -214,12 +234,17 @@ pub async fn ready(State(state): State<AppState>) -> Response {
                 .any(|s| s.name == p.name() && s.lag_events <= state.ready_max_lag)
         })
     });
-    let status = if database && caught_up {
+    let status = if database && caught_up && !log_stalled {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({ "database": database, "projectionsCaughtUp": caught_up, "projections": projections });
+    let body = json!({
+        "database": database,
+        "projectionsCaughtUp": caught_up,
+        "projections": projections,
+        "logHeldBack": log_held_back,
+    });
     (status, Json(body)).into_response()
 }
 
@@ -228,9 +253,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let projections = monkeyci_projections::status(&state.context.store)
         .await
         .unwrap_or_default();
+    let held_back = match state.context.store.open_appenders().await {
+        Ok(appenders) => appenders.first().map(|a| a.open_for).unwrap_or_default(),
+        Err(error) => {
+            tracing::warn!(%error, "could not list the log's appenders");
+            std::time::Duration::ZERO
+        }
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.context.metrics.render(&projections),
+        state.context.metrics.render(&projections, held_back),
     )
         .into_response()
 }

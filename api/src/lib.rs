@@ -94,6 +94,7 @@ pub(crate) struct AppState {
     body_limit: usize,
     webhook_body_limit: usize,
     ready_max_lag: u64,
+    read_your_writes_timeout: Duration,
     blobs: Option<Arc<dyn monkeyci_storage::BlobStore>>,
     auth: AuthConfig,
 }
@@ -136,6 +137,7 @@ impl ApiServer {
             body_limit: config.body_limit,
             webhook_body_limit: config.webhook_body_limit,
             ready_max_lag: config.ready_max_lag,
+            read_your_writes_timeout: config.read_your_writes_timeout,
             blobs: config.blobs,
             auth: config.auth,
         };

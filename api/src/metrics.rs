@@ -67,8 +67,9 @@ impl Metrics {
         }
     }
 
-    /// The metrics in Prometheus text format, with projection lag from `projections`.
-    pub fn render(&self, projections: &[ProjectionStatus]) -> String {
+    /// The metrics in Prometheus text format, with projection lag from `projections` and how
+    /// long the oldest transaction appending to the log has been open (`log_held_back`).
+    pub fn render(&self, projections: &[ProjectionStatus], log_held_back: std::time::Duration) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -99,6 +100,13 @@ impl Metrics {
                 p.name, p.lag_events
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP monkeyci_log_held_back_seconds How long the oldest transaction appending to the log has \
+             been open (0: none); readers of the log wait for it."
+        );
+        let _ = writeln!(out, "# TYPE monkeyci_log_held_back_seconds gauge");
+        let _ = writeln!(out, "monkeyci_log_held_back_seconds {}", log_held_back.as_secs_f64());
         let _ = writeln!(
             out,
             "# HELP monkeyci_open_subscriptions GraphQL subscriptions open on this server."

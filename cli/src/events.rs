@@ -230,10 +230,10 @@ struct StoredKey {
 const EXPORT_COLUMNS: &str = "transaction_id::text::bigint AS tx, position, stream_id, stream_version, \
      event_type, schema_version, data::text AS data, metadata::text AS metadata, recorded_at";
 
-/// `read_all`'s condition (committed, below the snapshot's xmin) on a range of the log.
+/// A range of the log. Its end was readable before the export read any of it (see
+/// `wait_until_readable`): every event up to it is final, so the range needs no horizon.
 const EXPORT_RANGE: &str = "(transaction_id, position) > ($1::text::xid8, $2) \
-     AND (transaction_id, position) <= ($3::text::xid8, $4) \
-     AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())";
+     AND (transaction_id, position) <= ($3::text::xid8, $4)";
 
 /// The next page of events in a range, in log order.
 fn export_sql() -> String {
@@ -384,15 +384,23 @@ async fn export(pool: &PgPool, args: &ExportArgs) -> anyhow::Result<()> {
 }
 
 /// Waits until every event up to `end` can be read: until the transactions that were still
-/// running in the cluster below `end`'s transaction have ended.
+/// appending to the log below `end`'s transaction have ended.
 async fn wait_until_readable(store: &EventStore, end: Cursor) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut told = false;
     while store.readable_head().await.context("reading the log head")? < end {
         if !told && started.elapsed() > Duration::from_secs(2) {
+            let who = match store.held_back_by().await {
+                Ok(Some(appender)) => format!(
+                    " ({}, open for {:.1} s)",
+                    appender.describe(),
+                    appender.open_for.as_secs_f64()
+                ),
+                _ => String::new(),
+            };
             eprintln!(
-                "waiting for transactions still running in the PostgreSQL cluster: the log is read \
-                 in order only up to the oldest of them"
+                "waiting for transactions still appending to the event log{who}: it is read in \
+                 order only up to the oldest of them"
             );
             told = true;
         }
@@ -567,8 +575,13 @@ FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS k(owner_id
 async fn import(pool: &PgPool, args: &ImportArgs) -> anyhow::Result<()> {
     let mut progress = Progress::new("imported");
     let mut tx = pool.begin().await.context("starting the import's transaction")?;
-    // Appends wait until the import has committed or rolled back; readers do not.
-    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+    // Appends wait until the import has committed or rolled back; readers do not. The import
+    // may take long, so it runs without the appenders' timeout.
+    sqlx::query("SET LOCAL monkeyci.append_timeout = '0'")
+        .execute(&mut *tx)
+        .await
+        .context("setting the import's timeout")?;
+    sqlx::query("SELECT events_begin_append(true)")
         .execute(&mut *tx)
         .await
         .context("locking the event log")?;

@@ -726,6 +726,16 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 }
 
 async fn print_status(store: &EventStore, sample: Duration) -> anyhow::Result<()> {
+    match store.held_back_by().await? {
+        Some(appender) => println!(
+            "log: readable end held back by {} for {:.1} s ({}): projections and read-your-writes wait \
+             for it; appends end after monkeyci.append_timeout (default 5 s)",
+            appender.describe(),
+            appender.open_for.as_secs_f64(),
+            appender.state.as_deref().unwrap_or("state unknown")
+        ),
+        None => println!("log: readable to its end (no appending transaction holds it back)"),
+    }
     let before = monkeyci_projections::status(store).await?;
     if before.is_empty() {
         println!("no projection has run yet: start `monkeyci server`");

@@ -13,8 +13,8 @@ mod store;
 pub use error::{AppendError, EventStoreError, ReadError};
 pub use feed::{EventFeed, FeedConfig};
 pub use model::{
-    AppendResult, Cursor, CursorParseError, ExpectedVersion, IdempotencyClaim, Metadata, NewEvent, RecordedEvent,
-    StreamAppend,
+    AppendResult, Cursor, CursorParseError, ExpectedVersion, IdempotencyClaim, Metadata, NewEvent, OpenAppender,
+    RecordedEvent, StreamAppend, HELD_BACK_AFTER,
 };
 pub use store::{decode_row, EventStore, APPEND_AT_SQL, APPEND_SQL, EVENT_COLUMNS};
 

@@ -28,6 +28,40 @@ impl fmt::Display for Cursor {
     }
 }
 
+/// A transaction appending to the log now: until it ends, readers of the log wait for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAppender {
+    /// Its backend's process id; `None` for a prepared transaction.
+    pub pid: Option<i32>,
+    /// The `application_name` its client set (`None` if not visible to this role).
+    pub application_name: Option<String>,
+    /// The name (`gid`) of a prepared transaction.
+    pub prepared: Option<String>,
+    /// When its transaction began (or was prepared).
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// How long it has been open, by the database's clock.
+    pub open_for: std::time::Duration,
+    /// What its backend does: `active`, `idle in transaction`, …
+    pub state: Option<String>,
+}
+
+impl OpenAppender {
+    /// Who it is, for people: `pid 123 (monkeyci server)` or `prepared transaction "x"`.
+    pub fn describe(&self) -> String {
+        match (&self.prepared, self.pid) {
+            (Some(gid), _) => format!("prepared transaction {gid:?}"),
+            (None, Some(pid)) => match &self.application_name {
+                Some(name) if !name.is_empty() => format!("pid {pid} ({name})"),
+                _ => format!("pid {pid}"),
+            },
+            (None, None) => "a transaction without a backend".to_owned(),
+        }
+    }
+}
+
+/// Appenders open for less than this are appends at work, not a log held back.
+pub const HELD_BACK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A cursor string was not of the form `<tx>.<position>`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("invalid cursor {0:?}: expected <tx>.<position>")]

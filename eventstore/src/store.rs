@@ -5,7 +5,8 @@ use sqlx::{PgConnection, PgPool, Row};
 
 use crate::error::{AppendError, ReadError};
 use crate::model::{
-    AppendResult, Cursor, ExpectedVersion, IdempotencyClaim, Metadata, NewEvent, RecordedEvent, StreamAppend,
+    AppendResult, Cursor, ExpectedVersion, IdempotencyClaim, Metadata, NewEvent, OpenAppender, RecordedEvent,
+    StreamAppend,
 };
 use crate::signal::LogSignal;
 
@@ -264,16 +265,13 @@ impl EventStore {
 
     /// Reads up to `limit` events of the whole log that follow `after`, in log order.
     ///
-    /// Only events of transactions older than every transaction still running are returned:
-    /// an event that commits later therefore always sorts after the last one returned, so
-    /// following the log with the returned cursors never skips or repeats an event.
+    /// Only events of transactions below the log's horizon are returned (`events_after`): older
+    /// than every transaction still appending, whatever else runs in the cluster. An event that
+    /// commits later therefore always sorts after the last one returned, so following the log
+    /// with the returned cursors never skips or repeats an event (ARCHITECTURE.md, "Reading the
+    /// log in order").
     pub async fn read_all(&self, after: Cursor, limit: u32) -> Result<Vec<RecordedEvent>, ReadError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
-             WHERE (transaction_id, position) > ($1::text::xid8, $2) \
-               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY transaction_id, position LIMIT $3"
-        );
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events_after($1::text::xid8, $2, $3) AS events");
         let rows = sqlx::query(&sql)
             .bind(after.tx.to_string())
             .bind(after.position)
@@ -300,14 +298,43 @@ impl EventStore {
     /// The cursor of the last event `read_all` can return now: every event up to it is final,
     /// and every event appended later sorts after it.
     pub async fn readable_head(&self) -> Result<Cursor, ReadError> {
-        let row = sqlx::query(
-            "SELECT transaction_id::text::bigint AS tx, position FROM events \
-             WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY transaction_id DESC, position DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT transaction_id::text::bigint AS tx, position FROM events_readable_head()")
+            .fetch_optional(&self.pool)
+            .await?;
         cursor_of(row)
+    }
+
+    /// The transactions appending to the log now, oldest first. While one is open, readers
+    /// read only up to the events committed before it began; appends end after
+    /// `monkeyci.append_timeout` (5 s unless set otherwise) of a statement or of idling.
+    pub async fn open_appenders(&self) -> Result<Vec<OpenAppender>, ReadError> {
+        let rows = sqlx::query(
+            "SELECT pid, application_name, prepared, since, state, \
+                    GREATEST(extract(epoch FROM clock_timestamp() - since), 0)::float8 AS seconds \
+             FROM events_open_appenders()",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let seconds: Option<f64> = row.try_get("seconds")?;
+                Ok(OpenAppender {
+                    open_for: std::time::Duration::from_secs_f64(seconds.unwrap_or(0.0)),
+                    pid: row.try_get("pid")?,
+                    application_name: row.try_get("application_name")?,
+                    prepared: row.try_get("prepared")?,
+                    since: row.try_get("since")?,
+                    state: row.try_get("state")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The oldest appender open for at least [`crate::HELD_BACK_AFTER`]: who holds the readable
+    /// end of the log back, if anyone does.
+    pub async fn held_back_by(&self) -> Result<Option<OpenAppender>, ReadError> {
+        let oldest = self.open_appenders().await?.into_iter().next();
+        Ok(oldest.filter(|a| a.open_for >= crate::HELD_BACK_AFTER))
     }
 
     /// How many committed events follow `after`.

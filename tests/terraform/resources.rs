@@ -213,8 +213,12 @@ async fn every_resource_is_created_changed_replaced_reconciled_and_destroyed(poo
         json!({ "cron": "0 3 * * *", "repo": { "id": repo } })
     );
     assert_eq!(
-        tf.node(&set, "ParamSet", "name parameterNames filter { labels { name value } } protected")
-            .await,
+        tf.node(
+            &set,
+            "ParamSet",
+            "name parameterNames filter { labels { name value } } protected"
+        )
+        .await,
         json!({ "name": "prod-secrets", "parameterNames": ["PASSWORD", "REGION"],
                 "filter": [{ "labels": [{ "name": "env", "value": "prod" }] }], "protected": false })
     );
@@ -332,7 +336,8 @@ async fn every_resource_is_created_changed_replaced_reconciled_and_destroyed(poo
     assert!(out.contains("\"renamed by hand\" -> \"application\""), "{out}");
     assert!(out.contains("\"@daily\" -> \"@hourly\""), "{out}");
     assert!(
-        out.lines().any(|l| l.contains("protected") && l.contains("false -> true")),
+        out.lines()
+            .any(|l| l.contains("protected") && l.contains("false -> true")),
         "{out}"
     );
     tf.apply().await;
