@@ -48,12 +48,15 @@ CREATE TRIGGER events_appender_first
     FOR EACH STATEMENT EXECUTE FUNCTION events_before_insert();
 
 -- Every transaction with an id below the result has ended or never appends, and every
--- transaction that will ever append has an id at or above it. Readers must read the rows below it
--- with a snapshot taken after this call returns (a later statement, in READ COMMITTED).
+-- transaction that will ever append has an id at or above it.
 --
--- The snapshot is taken before the lock table is read: a transaction running at the snapshot
--- that appends holds its write lock from before it had its id until it ends, so it is either in
--- the lock table when that is read (and bounds the horizon) or had ended by then.
+-- The snapshot is taken first. A running transaction of the snapshot is passed over only when the
+-- lock table, read after it, shows the transaction's own id lock and no write lock on `events` for
+-- the same virtual transaction: an appender holds that write lock from before it had its id until
+-- it ends, so such a transaction either never appends or ended before the lock table was read.
+-- Any other running transaction, including one whose id lock is not in the table yet, holds the
+-- horizon. Readers read the rows below it in a later statement (in READ COMMITTED, with a later
+-- snapshot).
 CREATE FUNCTION events_horizon() RETURNS xid8 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     snap pg_snapshot := pg_current_snapshot();
@@ -65,19 +68,26 @@ BEGIN
             current_setting('transaction_isolation')
             USING ERRCODE = 'MC003';
     END IF;
+    WITH locks AS MATERIALIZED (
+        SELECT locktype, database, relation, transactionid, virtualtransaction, mode, granted
+        FROM pg_locks
+    ), bystanders AS (
+        SELECT own.transactionid
+        FROM locks own
+        WHERE own.locktype = 'transactionid'
+          AND own.mode = 'ExclusiveLock'
+          AND own.granted
+          AND NOT EXISTS (
+              SELECT 1 FROM locks rel
+              WHERE rel.virtualtransaction = own.virtualtransaction
+                AND rel.locktype = 'relation'
+                AND rel.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND rel.relation = 'events'::regclass
+                AND rel.mode = ANY (events_write_lock_modes()))
+    )
     SELECT min(running) INTO oldest
     FROM pg_snapshot_xip(snap) AS running
-    WHERE running::xid IN (
-        SELECT holder.transactionid
-        FROM pg_locks lock
-        JOIN pg_locks holder ON holder.virtualtransaction = lock.virtualtransaction
-        WHERE lock.locktype = 'relation'
-          AND lock.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND lock.relation = 'events'::regclass
-          AND lock.mode = ANY (events_write_lock_modes())
-          AND holder.locktype = 'transactionid'
-          AND holder.mode = 'ExclusiveLock'
-          AND holder.granted);
+    WHERE running::xid NOT IN (SELECT transactionid FROM bystanders);
     RETURN LEAST(pg_snapshot_xmax(snap), oldest);
 END $$;
 
