@@ -190,7 +190,8 @@ async fn stress_round(
         sqlx::query_scalar("SELECT count(*) FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2)")
             .bind(start.tx.to_string())
             .bind(start.position)
-            .fetch_one(store.pool())
+            // Not on the writers' pool: the killer ends its connections.
+            .fetch_one(reader_store.pool())
             .await
             .expect("count");
     assert_eq!(stored as usize, seen.len(), "events read vs stored");
