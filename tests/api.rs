@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use monkeyci_commands::{FinishBuild, JobTransitionInput, QueueJob, StartBuild, TransitionJob};
+use monkeyci_commands::{FinishBuild, JobTransitionInput, QueueJob, RecordCheckout, StartBuild, TransitionJob};
 use monkeyci_domain::build::BuildOutcome;
 use monkeyci_domain::BuildId;
 use monkeyci_tests::{user, TestApp, WsEvent};
@@ -197,6 +197,9 @@ async fn malformed_and_oversized_bodies_are_refused(pool: PgPool) {
     app.stop().await;
 }
 
+/// The commit [`drive_build_to_success`] records as checked out.
+pub(crate) const CHECKED_OUT: &str = "c0ffee0123456789c0ffee0123456789c0ffee01";
+
 pub(crate) async fn drive_build_to_success(app: &TestApp, build: BuildId) {
     let c = &app.core.commands;
     let ctx = user();
@@ -209,6 +212,15 @@ pub(crate) async fn drive_build_to_success(app: &TestApp, build: BuildId) {
     )
     .await
     .expect("start");
+    c.record_checkout(
+        &ctx,
+        RecordCheckout {
+            build_id: build,
+            commit: CHECKED_OUT.into(),
+        },
+    )
+    .await
+    .expect("checkout");
     c.queue_job(
         &ctx,
         QueueJob {

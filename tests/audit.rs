@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::access::{admin_org, app, code, gql, id, repo_in, token, two_orgs, TwoOrgs, ADMIN};
-use crate::api::{build_uuid, drive_build_to_success};
+use crate::api::{build_uuid, drive_build_to_success, CHECKED_OUT};
 
 const AUDIT: &str = "query($org: ID!, $filter: AuditFilter, $first: Int, $after: String) { \
     auditLog(orgId: $org, filter: $filter, first: $first, after: $after) { \
@@ -190,7 +190,7 @@ async fn queued_build(app: &TestApp) -> (String, String) {
 }
 
 const AS_OF: &str = "query($id: ID!, $asOf: AsOf) { build(id: $id, asOf: $asOf) { \
-    status runner startedAt finishedAt jobCounts { total queued running succeeded } \
+    status commit runner startedAt finishedAt jobCounts { total queued running succeeded } \
     jobs { jobId status } } }";
 
 #[sqlx::test(migrations = "../migrations")]
@@ -202,6 +202,7 @@ async fn history_lists_a_streams_events_and_as_of_shows_a_build_as_it_was(pool: 
 
     // The build's history, in version order, in pages of two.
     let mut versions = Vec::new();
+    let mut edge_cursors = Vec::new();
     let mut after = Value::Null;
     loop {
         let (_, body) = gql(
@@ -216,7 +217,11 @@ async fn history_lists_a_streams_events_and_as_of_shows_a_build_as_it_was(pool: 
             .unwrap_or_else(|| panic!("{body}"))
             .clone();
         for edge in &edges {
-            assert_eq!(edge["cursor"], edge["node"]["streamVersion"].to_string());
+            assert_eq!(
+                edge["cursor"], edge["node"]["cursor"],
+                "an edge's cursor is its event's"
+            );
+            edge_cursors.push(edge["cursor"].clone());
             versions.push((
                 edge["node"]["streamVersion"].as_i64().expect("v"),
                 edge["node"]["type"].clone(),
@@ -238,10 +243,33 @@ async fn history_lists_a_streams_events_and_as_of_shows_a_build_as_it_was(pool: 
     .map(|(v, t)| (v, json!(t)))
     .collect();
     assert_eq!(versions, types);
+    // The build's global id names the same history, and every cursor it returns is a cursor
+    // `build(asOf)` takes.
+    let (_, by_id) = gql(&app, Some(ADMIN), HISTORY, json!({ "stream": build, "first": 100 })).await;
+    let by_id: Vec<Value> = by_id["data"]["history"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{by_id}"))
+        .iter()
+        .map(|e| e["cursor"].clone())
+        .collect();
+    assert_eq!(by_id, edge_cursors);
+    let (_, started) = gql(
+        &app,
+        Some(ADMIN),
+        AS_OF,
+        json!({ "id": build, "asOf": { "cursor": edge_cursors[1] } }),
+    )
+    .await;
+    assert_eq!(started["data"]["build"]["status"], "RUNNING", "{started}");
+    let (_, old_style) = gql(&app, Some(ADMIN), HISTORY, json!({ "stream": stream, "after": "6" })).await;
+    assert_eq!(
+        old_style["data"]["history"]["edges"][0]["node"]["streamVersion"], 7,
+        "a stream version still pages: {old_style}"
+    );
     assert_eq!(
         types.len(),
-        6,
-        "queued, started, job queued/started/succeeded, finished"
+        7,
+        "queued, started, checked out, job queued/started/succeeded, finished"
     );
 
     // As of each event's cursor: the state after exactly that event.
@@ -264,16 +292,22 @@ async fn history_lists_a_streams_events_and_as_of_shows_a_build_as_it_was(pool: 
         .await;
         let b = &body["data"]["build"];
         let expected = match event_type.as_str() {
-            "BuildQueued" => json!(["QUEUED", 0, Value::Null]),
-            "BuildStarted" => json!(["RUNNING", 0, Value::Null]),
-            "JobQueued" => json!(["RUNNING", 1, "QUEUED"]),
-            "JobStarted" => json!(["RUNNING", 1, "RUNNING"]),
-            "JobSucceeded" => json!(["RUNNING", 1, "SUCCEEDED"]),
-            "BuildFinished" => json!(["SUCCEEDED", 1, "SUCCEEDED"]),
+            "BuildQueued" => json!(["QUEUED", 0, Value::Null, Value::Null]),
+            "BuildStarted" => json!(["RUNNING", 0, Value::Null, Value::Null]),
+            "SourceCheckedOut" => json!(["RUNNING", 0, Value::Null, CHECKED_OUT]),
+            "JobQueued" => json!(["RUNNING", 1, "QUEUED", CHECKED_OUT]),
+            "JobStarted" => json!(["RUNNING", 1, "RUNNING", CHECKED_OUT]),
+            "JobSucceeded" => json!(["RUNNING", 1, "SUCCEEDED", CHECKED_OUT]),
+            "BuildFinished" => json!(["SUCCEEDED", 1, "SUCCEEDED", CHECKED_OUT]),
             other => panic!("unexpected {other}"),
         };
         assert_eq!(
-            json!([b["status"], b["jobCounts"]["total"], b["jobs"][0]["status"]]),
+            json!([
+                b["status"],
+                b["jobCounts"]["total"],
+                b["jobs"][0]["status"],
+                b["commit"]
+            ]),
             expected,
             "as of {event_type}: {body}"
         );

@@ -170,6 +170,9 @@ async fn a_runner_checks_out_the_repository_and_runs_its_pipeline(pool: PgPool) 
         (build.status.as_str(), build.jobs_succeeded, build.runner.as_deref()),
         ("succeeded", 2, Some("r1"))
     );
+    // The trigger named no commit: what was built is in the log all the same.
+    let head = git(repo.path(), &["rev-parse", "HEAD"]);
+    assert_eq!(build.commit_sha.as_deref(), Some(head.trim()));
     stop.cancel();
     running.await.expect("runner");
     assert!(
@@ -203,6 +206,9 @@ async fn a_broken_or_missing_pipeline_ends_the_build_as_errored_with_the_reason(
     let missing_build = wait_for_build(&core, missing_build, finished).await;
 
     assert_eq!(broken_build.status, "errored");
+    // The commit that broke the pipeline is recorded before the pipeline is read.
+    let head = git(broken.path(), &["rev-parse", "HEAD"]);
+    assert_eq!(broken_build.commit_sha.as_deref(), Some(head.trim()));
     let message = broken_build.message.unwrap_or_default();
     assert!(
         message.contains(".monkeyci/build.yaml:3") && message.contains("colour"),

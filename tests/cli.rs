@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use tokio::process::Command;
 
 /// A database URL on the test server for a database that does not exist yet.
-fn fresh_database(pool: &PgPool) -> (String, String) {
+pub(crate) fn fresh_database(pool: &PgPool) -> (String, String) {
     let options = pool.connect_options();
     let name = format!("monkeyci_cli_{}", uuid::Uuid::now_v7().simple());
     let url = format!(
@@ -141,7 +141,7 @@ async fn bad_input_is_explained_on_stderr_with_a_failing_exit_status(pool: PgPoo
             "no projection is named \"nope\"; the projections are orgs, repos, builds",
         ),
         ("unreachable database", &unreachable, "cannot connect"),
-        ("bad url", &bad_url, "invalid database URL"),
+        ("bad url", &bad_url, "the database URL is not a URL"),
     ] {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");

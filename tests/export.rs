@@ -43,6 +43,15 @@ impl Target {
         }
     }
 
+    /// A new database made by `monkeyci migrate`: the way to get one to import into (`events
+    /// import` creates no database).
+    async fn migrated(pool: &PgPool) -> Self {
+        let target = Self::new(pool);
+        let migrated = monkeyci(&target.url, &["migrate"], b"").await;
+        assert!(migrated.status.success(), "{}", stderr(&migrated));
+        target
+    }
+
     async fn pool(&self) -> PgPool {
         PgPoolOptions::new()
             .max_connections(10)
@@ -65,7 +74,7 @@ fn url_of(pool: &PgPool) -> String {
 }
 
 /// Runs `monkeyci` on the database at `url` with `stdin` as its input.
-async fn monkeyci(url: &str, args: &[&str], stdin: &[u8]) -> Output {
+pub(crate) async fn monkeyci(url: &str, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(monkeyci_binary().expect("binary"))
         .args(args)
         .env("MONKEYCI_DATABASE_URL", url)
@@ -462,7 +471,7 @@ async fn an_exported_history_imported_into_a_fresh_database_replays_into_the_sam
         assert!(sample.get(field).is_some(), "{field} in {sample}");
     }
 
-    let target = Target::new(&pool);
+    let target = Target::migrated(&pool).await;
     let imported = import(&target.url, &[], &exported.stdout).await;
     assert!(imported.status.success(), "import failed: {}", stderr(&imported));
     assert!(
@@ -595,7 +604,7 @@ async fn org_and_after_select_the_events_of_one_org_and_the_events_after_a_curso
     );
 
     // The org's export is complete stream by stream, so it imports on its own.
-    let target = Target::new(&pool);
+    let target = Target::migrated(&pool).await;
     let imported = import(&target.url, &[], &by_org.stdout).await;
     assert!(imported.status.success(), "{}", stderr(&imported));
     let target_pool = target.pool().await;
@@ -633,7 +642,7 @@ async fn org_and_after_select_the_events_of_one_org_and_the_events_after_a_curso
     assert!(event_lines(&lines(&export(&url, &["--after", &last]).await.stdout)).is_empty());
 
     // An --after export continues streams it does not hold: import refuses it and says why.
-    let target = Target::new(&pool);
+    let target = Target::migrated(&pool).await;
     let partial = export(&url, &["--after", &cursor]).await;
     let refused = import(&target.url, &[], &partial.stdout).await;
     assert_eq!(refused.status.code(), Some(1));
@@ -658,7 +667,7 @@ async fn a_malformed_or_discontinuous_line_aborts_the_import_naming_the_line_and
     let text = String::from_utf8(exported).expect("utf-8");
     let good: Vec<&str> = text.lines().collect();
     assert!(good.len() > 100);
-    let target = Target::new(&pool);
+    let target = Target::migrated(&pool).await;
 
     let with = |n: usize, replacement: Option<&str>| -> Vec<u8> {
         let mut out = String::new();
@@ -798,9 +807,7 @@ async fn importing_into_a_database_that_has_events_is_refused_and_writes_nothing
     assert_eq!(count(&pool, "data_keys").await, data_keys);
 
     // An empty log with read models that moved on is refused too.
-    let target = Target::new(&pool);
-    let migrated = monkeyci(&target.url, &["migrate"], b"").await;
-    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    let target = Target::migrated(&pool).await;
     let target_pool = target.pool().await;
     sqlx::query("INSERT INTO projection_checkpoints (name, tx, position) VALUES ('orgs', 5, 7)")
         .execute(&target_pool)
@@ -863,7 +870,7 @@ async fn long_exports_and_imports_report_progress_on_stderr_and_keep_stdout_pure
     assert_eq!(all.len(), 120_000, "stdout holds the events and nothing else");
     assert!(all.iter().all(|(_, v)| v["type"] == "LoadTested"));
 
-    let target = Target::new(&pool);
+    let target = Target::migrated(&pool).await;
     let started = Instant::now();
     let imported = import(&target.url, &[], &exported.stdout).await;
     let import_seconds = started.elapsed().as_secs_f64();

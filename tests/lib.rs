@@ -430,13 +430,33 @@ pub async fn executor(installation: &str) -> monkeyci_runner::JobExecutor {
 pub fn test_image() -> anyhow::Result<&'static str> {
     const IMAGE: &str = "localhost/monkeyci-test-busybox:1";
     static MADE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    MADE.get_or_init(|| make_test_image(IMAGE).map_err(|e| format!("{e:#}")))
+    MADE.get_or_init(|| make_test_image(IMAGE, &[]).map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(anyhow::Error::msg)?;
     Ok(IMAGE)
 }
 
-fn make_test_image(image: &str) -> anyhow::Result<()> {
+/// A local image like [`test_image`]'s with `programs` (name, shell script) added to its
+/// `/bin`: stand-ins for the tools of an image the tests cannot fetch (they reach no registry).
+/// Its tag is a digest of the programs, so changed scripts make a new image.
+pub fn image_with_programs(programs: &[(&str, &str)]) -> anyhow::Result<String> {
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    for (name, script) in programs {
+        digest.update(name.as_bytes());
+        digest.update([0]);
+        digest.update(script.as_bytes());
+        digest.update([0]);
+    }
+    let image = format!(
+        "localhost/monkeyci-test-tools:{}",
+        &hex::encode(digest.finalize())[..16]
+    );
+    make_test_image(&image, programs)?;
+    Ok(image)
+}
+
+fn make_test_image(image: &str, programs: &[(&str, &str)]) -> anyhow::Result<()> {
     let exists = std::process::Command::new("podman")
         .args(["image", "exists", image])
         .status()
@@ -454,6 +474,11 @@ fn make_test_image(image: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(root.path().join("etc"))?;
     std::fs::create_dir_all(root.path().join("tmp"))?;
     std::fs::copy(busybox, bin.join("busybox"))?;
+    for (name, script) in programs {
+        let path = bin.join(name);
+        std::fs::write(&path, script)?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
     let applets = std::process::Command::new(busybox).arg("--list").output()?;
     for applet in String::from_utf8_lossy(&applets.stdout).lines() {
         let link = bin.join(applet);
@@ -644,14 +669,7 @@ impl TestApp {
 
     /// Opens a WebSocket speaking graphql-transport-ws (not yet initialised).
     pub async fn websocket(&self) -> anyhow::Result<WsClient> {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = format!("ws://{}/graphql", self.addr).into_client_request()?;
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            tokio_tungstenite::tungstenite::http::HeaderValue::from_static("graphql-transport-ws"),
-        );
-        let (stream, _) = tokio_tungstenite::connect_async(request).await?;
-        Ok(WsClient { stream })
+        WsClient::connect(&self.addr.to_string()).await
     }
 
     /// Stops the HTTP server and the projections.
@@ -677,6 +695,19 @@ pub enum WsEvent {
 }
 
 impl WsClient {
+    /// Opens a WebSocket to `ws://{host_port}/graphql` speaking graphql-transport-ws (not yet
+    /// initialised).
+    pub async fn connect(host_port: &str) -> anyhow::Result<WsClient> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{host_port}/graphql").into_client_request()?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_static("graphql-transport-ws"),
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(WsClient { stream })
+    }
+
     /// Sends one protocol message.
     pub async fn send(&mut self, message: serde_json::Value) -> anyhow::Result<()> {
         use futures::SinkExt;

@@ -319,3 +319,79 @@ async fn an_appender_that_wrote_elsewhere_first_is_refused_unless_it_began_appen
         .expect_err("refused");
     assert_eq!(sqlstate(&error).as_deref(), Some("MC003"), "{error}");
 }
+
+/// An append to stream `stream` at `version`, as raw SQL.
+fn raw_append(stream: &str, version: i64) -> String {
+    RAW_APPEND.replace("'stuck-1', 1,", &format!("'{stream}', {version},"))
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_check_runs_only_where_it_is_needed_and_bounds_appenders_that_can_idle(pool: PgPool) {
+    let mut conn = pool.acquire().await.expect("connection");
+    let setting = |name: &'static str| format!("SELECT current_setting('{name}')");
+
+    // An autocommitted append: nothing to check, nothing to bound (it ends with its statement).
+    sqlx::query(&raw_append("auto-1", 1))
+        .execute(&mut *conn)
+        .await
+        .expect("append");
+    let idle: String = sqlx::query_scalar(&setting("idle_in_transaction_session_timeout"))
+        .fetch_one(&mut *conn)
+        .await
+        .expect("setting");
+    assert_eq!(idle, "0", "an autocommitted append leaves the session's settings alone");
+
+    // An append in a transaction begun before it: bounded for the rest of the transaction.
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query(&raw_append("tx-1", 1))
+        .execute(&mut *tx)
+        .await
+        .expect("append");
+    for name in ["idle_in_transaction_session_timeout", "statement_timeout"] {
+        let value: String = sqlx::query_scalar(&setting(name))
+            .fetch_one(&mut *tx)
+            .await
+            .expect("setting");
+        assert_eq!(value, "5s", "{name}");
+    }
+    sqlx::query(&raw_append("tx-1", 2))
+        .execute(&mut *tx)
+        .await
+        .expect("a second append");
+    tx.commit().await.expect("commit");
+
+    // Sent as one query string, `BEGIN` and the first append share their statement time: the
+    // first insert skips the check, a later one finds the transaction's own events and passes;
+    // a write to another table first is refused all the same.
+    sqlx::raw_sql(&format!(
+        "BEGIN; {}; {}; COMMIT",
+        raw_append("one-string", 1),
+        raw_append("one-string", 2)
+    ))
+    .execute(&mut *conn)
+    .await
+    .expect("two appends in one query string");
+    sqlx::query("CREATE TABLE side (n int)")
+        .execute(&mut *conn)
+        .await
+        .expect("table");
+    let error = sqlx::raw_sql(&format!(
+        "BEGIN; INSERT INTO side VALUES (1); {}; COMMIT",
+        raw_append("one-string-side", 1)
+    ))
+    .execute(&mut *conn)
+    .await
+    .expect_err("refused");
+    assert_eq!(sqlstate(&error).as_deref(), Some("MC002"), "{error}");
+    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+
+    let streams: Vec<(String, i64)> =
+        sqlx::query_as("SELECT stream_id, count(*) FROM events GROUP BY stream_id ORDER BY stream_id")
+            .fetch_all(&mut *conn)
+            .await
+            .expect("events");
+    assert_eq!(
+        streams,
+        [("auto-1".into(), 1), ("one-string".into(), 2), ("tx-1".into(), 2)]
+    );
+}

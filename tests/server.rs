@@ -57,6 +57,11 @@ impl Server {
     /// Starts the server as [`Server::start`] does, with `extra` flags and `env` variables.
     /// Container jobs use the tests' podman settings.
     pub async fn start_with(pool: &PgPool, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_at(&database_url(pool), dir, extra, env).await
+    }
+
+    /// Starts the server as [`Server::start_with`] does, on the database at `url`.
+    pub async fn start_at(url: &str, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         // The job user passes through to the workspace below it (a temporary directory is
         // private to its owner).
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711)).expect("chmod");
@@ -77,7 +82,7 @@ impl Server {
             .envs(env.iter().copied())
             .env("MONKEYCI_CONTAINER_RUNTIME", monkeyci_tests::PODMAN_RUNTIME)
             .env("MONKEYCI_CONTAINER_ULIMITS", monkeyci_tests::PODMAN_ULIMITS.join(","))
-            .env("MONKEYCI_DATABASE_URL", database_url(pool))
+            .env("MONKEYCI_DATABASE_URL", url)
             .env("MONKEYCI_ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", "trace")
             .env_remove("GIT_SSH_COMMAND")

@@ -48,8 +48,8 @@ async fn readable_build(
     build_id: String,
 ) -> Result<monkeyci_projections::BuildRow, Response> {
     let caller = authenticated(state, headers).await?;
-    let Ok(build) = crate::ids::decode_as(&async_graphql::ID(build_id), crate::ids::Kind::Build) else {
-        return Err((StatusCode::BAD_REQUEST, "not a build id\n").into_response());
+    let Some(build) = crate::ids::decode_path(&build_id, crate::ids::Kind::Build) else {
+        return Err((StatusCode::BAD_REQUEST, "not a build id (its id or UUID)\n").into_response());
     };
     if state.context.consistency.read_your_writes().await.is_err() {
         let behind = "the read models are behind; try again\n";
@@ -137,10 +137,13 @@ pub async fn job_log(
         Ok(build) => build,
         Err(response) => return response,
     };
-    match monkeyci_projections::queries::job(&state.context.read, build.id, &job_id).await {
-        Ok(Some(_)) => {}
+    let job = match monkeyci_projections::queries::job(&state.context.read, build.id, &job_id).await {
+        Ok(Some(job)) => job,
         Ok(None) => return (StatusCode::NOT_FOUND, "no such job\n").into_response(),
         Err(error) => return internal_error(error),
+    };
+    if let Err(message) = state.context.job_logs.ensure_stored(&state.context.read, &job).await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{message}\n")).into_response();
     }
     match monkeyci_projections::queries::job_log_text(&state.context.read, build.id, &job_id).await {
         Ok((body, _)) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response(),

@@ -41,12 +41,12 @@ impl Kind {
 
 /// The global id of an org, repo or build.
 pub fn encode(kind: Kind, id: Uuid) -> ID {
-    ID(URL_SAFE_NO_PAD.encode(format!("{}:{id}", kind.as_str())))
+    ID(monkeyci_domain::global_id(kind.as_str(), id))
 }
 
 /// The global id of a job: its build and its pipeline id.
 pub fn encode_job(build_id: Uuid, job_id: &str) -> ID {
-    ID(URL_SAFE_NO_PAD.encode(format!("Job:{build_id}:{job_id}")))
+    ID(monkeyci_domain::global_id("Job", format_args!("{build_id}:{job_id}")))
 }
 
 /// What a global id names.
@@ -62,6 +62,14 @@ pub enum Decoded {
     Schedule(Uuid),
     ParamSet(Uuid),
     SshKey(Uuid),
+}
+
+/// The object a URL path segment names: its global id of `kind` (as the API returns it) or its
+/// raw UUID (as jobs get it in `MONKEYCI_BUILD_ID` and webhook paths show it).
+pub fn decode_path(segment: &str, kind: Kind) -> Option<Uuid> {
+    Uuid::parse_str(segment)
+        .ok()
+        .or_else(|| decode_as(&ID(segment.to_owned()), kind).ok())
 }
 
 /// Decodes any global id.

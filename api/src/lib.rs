@@ -128,7 +128,7 @@ impl ApiServer {
             metrics,
             builds: Arc::new(fanout::BuildReads::default()),
             access,
-            job_logs: joblogs::JobLogWatch::start(&read).await?,
+            job_logs: joblogs::JobLogs::start(&read, config.blobs.clone()).await?,
         };
         let state = AppState {
             schema: schema::build(context.clone(), config.limits),

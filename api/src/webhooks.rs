@@ -18,7 +18,6 @@ use monkeyci_domain::RepoId;
 use monkeyci_webhooks::{delivery_id, parse_event, verify, Event, Host, PushRef};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use crate::errors;
 use crate::ids::{encode, Kind};
@@ -46,7 +45,8 @@ pub async fn receive(
         );
     };
     let missing = || refuse(StatusCode::NOT_FOUND, "no such webhook");
-    let Ok(id) = Uuid::parse_str(&id) else {
+    // The webhook's id as `createWebhook` returns it, or its UUID as `deliveryUrl` shows it.
+    let Some(id) = crate::ids::decode_path(&id, crate::ids::Kind::Webhook) else {
         return missing();
     };
     if state.context.consistency.read_your_writes().await.is_err() {

@@ -83,8 +83,9 @@ the file; the data keys are restored too. Positions and transaction ids are new:
 this database's next positions and the importing transaction's id, so the `cursor` fields of the \
 file (and cursors clients kept) do not apply to the new database.
 
-The database must be empty: import into a new database (it is created and migrated if it does \
-not exist), then start the server, whose projections build every read model from the imported \
+The database must be empty and migrated: create it with `monkeyci migrate` (this command, like \
+every command but `server`, `runner` and `migrate`, creates no database), import, then start the \
+server, whose projections build every read model from the imported \
 log. A database that holds events, a projection checkpoint past the start or read-model rows is \
 refused, since its read models could miss or double the imported history. A server already \
 running on the empty database is woken when the import commits.
@@ -647,8 +648,8 @@ async fn refuse_unless_empty(conn: &mut PgConnection) -> anyhow::Result<()> {
     if let Some(last) = last {
         bail!(
             "refusing to import: this database already holds events (the last at cursor {last}); \
-             import only into an empty database (a new one is created if the database URL names \
-             one that does not exist), then start the server"
+             import only into an empty database (make a new one with `monkeyci --database-url … \
+             migrate`), then start the server"
         );
     }
     let moved: Option<String> = sqlx::query_scalar(

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser, Subcommand};
 use monkeyci_api::{ApiConfig, ApiServer, AuthConfig, QueryLimits, WsConfig};
 use monkeyci_commands::KeyStore;
 use monkeyci_crypto::{MasterKey, MasterKeys};
@@ -21,17 +22,19 @@ mod events;
 mod executors;
 mod local;
 
-/// A local build ran and did not succeed.
+/// A local build ran and did not succeed; its summary said why, its exit status (`.0`, see
+/// `build run --help`) says how.
 #[derive(Debug, thiserror::Error)]
 #[error("the build did not succeed")]
-struct BuildFailed;
+struct BuildFailed(u8);
 
 /// MonkeyCI: a CI/CD server built on an event log in PostgreSQL.
 #[derive(Debug, Parser)]
 #[command(name = "monkeyci", version)]
 struct Cli {
-    /// The PostgreSQL database holding the event log and the read models. It is created if it
-    /// does not exist.
+    /// The PostgreSQL database (a postgres:// URL) holding the event log and the read models.
+    /// `server`, `runner` and `migrate` create it if it does not exist and migrate it; every
+    /// other command refuses a database that does not exist or is not migrated.
     #[arg(
         long,
         global = true,
@@ -131,11 +134,11 @@ struct ServerArgs {
 
     /// Do not fire cron schedules in this server. Several servers may fire them: each tick
     /// still triggers one build.
-    #[arg(long, env = "MONKEYCI_NO_SCHEDULES")]
+    #[arg(long, env = "MONKEYCI_NO_SCHEDULES", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     no_schedules: bool,
 
     /// Do not run builds in this server (run `monkeyci runner` elsewhere).
-    #[arg(long, env = "MONKEYCI_NO_RUNNER")]
+    #[arg(long, env = "MONKEYCI_NO_RUNNER", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     no_runner: bool,
 
     #[command(flatten)]
@@ -258,7 +261,7 @@ struct StorageArgs {
     s3_prefix: String,
 
     /// Address buckets by path (`endpoint/bucket/key`), as most S3-compatible servers need.
-    #[arg(long, env = "MONKEYCI_S3_PATH_STYLE")]
+    #[arg(long, env = "MONKEYCI_S3_PATH_STYLE", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     s3_path_style: bool,
 
     /// The S3 access key id; without it, AWS's usual credential chain (AWS_ACCESS_KEY_ID,
@@ -382,10 +385,29 @@ impl RunnerArgs {
 
 #[derive(Debug, Subcommand)]
 enum BuildCommand {
-    /// Runs the `.monkeyci/` pipeline of a directory, printing each job's output with a
-    /// `[job]` prefix and a summary at the end. Exits with 0 if the build succeeded, 1 if not.
+    /// Runs the `.monkeyci/` pipeline of a directory in place, as the server runs a build,
+    /// printing each job's output with a `[job]` prefix and a summary at the end.
+    ///
     /// Jobs run as on the server: with an image in a podman container, without one confined by
     /// bubblewrap (see --executor).
+    ///
+    /// Blocked jobs (`blocked: true`), which wait for the unblockJob mutation on the server, are
+    /// asked about before any job starts: "Run it? [y/N]" when stdin is a terminal. Without a
+    /// terminal (scripts, CI) they are skipped; --approve-blocked runs them and --skip-blocked
+    /// skips them without asking. The dependents of a skipped job are skipped too.
+    ///
+    /// `paths` conditions look at the files the checkout's HEAD commit changed against its
+    /// first parent, as the server looks at a build's commit; uncommitted changes do not count.
+    /// Outside a git repository (or before its first commit) they hold for every job, as on the
+    /// server when a build's changed files are unknown.
+    ///
+    /// Caches are kept in --cache-dir from run to run, as the server keeps them
+    /// (`<org>/<repo>/caches/<cache id>.tgz`, here with one repo per checkout directory): a run
+    /// restores what the last run of the same directory saved. Artifacts last for the run.
+    ///
+    /// Exit status: 0 the build succeeded; 1 it failed (a job failed, it ran out of time or was
+    /// canceled) or could not run (no pipeline, a broken one); 2 bad arguments; 3 nothing
+    /// failed, but blocked jobs were skipped for want of approval.
     Run {
         /// The checkout whose pipeline to run; jobs see it at /workspace and may change it. As
         /// root, it is handed to the job user (--job-user) first.
@@ -397,6 +419,17 @@ enum BuildCommand {
         /// Jobs that may run at once.
         #[arg(long, default_value_t = 2)]
         parallelism: usize,
+        /// Run blocked jobs (`blocked: true`) without asking.
+        #[arg(long, conflicts_with = "skip_blocked")]
+        approve_blocked: bool,
+        /// Skip blocked jobs without asking, even at a terminal (exit status 3 if nothing
+        /// failed).
+        #[arg(long)]
+        skip_blocked: bool,
+        /// Where caches are kept between runs: `$XDG_CACHE_HOME/monkeyci` or `~/.cache/monkeyci`
+        /// unless given.
+        #[arg(long, env = "MONKEYCI_CACHE_DIR", default_value_os_t = local::default_cache_dir())]
+        cache_dir: std::path::PathBuf,
         #[command(flatten)]
         executors: executors::ExecutorArgs,
     },
@@ -438,15 +471,19 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a file or a log collector.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
         .init();
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
-        // The summary already said why.
-        Err(error) if error.is::<BuildFailed>() => ExitCode::FAILURE,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
+        Err(error) => match error.downcast_ref::<BuildFailed>() {
+            // The summary already said why.
+            Some(BuildFailed(status)) => ExitCode::from(*status),
+            None => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -461,19 +498,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 dir,
                 job,
                 parallelism,
+                approve_blocked,
+                skip_blocked,
+                cache_dir,
                 executors,
             },
     } = cli.command
     {
         let runner_id = format!("local-{}", std::process::id());
         let executor = executors.executor(&runner_id, "local").await;
-        return if local::run(dir, job, parallelism, executor).await? {
-            Ok(())
-        } else {
-            Err(BuildFailed.into())
+        let blocked = match (approve_blocked, skip_blocked) {
+            (true, _) => local::BlockedJobs::Approve,
+            (_, true) => local::BlockedJobs::Skip,
+            _ => local::BlockedJobs::Ask,
+        };
+        let run = local::LocalRun {
+            dir,
+            job,
+            parallelism,
+            cache_dir,
+            blocked,
+        };
+        return match local::run(run, executor).await? {
+            local::Ended::Succeeded => Ok(()),
+            ended => Err(BuildFailed(ended.exit_status()).into()),
         };
     }
-    let pool = connect(&cli.database_url, cli.database_connections).await?;
+    // Bad arguments are reported before the database is looked at.
+    if let Command::Projections {
+        command: ProjectionsCommand::Rebuild { name, .. },
+    } = &cli.command
+    {
+        projection_named(name)?;
+    }
+    let schema = match cli.command {
+        Command::Server(_) | Command::Runner(_) | Command::Migrate => Schema::CreateAndMigrate,
+        _ => Schema::MustBeCurrent,
+    };
+    let pool = connect(&cli.database_url, cli.database_connections, schema).await?;
     let store = EventStore::new(pool);
     match cli.command {
         Command::Migrate => {
@@ -495,20 +557,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     batch_size,
                 },
         } => {
-            let projections = monkeyci_projections::all();
-            let Some(projection) = projections.iter().find(|p| p.name() == name) else {
-                let names: Vec<_> = projections.iter().map(|p| p.name()).collect();
-                bail!(
-                    "no projection is named {name:?}; the projections are {}",
-                    names.join(", ")
-                );
-            };
+            let projection = projection_named(&name)?;
             if online {
                 return rebuild_online(&store, &cli.database_url, projection.as_ref(), batch_size).await;
             }
             monkeyci_projections::rebuild(&store, projection.as_ref()).await?;
             println!("projection {name} was reset; a running server replays the log into it");
             Ok(())
+        }
+    }
+}
+
+/// The projection called `name`, or an error listing the names.
+fn projection_named(name: &str) -> anyhow::Result<Arc<dyn monkeyci_projections::Projection>> {
+    let mut projections = monkeyci_projections::all();
+    match projections.iter().position(|p| p.name() == name) {
+        Some(index) => Ok(projections.swap_remove(index)),
+        None => {
+            let names: Vec<_> = projections.iter().map(|p| p.name()).collect();
+            bail!(
+                "no projection is named {name:?}; the projections are {}",
+                names.join(", ")
+            )
         }
     }
 }
@@ -524,10 +594,11 @@ async fn rebuild_online(
     if batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let options: PgConnectOptions = url.parse().with_context(|| format!("invalid database URL {url:?}"))?;
+    let options = postgres_options(url)?;
+    let place = describe_database(&options);
     let conn = sqlx::PgConnection::connect_with(&options.application_name("monkeyci rebuild"))
         .await
-        .with_context(|| format!("cannot connect to {url}"))?;
+        .with_context(|| format!("cannot connect to {place}"))?;
     let name = projection.name();
     let started = std::time::Instant::now();
     let mut last_report = started;
@@ -559,21 +630,110 @@ async fn rebuild_online(
     Ok(())
 }
 
-/// Connects to the database, creating and migrating it first.
-async fn connect(url: &str, connections: u32) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = url.parse().with_context(|| format!("invalid database URL {url:?}"))?;
-    let options = options.application_name("monkeyci");
-    create_database_if_missing(&options).await?;
+/// What a command may do to the database it is pointed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Schema {
+    /// Create the database if it does not exist and apply pending migrations: `server`,
+    /// `runner` and `migrate` only.
+    CreateAndMigrate,
+    /// Use the database only if it exists and is migrated to exactly this version; change
+    /// nothing otherwise. Every other command: a typo in a URL must not make an empty database
+    /// that then "exports" nothing successfully.
+    MustBeCurrent,
+}
+
+/// Connects to the database; with [`Schema::CreateAndMigrate`] creates and migrates it first.
+async fn connect(url: &str, connections: u32, schema: Schema) -> anyhow::Result<PgPool> {
+    let options = postgres_options(url)?.application_name("monkeyci");
+    let place = describe_database(&options);
+    if schema == Schema::CreateAndMigrate {
+        create_database_if_missing(&options).await?;
+    }
     let pool = PgPoolOptions::new()
         .max_connections(connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await
-        .with_context(|| format!("cannot connect to {url}"))?;
-    monkeyci_eventstore::migrate(&pool)
-        .await
-        .context("migrating the database")?;
+        .map_err(|error| match error.as_database_error().and_then(|e| e.code()) {
+            // invalid_catalog_name: no such database.
+            Some(code) if code == "3D000" => anyhow::anyhow!(
+                "{place} does not exist; this command does not create databases (`monkeyci migrate` or \
+                     `monkeyci server` does): check --database-url / MONKEYCI_DATABASE_URL"
+            ),
+            _ => anyhow::Error::new(error).context(format!("cannot connect to {place}")),
+        })?;
+    match schema {
+        Schema::CreateAndMigrate => monkeyci_eventstore::migrate(&pool)
+            .await
+            .with_context(|| format!("migrating {place}"))?,
+        Schema::MustBeCurrent => {
+            use monkeyci_eventstore::SchemaState;
+            let state = monkeyci_eventstore::schema_state(&pool)
+                .await
+                .with_context(|| format!("reading the migrations of {place}"))?;
+            match state {
+                SchemaState::Current => {}
+                SchemaState::Unmigrated => bail!(
+                    "{place} exists but is not a MonkeyCI database (no migration was ever applied); \
+                     check --database-url, or run `monkeyci migrate` to make it one"
+                ),
+                SchemaState::Behind {
+                    applied,
+                    known,
+                    missing,
+                } => bail!(
+                    "{place} has {applied} of this monkeyci's {known} migrations (the first missing is \
+                     {missing}); run `monkeyci migrate` (or start `monkeyci server`) first"
+                ),
+                SchemaState::Ahead { unknown } => bail!(
+                    "{place} was migrated by a newer MonkeyCI (migrations {unknown:?} are unknown to this \
+                     one); use that version"
+                ),
+            }
+        }
+    }
     Ok(pool)
+}
+
+/// The connection options of a PostgreSQL URL; any other kind of URL is refused (the parser
+/// of the PostgreSQL driver would take `mysql://…` for a PostgreSQL server).
+fn postgres_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("postgres" | "postgresql") => {}
+        Some(other) => {
+            bail!("the database URL is a {other}:// URL; MonkeyCI needs PostgreSQL: postgres://USER@HOST:PORT/DATABASE")
+        }
+        None => bail!("the database URL is not a URL; MonkeyCI needs postgres://USER@HOST:PORT/DATABASE"),
+    }
+    // The parser's error may quote the URL, password included: say what is wrong without it.
+    url.parse()
+        .map_err(|e: sqlx::Error| anyhow::anyhow!("invalid PostgreSQL URL: {}", redact_password(&e.to_string(), url)))
+}
+
+/// `text` with the password of `url`, if any, replaced by `***`.
+fn redact_password(text: &str, url: &str) -> String {
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?']).next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .and_then(|(user_info, _)| user_info.split_once(':'))
+        .map(|(_, password)| password)
+        .filter(|p| !p.is_empty());
+    match password {
+        Some(password) => text.replace(password, "***"),
+        None => text.to_owned(),
+    }
+}
+
+/// "database NAME on HOST:PORT", without user or password, for messages.
+fn describe_database(options: &PgConnectOptions) -> String {
+    format!(
+        "database {:?} on {}:{}",
+        options.get_database().unwrap_or("(the user's default)"),
+        options.get_host(),
+        options.get_port()
+    )
 }
 
 async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
@@ -623,9 +783,11 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
     }
     let stop_runner = CancellationToken::new();
     let builds = if args.no_runner {
+        tracing::info!("not running builds (--no-runner): `monkeyci runner` processes run them");
         None
     } else {
         let settings = args.runner.settings(blobs.clone(), keys.clone());
+        tracing::info!(runner = %settings.runner_id, "running builds in this server (--no-runner leaves them to `monkeyci runner`)");
         let installation = monkeyci_runner::installation_id(store.pool()).await?;
         let executor = args
             .runner

@@ -593,6 +593,20 @@ impl CommandHandler {
         .await
     }
 
+    /// Records the commit a runner checked out for a running build.
+    pub async fn record_checkout(&self, ctx: &CommandContext, input: RecordCheckout) -> Result<BuildId, CommandError> {
+        let build_id = input.build_id;
+        let commit = &parse(CommitSha::parse(&input.commit))?;
+        self.execute(ctx, "recordCheckout", &input, move || {
+            Box::pin(async move {
+                let build = self.load::<Build>(build_id).await?;
+                let events = build.state.record_checkout(build_id, commit.clone())?;
+                Ok(Decision::new(build_id, build.state.org_id).with(&build, events))
+            })
+        })
+        .await
+    }
+
     /// Adds a pipeline job to a running build.
     pub async fn queue_job(&self, ctx: &CommandContext, input: QueueJob) -> Result<BuildId, CommandError> {
         let build_id = input.build_id;

@@ -91,6 +91,13 @@ pub struct StartBuild {
     pub runner: String,
 }
 
+/// The runner checked out a running build's source at `commit` (its full hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordCheckout {
+    pub build_id: BuildId,
+    pub commit: String,
+}
+
 /// Adds a pipeline job to a running build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueJob {

@@ -18,8 +18,8 @@ pub use error::CommandError;
 pub use handler::CommandHandler;
 pub use inputs::{
     AddMember, AddRepo, ArchiveJobLog, ArchiveRepo, CancelBuild, ChangeMemberRole, CreateOrg, CreateToken, CreateUser,
-    DeleteOrg, FinishBuild, JobTransitionInput, QueueJob, RemoveMember, RenameOrg, RetryBuild, RevokeToken,
-    SaveArtifact, StartBuild, TransitionJob, TriggerBuild, UpdateRepo,
+    DeleteOrg, FinishBuild, JobTransitionInput, QueueJob, RecordCheckout, RemoveMember, RenameOrg, RetryBuild,
+    RevokeToken, SaveArtifact, StartBuild, TransitionJob, TriggerBuild, UpdateRepo,
 };
 pub use keys::{KeyError, KeyStore};
 pub use monkeyci_domain::build::PushDetails;

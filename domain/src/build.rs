@@ -138,6 +138,9 @@ pub enum BuildEvent {
     },
     /// A runner took the build.
     BuildStarted { runner: String },
+    /// The runner checked out the build's source: `commit` is the commit it resolved `git_ref`
+    /// (and the trigger's commit, if one was asked for) to, the commit the jobs ran on.
+    SourceCheckedOut { git_ref: GitRef, commit: CommitSha },
     /// A job of the pipeline was added to the build.
     JobQueued {
         job_id: JobId,
@@ -318,6 +321,8 @@ pub struct Build {
     pub org_id: Option<OrgId>,
     pub repo_id: Option<RepoId>,
     pub trigger: Option<Trigger>,
+    /// The commit the runner checked out, once it has.
+    pub checked_out: Option<CommitSha>,
     pub cancel_requested: bool,
     pub jobs: BTreeMap<JobId, JobStatus>,
     /// Saved artifacts and the job that saved each.
@@ -344,6 +349,7 @@ impl Aggregate for Build {
                 self.trigger = Some(trigger.clone());
             }
             BuildEvent::BuildStarted { .. } => self.status = BuildStatus::Running,
+            BuildEvent::SourceCheckedOut { commit, .. } => self.checked_out = Some(commit.clone()),
             BuildEvent::JobQueued { job_id, .. } | BuildEvent::JobUnblocked { job_id } => {
                 self.jobs.insert(job_id.clone(), JobStatus::Queued);
             }
@@ -491,6 +497,35 @@ impl Build {
             });
         }
         Ok(vec![BuildEvent::BuildStarted { runner }])
+    }
+
+    /// Records the commit the runner checked out for the running build; once per build, and
+    /// only the trigger's commit when the trigger named one.
+    pub fn record_checkout(&self, id: BuildId, commit: CommitSha) -> Result<Vec<BuildEvent>, DomainError> {
+        self.ensure_running(id, "record its checkout")?;
+        if self.checked_out.is_some() {
+            return Err(DomainError::IllegalBuildTransition {
+                build_id: id.to_string(),
+                state: "checked out",
+                action: "record its checkout",
+            });
+        }
+        let Some(trigger) = &self.trigger else {
+            return Err(Self::not_found(id));
+        };
+        if let Some(asked) = &trigger.commit {
+            if !commit.as_str().starts_with(asked.as_str()) {
+                return Err(ValidationError::new(
+                    "commit",
+                    format!("the trigger asked for commit {asked}, not {commit}"),
+                )
+                .into());
+            }
+        }
+        Ok(vec![BuildEvent::SourceCheckedOut {
+            git_ref: trigger.git_ref.clone(),
+            commit,
+        }])
     }
 
     /// Adds a job of the pipeline to the running build; its dependencies must already be queued.
@@ -1023,6 +1058,70 @@ mod tests {
         given::<Build>([queued()])
             .when(|b| b.queue_job(build_id(), job("a"), vec![]))
             .then_err(illegal_build("queued", "queue a job"));
+    }
+
+    // Checkout
+
+    fn sha(raw: &str) -> CommitSha {
+        CommitSha::parse(raw).expect("valid sha")
+    }
+
+    #[test]
+    fn a_running_build_records_the_commit_it_checked_out_with_its_ref() {
+        let full = "0123456789abcdef0123456789abcdef01234567";
+        given::<Build>(running([]))
+            .when(|b| b.record_checkout(build_id(), sha(full)))
+            .then(vec![BuildEvent::SourceCheckedOut {
+                git_ref: branch("main"),
+                commit: sha(full),
+            }]);
+    }
+
+    #[test]
+    fn a_checkout_is_recorded_once_and_only_for_a_running_build() {
+        let commit = sha("0123456789abcdef0123456789abcdef01234567");
+        let checked_out = BuildEvent::SourceCheckedOut {
+            git_ref: branch("main"),
+            commit: commit.clone(),
+        };
+        given::<Build>(running([checked_out]))
+            .when(|b| b.record_checkout(build_id(), commit.clone()))
+            .then_err(illegal_build("checked out", "record its checkout"));
+        given::<Build>([queued()])
+            .when(|b| b.record_checkout(build_id(), commit.clone()))
+            .then_err(illegal_build("queued", "record its checkout"));
+        given::<Build>(running([finished(BuildOutcome::Canceled)]))
+            .when(|b| b.record_checkout(build_id(), commit.clone()))
+            .then_err(build_finished_error());
+    }
+
+    #[test]
+    fn a_checkout_must_be_the_commit_the_trigger_asked_for() {
+        let asked = BuildEvent::BuildQueued {
+            org_id: org_id(),
+            repo_id: repo_id(),
+            trigger: Trigger {
+                commit: Some(sha("abcdef1")),
+                ..trigger()
+            },
+            retry_of: None,
+        };
+        let full = sha("abcdef1234567890abcdef1234567890abcdef12");
+        given::<Build>([asked.clone(), started()])
+            .when(|b| b.record_checkout(build_id(), full.clone()))
+            .then(vec![BuildEvent::SourceCheckedOut {
+                git_ref: branch("main"),
+                commit: full,
+            }]);
+        let error = given::<Build>([asked, started()])
+            .when(|b| b.record_checkout(build_id(), sha("1234567890abcdef1234567890abcdef12345678")));
+        error.then_err(
+            ValidationError::new(
+                "commit",
+                "the trigger asked for commit abcdef1, not 1234567890abcdef1234567890abcdef12345678",
+            )
+            .into(),
+        );
     }
 
     #[test]

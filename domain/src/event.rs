@@ -234,6 +234,10 @@ mod tests {
                 retry_of: None,
             },
             BuildEvent::BuildStarted { runner: "r1".into() },
+            BuildEvent::SourceCheckedOut {
+                git_ref: GitRef::Branch(RefName::parse("main").expect("valid ref")),
+                commit: CommitSha::parse(&"ab12".repeat(10)).expect("valid sha"),
+            },
             BuildEvent::JobQueued {
                 job_id: job("test"),
                 dependencies: vec![job("build"), job("lint")],
@@ -282,7 +286,7 @@ mod tests {
                 lines: 7,
             },
         ];
-        let mut seen = [false; 15];
+        let mut seen = [false; 16];
         for sample in &samples {
             let index = match sample {
                 BuildEvent::BuildQueued { .. } => 0,
@@ -300,6 +304,7 @@ mod tests {
                 BuildEvent::BuildRetried { .. } => 12,
                 BuildEvent::ArtifactSaved { .. } => 13,
                 BuildEvent::JobLogArchived { .. } => 14,
+                BuildEvent::SourceCheckedOut { .. } => 15,
             };
             seen[index] = true;
         }

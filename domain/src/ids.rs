@@ -1,8 +1,17 @@
 use std::fmt;
 use std::str::FromStr;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// The global id the API gives an object: `<Kind>:<key>` in unpadded URL-safe base64, e.g.
+/// `global_id("Build", uuid)`. Kept here so that whoever hands ids to users (the API, the
+/// runner's `MONKEYCI_BUILD_GLOBAL_ID`) writes the same ones.
+pub fn global_id(kind: &str, key: impl fmt::Display) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{kind}:{key}"))
+}
 
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {

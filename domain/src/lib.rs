@@ -22,5 +22,5 @@ mod values;
 pub use aggregate::{Aggregate, StreamId};
 pub use error::{DomainError, ValidationError};
 pub use event::{DecodeError, DomainEvent};
-pub use ids::{BuildId, OrgId, ParamSetId, RepoId, ScheduleId, SshKeyId, TokenId, UserId, WebhookId};
+pub use ids::{global_id, BuildId, OrgId, ParamSetId, RepoId, ScheduleId, SshKeyId, TokenId, UserId, WebhookId};
 pub use values::{CommitSha, GitRef, GitUrl, JobId, Labels, Name, OrgSlug, Params, RefName};

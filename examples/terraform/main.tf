@@ -1,6 +1,6 @@
 # An example for terraform-provider-monkeyci; see "Terraform" in README.md.
 # Run with MONKEYCI_ENDPOINT and MONKEYCI_TOKEN set (an admin or user token: it creates an org),
-# and a CLI config with dev_overrides.
+# and a CLI config with dev_overrides. The state holds secrets in plain text: keep it private.
 
 terraform {
   required_providers {
@@ -8,7 +8,11 @@ terraform {
   }
 }
 
-# endpoint and token default to $MONKEYCI_ENDPOINT and $MONKEYCI_TOKEN.
+# endpoint, token and ca_file default to $MONKEYCI_ENDPOINT, $MONKEYCI_TOKEN and $MONKEYCI_CA_FILE.
+# An https:// endpoint (the server behind a TLS-terminating proxy) must present a certificate
+# that the system's roots or the PEM file ca_file trusts, e.g.:
+#   endpoint = "https://ci.example.com"
+#   ca_file  = "/etc/monkeyci/ca.pem"
 provider "monkeyci" {}
 
 variable "deploy_private_key" {

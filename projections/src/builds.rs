@@ -26,6 +26,7 @@ pub struct BuildRow {
     /// `branch` or `tag`.
     pub ref_kind: String,
     pub ref_name: String,
+    /// The commit asked for until the runner checks out, then the commit it checked out.
     pub commit_sha: Option<String>,
     pub params: BTreeMap<String, String>,
     pub retry_of: Option<Uuid>,
@@ -251,6 +252,7 @@ fn apply(row: &mut BuildRow, jobs: &mut BTreeMap<String, JobRow>, event: &BuildE
             row.runner = Some(runner.clone());
             row.started_at = Some(at);
         }
+        BuildEvent::SourceCheckedOut { commit, .. } => row.commit_sha = Some(commit.to_string()),
         BuildEvent::JobQueued { job_id, dependencies } => {
             jobs.insert(
                 job_id.to_string(),

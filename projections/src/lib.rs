@@ -10,6 +10,7 @@ mod access;
 mod audit;
 mod builds;
 mod error;
+pub mod joblog;
 mod online;
 mod orgs;
 pub mod queries;

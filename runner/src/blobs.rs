@@ -3,7 +3,8 @@
 //! Keys, by org, repo and build id (ids never change, names may):
 //!
 //! - artifacts: `<org>/<repo>/<build>/<artifact id>.tgz`, restorable by later jobs of the build;
-//! - archived job logs: `<org>/<repo>/<build>/logs/<job id>.log`;
+//! - archived job logs: `<org>/<repo>/<build>/logs/<job id>.ndjson`, one stored line (number,
+//!   time, stream, text) per line (builds from before kept plain text as `<job id>.log`);
 //! - caches: `<org>/<repo>/caches/<cache id>.tgz`, shared by every build of the repo.
 //!
 //! Artifact and cache paths are relative to the checkout. Packing and unpacking refuse anything
@@ -27,6 +28,8 @@ use crate::host::{as_user, hand_over, JobUser};
 #[derive(Debug, Clone)]
 pub struct BuildBlobs {
     store: Arc<dyn BlobStore>,
+    /// Where the repo's caches are, if not in `store`.
+    cache_store: Option<Arc<dyn BlobStore>>,
     build: BlobKey,
     caches: BlobKey,
     /// Archives are packed and downloaded here, outside the checkout.
@@ -50,6 +53,7 @@ impl BuildBlobs {
             build: repo.join(&build.to_string())?,
             caches: repo.join("caches")?,
             store,
+            cache_store: None,
             scratch,
             owner: None,
         })
@@ -60,6 +64,25 @@ impl BuildBlobs {
     pub fn with_owner(mut self, owner: Option<JobUser>) -> Self {
         self.owner = owner;
         self
+    }
+
+    /// Keeps the repo's caches in `store` rather than with the build's artifacts and logs: a
+    /// local run keeps its caches from run to run, and its artifacts only for the run.
+    pub fn with_cache_store(mut self, store: Arc<dyn BlobStore>) -> Self {
+        self.cache_store = Some(store);
+        self
+    }
+
+    /// The store that holds `key`: the cache store for the repo's caches, if there is one.
+    fn store_of(&self, key: &BlobKey) -> &Arc<dyn BlobStore> {
+        let of_a_cache = key
+            .as_str()
+            .strip_prefix(self.caches.as_str())
+            .is_some_and(|rest| rest.starts_with('/'));
+        match &self.cache_store {
+            Some(caches) if of_a_cache => caches,
+            _ => &self.store,
+        }
     }
 
     /// Runs `work` on the blocking pool, as the owner if there is one (after handing it
@@ -82,7 +105,7 @@ impl BuildBlobs {
         .map_err(|e| format!("packing stopped: {e}"))?
     }
 
-    /// The store itself.
+    /// The store of the build's artifacts and logs.
     pub fn store(&self) -> &Arc<dyn BlobStore> {
         &self.store
     }
@@ -99,7 +122,8 @@ impl BuildBlobs {
 
     /// The key of a job's archived log.
     pub fn log_key(&self, job: &JobId) -> Result<BlobKey, StorageError> {
-        self.build.join(&format!("logs/{job}.log"))
+        self.build
+            .join(&format!("logs/{job}{}", monkeyci_projections::joblog::ARCHIVE_SUFFIX))
     }
 
     /// Packs `path` (relative to `root`) and stores it under `key`.
@@ -111,7 +135,7 @@ impl BuildBlobs {
             .await;
         let stored = match packed {
             Ok(summary) => self
-                .store
+                .store_of(key)
                 .put_file(key, &archive)
                 .await
                 .map(|info| (info, summary))
@@ -125,7 +149,7 @@ impl BuildBlobs {
     /// Fetches `key` and unpacks it into `root`; `None` if there is no such object.
     pub async fn restore(&self, key: &BlobKey, root: &Path) -> Result<Option<UnpackSummary>, String> {
         let archive = self.scratch_file().await?;
-        let restored = match self.store.get_to_file(key, &archive).await {
+        let restored = match self.store_of(key).get_to_file(key, &archive).await {
             Ok(Some(_)) => {
                 let (from, into) = (archive.clone(), root.to_owned());
                 self.as_owner(root, move || unpack(&from, &into).map(Some).map_err(|e| e.to_string()))

@@ -137,3 +137,36 @@ pub async fn checkout(url: &str, target: &GitTarget, dest: &Path, auth: &GitAuth
     .await?;
     git(dest, auth, "git rev-parse", &["rev-parse", "HEAD"]).await
 }
+
+/// The paths `commit` of the repository at `checkout` changed against its first parent (every
+/// path of a root commit), for `paths` conditions; `None` if git cannot tell (e.g. a shallow
+/// clone without the parent, or no repository at all).
+pub async fn changed_paths(checkout: &Path, commit: &str) -> Option<Vec<String>> {
+    // The checkout may belong to the job user by now (confined jobs are handed it, and `build
+    // run` works in place), and git reads another user's repository only when told it is safe.
+    // Listing a commit's paths runs none of the programs a repository's config may name.
+    let safe = format!("safe.directory={}", checkout.display());
+    let output = Command::new("git")
+        .args([
+            "-c",
+            &safe,
+            "diff-tree",
+            "--no-commit-id",
+            "--name-only",
+            "-r",
+            "--root",
+            "-m",
+            "--first-parent",
+            commit,
+        ])
+        .current_dir(checkout)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(output.stdout).ok()?;
+    Some(text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
+}

@@ -18,7 +18,7 @@ mod service;
 mod ticker;
 
 pub use blobs::BuildBlobs;
-pub use checkout::{checkout, CheckoutError, GitAuth, GitTarget};
+pub use checkout::{changed_paths, checkout, CheckoutError, GitAuth, GitTarget};
 pub use container::{ContainerExecutor, BUILD_LABEL, INSTALLATION_LABEL, JOB_LABEL, RUNNER_LABEL};
 pub use executor::{
     ExecutionError, Executor, JobExecutor, JobLimits, JobOutcome, JobSpec, Leftover, LogLimits, LogLine, LogStream,
@@ -28,7 +28,7 @@ pub use host::{HostExecutor, JobNetwork, JobUser, Sandbox, SANDBOX_ENV, SANDBOX_
 pub use logs::write_logs;
 pub use process::{container_launcher, launcher};
 pub use scheduler::{
-    run_pipeline, unblocked_jobs, BuildPlan, CommandRecorder, LogItem, LogSender, ScheduleError, StepRecorder,
+    run_pipeline, unblocked_jobs, Approval, BuildPlan, CommandRecorder, LogItem, LogSender, ScheduleError, StepRecorder,
 };
 pub use service::{installation_id, Runner, RunnerSettings};
 pub use ticker::{Fired, ScheduleTicker};

@@ -2,9 +2,9 @@
 //!
 //! Jobs start as soon as their dependencies have succeeded, at most `parallelism` at a time. A
 //! job whose dependency failed, was skipped or was canceled is skipped; a job whose conditions
-//! do not hold is skipped; a `blocked` job waits until somebody unblocks it. A failing job is
-//! run again up to its `retries` while it stays "running". Every transition is a command, so the
-//! log holds the build's whole history.
+//! do not hold is skipped; a `blocked` job waits until somebody unblocks it (or decides it is
+//! skipped: see [`Approval`]). A failing job is run again up to its `retries` while it stays
+//! "running". Every transition is a command, so the log holds the build's whole history.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -62,6 +62,17 @@ pub enum LogItem {
 
 /// Where job output goes.
 pub type LogSender = mpsc::Sender<LogItem>;
+
+/// What somebody decided about a blocked job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    /// Let it run once its dependencies have succeeded (the `unblockJob` mutation, a yes at
+    /// `monkeyci build run`'s prompt).
+    Unblock(JobId),
+    /// Never run it: it is skipped with `reason`, and its dependents are skipped after it as
+    /// after any job that did not succeed.
+    Skip { job: JobId, reason: String },
+}
 
 /// The scheduler could not record a step; the build should end as errored.
 #[derive(Debug, thiserror::Error)]
@@ -237,13 +248,13 @@ async fn archive_log(
     build_id: BuildId,
     job: &JobId,
 ) -> Result<(), String> {
-    let (text, lines) = monkeyci_projections::queries::job_log_text(read, build_id.as_uuid(), job.as_str())
+    let (archive, lines) = monkeyci_projections::joblog::job_log_archive(read, build_id.as_uuid(), job.as_str())
         .await
         .map_err(|e| format!("reading the log failed: {e}"))?;
     let key = blobs.log_key(job).map_err(|e| e.to_string())?;
     let info = blobs
         .store()
-        .put_bytes(&key, text.into_bytes())
+        .put_bytes(&key, archive)
         .await
         .map_err(|e| e.to_string())?;
     let command = ArchiveJobLog {
@@ -316,6 +327,11 @@ fn monkeyci_env(plan: &BuildPlan, job: &Job) -> BTreeMap<String, String> {
         monkeyci_domain::GitRef::Tag(t) => (None, Some(t.to_string())),
     };
     env.insert("MONKEYCI_BUILD_ID".into(), plan.build_id.to_string());
+    // The id the API returns for the build (`Build.id`); its endpoints take either.
+    env.insert(
+        "MONKEYCI_BUILD_GLOBAL_ID".into(),
+        monkeyci_domain::global_id("Build", plan.build_id),
+    );
     env.insert("MONKEYCI_JOB_ID".into(), job.id.to_string());
     env.insert("MONKEYCI_COMMIT".into(), plan.commit.clone());
     env.insert(
@@ -336,13 +352,14 @@ fn monkeyci_env(plan: &BuildPlan, job: &Job) -> BTreeMap<String, String> {
 }
 
 /// Runs the plan's jobs to the end (or until `cancel`), records every step with `recorder`,
-/// and finishes the build. Unblocked job ids arrive on `unblocked`. Returns the build's outcome.
+/// and finishes the build. What is decided about blocked jobs arrives on `approvals`; while a
+/// job is blocked the build waits for it. Returns the build's outcome.
 pub async fn run_pipeline<E: Executor, R: StepRecorder>(
     executor: &E,
     rec: &R,
     plan: &BuildPlan,
     logs: LogSender,
-    mut unblocked: mpsc::Receiver<JobId>,
+    mut approvals: mpsc::Receiver<Approval>,
     cancel: CancellationToken,
 ) -> Result<BuildOutcome, ScheduleError> {
     let jobs: Vec<&Job> = plan.pipeline.jobs().iter().collect();
@@ -417,10 +434,22 @@ pub async fn run_pipeline<E: Executor, R: StepRecorder>(
                     state.insert(&job.id, next);
                 }
             }
-            Some(id) = unblocked.recv() => {
-                if let Some(job) = jobs.iter().find(|j| j.id == id) {
-                    if state[&job.id] == State::Blocked {
+            Some(approval) = approvals.recv() => {
+                let id = match &approval {
+                    Approval::Unblock(id) | Approval::Skip { job: id, .. } => id,
+                };
+                // A decision about a job that is no longer blocked (skipped after a failed
+                // dependency, or decided twice) changes nothing.
+                let Some(job) = jobs.iter().find(|j| j.id == *id && state[&j.id] == State::Blocked) else {
+                    continue;
+                };
+                match approval {
+                    Approval::Unblock(_) => {
                         state.insert(&job.id, State::Waiting);
+                    }
+                    Approval::Skip { reason, .. } => {
+                        rec.transition(&job.id, JobTransitionInput::Skipped { reason }).await?;
+                        state.insert(&job.id, State::Skipped);
                     }
                 }
             }
@@ -722,7 +751,7 @@ pub fn unblocked_jobs(
     feed: &monkeyci_eventstore::EventFeed,
     build_id: BuildId,
     after: monkeyci_eventstore::Cursor,
-) -> mpsc::Receiver<JobId> {
+) -> mpsc::Receiver<Approval> {
     let (tx, rx) = mpsc::channel(64);
     let stream_id = format!("build-{build_id}");
     let events = feed.subscribe(after);
@@ -736,7 +765,7 @@ pub fn unblocked_jobs(
             let Ok(BuildEvent::JobUnblocked { job_id }) = decoded else {
                 continue;
             };
-            if tx.send(job_id).await.is_err() {
+            if tx.send(Approval::Unblock(job_id)).await.is_err() {
                 return;
             }
         }

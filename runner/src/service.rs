@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use monkeyci_commands::{CommandContext, CommandError, CommandHandler, FinishBuild, StartBuild};
+use monkeyci_commands::{CommandContext, CommandError, CommandHandler, FinishBuild, RecordCheckout, StartBuild};
 use monkeyci_domain::build::{BuildEvent, BuildOutcome, Trigger, TriggerSource};
 use monkeyci_domain::pipeline::{self, PIPELINE_DIR, PIPELINE_FILES};
 use monkeyci_domain::repo::Repo;
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::blobs::BuildBlobs;
-use crate::checkout::{checkout, GitAuth, GitTarget};
+use crate::checkout::{changed_paths, checkout, GitAuth, GitTarget};
 use crate::executor::{Executor, JobLimits};
 use crate::logs::write_logs;
 use crate::scheduler::{run_pipeline, unblocked_jobs, BuildPlan, CommandRecorder};
@@ -363,6 +363,16 @@ impl<E: Executor + Clone + 'static> Runner<E> {
                 return Err((BuildOutcome::Canceled, "canceled during checkout".into()));
             }
         };
+        // What was built is the first fact of an audit: recorded before the pipeline is read, so
+        // a build that errors on a broken pipeline still says which commit broke it.
+        let checked_out = RecordCheckout {
+            build_id,
+            commit: commit.clone(),
+        };
+        self.commands
+            .record_checkout(&self.context(), checked_out)
+            .await
+            .map_err(|e| errored(format!("recording the checked-out commit {commit} failed: {e}")))?;
         let pipeline = load_pipeline(&source).await.map_err(errored)?;
         let trigger = Trigger {
             source: match build.source.as_str() {
@@ -465,31 +475,6 @@ impl<E: Executor + Clone + 'static> Runner<E> {
         });
         token
     }
-}
-
-/// The paths the checked-out commit changed against its first parent (every path of a root
-/// commit), for `paths` conditions; `None` if git cannot tell (e.g. a shallow clone).
-async fn changed_paths(source: &Path, commit: &str) -> Option<Vec<String>> {
-    let output = tokio::process::Command::new("git")
-        .args([
-            "diff-tree",
-            "--no-commit-id",
-            "--name-only",
-            "-r",
-            "--root",
-            "-m",
-            "--first-parent",
-            commit,
-        ])
-        .current_dir(source)
-        .output()
-        .await
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    let text = String::from_utf8(output.stdout).ok()?;
-    Some(text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
 }
 
 fn checkout_dir(workspace: &Path) -> PathBuf {

@@ -1,8 +1,12 @@
-//! A small GraphQL-over-HTTP client for MonkeyCI's API, shared by every resource.
+//! A small GraphQL-over-HTTP(S) client for MonkeyCI's API, shared by every resource.
 
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use anyhow::Context;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tf_provider::Diagnostics;
@@ -21,6 +25,8 @@ pub struct Client {
 pub enum ApiError {
     /// The request did not get a GraphQL answer (connection, HTTP status, bad JSON).
     Transport(String),
+    /// TLS refused the connection (e.g. an untrusted certificate): sending again cannot help.
+    Tls(String),
     /// The API answered with errors: `(extensions.code, message)` of each.
     Graphql(Vec<(Option<String>, String)>),
 }
@@ -44,7 +50,7 @@ impl ApiError {
     /// Records the error as Terraform diagnostics, one per GraphQL error.
     pub fn report(&self, diags: &mut Diagnostics, summary: &str) {
         match self {
-            Self::Transport(message) => diags.root_error(summary.to_owned(), message.clone()),
+            Self::Transport(message) | Self::Tls(message) => diags.root_error(summary.to_owned(), message.clone()),
             Self::Graphql(errors) => {
                 for (code, message) in errors {
                     let detail = match code {
@@ -59,9 +65,14 @@ impl ApiError {
 }
 
 impl Client {
-    /// A client for the API at `endpoint` (e.g. `http://127.0.0.1:8080`) using `token`.
-    pub fn new(endpoint: &str, token: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+    /// A client for the API at `endpoint` (e.g. `http://127.0.0.1:8080` or `https://ci.example.com`)
+    /// using `token`. An `https://` endpoint must present a certificate that the system's roots
+    /// or one of `extra_roots` (see [`read_ca_file`]) vouch for.
+    pub fn new(endpoint: &str, token: &str, extra_roots: Vec<reqwest::Certificate>) -> anyhow::Result<Self> {
+        let http = extra_roots
+            .into_iter()
+            .fold(reqwest::Client::builder(), reqwest::ClientBuilder::add_root_certificate)
+            .tls_built_in_native_certs(true)
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .build()?;
@@ -87,7 +98,7 @@ impl Client {
             .json(&serde_json::json!({ "query": query, "variables": variables }))
             .send()
             .await
-            .map_err(|e| ApiError::Transport(format!("sending the request to {}: {e}", self.url)))?;
+            .map_err(|e| send_error(&self.url, &e))?;
         let status = response.status();
         let body: Value = response
             .json()
@@ -125,6 +136,68 @@ impl Client {
                 result => return result,
             }
         }
+    }
+}
+
+/// The CA certificates of the PEM file at `path`, to trust besides the system's roots.
+///
+/// Each is checked here, so that a bad file is reported with its path rather than as a failure to
+/// build the HTTP client.
+pub fn read_ca_file(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let shown = path.display();
+    let pem = std::fs::read(path).with_context(|| format!("cannot read the CA file {shown}"))?;
+    let mut certificates = Vec::new();
+    for (index, der) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let der = der.with_context(|| format!("the CA file {shown} is not valid PEM"))?;
+        rustls::RootCertStore::empty().add(der.clone()).with_context(|| {
+            format!(
+                "certificate {} of the CA file {shown} is not a valid certificate",
+                index + 1
+            )
+        })?;
+        certificates.push(
+            reqwest::Certificate::from_der(&der)
+                .with_context(|| format!("certificate {} of the CA file {shown}", index + 1))?,
+        );
+    }
+    if certificates.is_empty() {
+        anyhow::bail!("the CA file {shown} holds no PEM certificate (a `-----BEGIN CERTIFICATE-----` block)");
+    }
+    Ok(certificates)
+}
+
+/// Why sending to `url` failed, with every cause: reqwest's own message only names the URL, while
+/// the causes say what went wrong (refused connection, untrusted certificate, timeout).
+fn send_error(url: &str, error: &reqwest::Error) -> ApiError {
+    let mut message = format!("sending the request to {url}: {error}");
+    let mut tls = None;
+    let mut cause = std::error::Error::source(error);
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        tls = tls.or_else(|| rustls_error(current));
+        cause = current.source();
+    }
+    match tls {
+        Some(rustls::Error::InvalidCertificate(_)) => ApiError::Tls(format!(
+            "{message}. The server's certificate was refused; if a private CA signed it, set `ca_file` in the provider block (or MONKEYCI_CA_FILE) to that CA's PEM file."
+        )),
+        Some(_) => ApiError::Tls(message),
+        None => ApiError::Transport(message),
+    }
+}
+
+/// The TLS error behind `cause`: the TLS stream wraps it in an I/O error, which hyper-rustls
+/// wraps in another, and an I/O error's `source` skips the error it wraps.
+fn rustls_error<'a>(mut cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    loop {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        cause = cause.downcast_ref::<std::io::Error>()?.get_ref()?;
     }
 }
 

@@ -16,9 +16,9 @@ mod webhook;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    // Both ring (tonic, for the plugin's gRPC TLS) and aws-lc-rs (elsewhere in the workspace)
-    // are compiled into rustls, so it cannot pick a default itself. An error only means a
-    // default is already installed.
+    // Both ring (tonic, for the plugin's gRPC TLS; reqwest, for `https://` endpoints) and
+    // aws-lc-rs (elsewhere in the workspace) are compiled into rustls, so it cannot pick a
+    // default itself. An error only means a default is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     tf_provider::serve("monkeyci", provider::MonkeyCiProvider::default()).await
 }

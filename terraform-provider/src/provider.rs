@@ -1,6 +1,7 @@
 //! The provider: its configuration and the list of resources and data sources.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -9,7 +10,7 @@ use tf_provider::value::{ValueEmpty, ValueString};
 use tf_provider::{map, AttributePath, Diagnostics, DynamicDataSource, DynamicResource, Provider};
 
 use crate::api_token::ApiTokenResource;
-use crate::client::{Client, SharedClient};
+use crate::client::{read_ca_file, Client, SharedClient};
 use crate::managed::ManagedResource;
 use crate::org::{Org, OrgDataSource};
 use crate::param_set::ParamSet;
@@ -25,6 +26,8 @@ pub struct ProviderConfig<'a> {
     pub endpoint: ValueString<'a>,
     #[serde(borrow = "'a")]
     pub token: ValueString<'a>,
+    #[serde(borrow = "'a")]
+    pub ca_file: ValueString<'a>,
 }
 
 /// Serves `monkeyci_*` resources and data sources.
@@ -66,12 +69,16 @@ impl Provider for MonkeyCiProvider {
                 description: Description::plain("MonkeyCI, through its GraphQL API."),
                 attributes: map! {
                     "endpoint" => optional_string(
-                        "Base URL of the MonkeyCI server, e.g. `http://127.0.0.1:8080`. Defaults to the environment variable MONKEYCI_ENDPOINT.",
+                        "Base URL of the MonkeyCI server, e.g. `http://127.0.0.1:8080` or `https://ci.example.com`. Defaults to the environment variable MONKEYCI_ENDPOINT.",
                         false,
                     ),
                     "token" => optional_string(
                         "API token sent as `Authorization: Bearer`. Defaults to the environment variable MONKEYCI_TOKEN.",
                         true,
+                    ),
+                    "ca_file" => optional_string(
+                        "Path to a PEM file of CA certificates to trust for an `https://` endpoint, besides the system's roots (e.g. a private CA). Defaults to the environment variable MONKEYCI_CA_FILE.",
+                        false,
                     ),
                 },
                 ..Default::default()
@@ -101,14 +108,28 @@ impl Provider for MonkeyCiProvider {
                 AttributePath::new("token"),
             );
         }
+        let extra_roots = match setting(&config.ca_file, "MONKEYCI_CA_FILE") {
+            Some(path) => match read_ca_file(Path::new(&path)) {
+                Ok(certificates) => certificates,
+                Err(e) => {
+                    diags.error(
+                        "Cannot use the CA file",
+                        format!("{e:#}"),
+                        AttributePath::new("ca_file"),
+                    );
+                    return None;
+                }
+            },
+            None => Vec::new(),
+        };
         let (endpoint, token) = (endpoint?, token?);
-        match Client::new(&endpoint, &token) {
+        match Client::new(&endpoint, &token, extra_roots) {
             Ok(client) => {
                 self.client.set(client);
                 Some(())
             }
             Err(e) => {
-                diags.root_error("Cannot create the HTTP client", e.to_string());
+                diags.root_error("Cannot create the HTTP client", format!("{e:#}"));
                 None
             }
         }

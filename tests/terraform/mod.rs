@@ -1,10 +1,11 @@
 //! The Terraform provider, driven by the real `terraform` binary against the real `monkeyci`
 //! server: create, no-op plan, in-place change, replacement, drift, deletion outside Terraform,
 //! import, the data sources and destroy. `org` covers `monkeyci_org`, `resources` every other
-//! resource.
+//! resource, `tls` an `https://` endpoint.
 
 mod org;
 mod resources;
+mod tls;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -71,12 +72,17 @@ impl Setup {
         }
     }
 
-    /// Replaces the Terraform configuration (`main.tf`) with the provider block plus `body`.
+    /// Replaces the Terraform configuration (`main.tf`) with an empty provider block plus `body`.
     pub(crate) fn config(&self, body: &str) {
+        self.config_with_provider("", body);
+    }
+
+    /// Replaces the Terraform configuration with a provider block holding `provider` plus `body`.
+    pub(crate) fn config_with_provider(&self, provider: &str, body: &str) {
         std::fs::write(
             self.dir.path().join("main.tf"),
             format!(
-                "terraform {{\n  required_providers {{\n    monkeyci = {{ source = \"monkeyci/monkeyci\" }}\n  }}\n}}\n\nprovider \"monkeyci\" {{}}\n\n{body}\n"
+                "terraform {{\n  required_providers {{\n    monkeyci = {{ source = \"monkeyci/monkeyci\" }}\n  }}\n}}\n\nprovider \"monkeyci\" {{\n{provider}}}\n\n{body}\n"
             ),
         )
         .expect("write main.tf");
@@ -93,7 +99,13 @@ impl Setup {
 
     /// Like [`Setup::terraform`], with the provider talking to the API at `endpoint`.
     pub(crate) async fn terraform_via(&self, endpoint: &str, args: &[&str]) -> (i32, String) {
-        let output = Command::new("terraform")
+        self.terraform_with(endpoint, None, args).await
+    }
+
+    /// Like [`Setup::terraform_via`], with `MONKEYCI_CA_FILE` set to `ca_file` (else unset).
+    pub(crate) async fn terraform_with(&self, endpoint: &str, ca_file: Option<&Path>, args: &[&str]) -> (i32, String) {
+        let mut command = Command::new("terraform");
+        command
             .args(args)
             .current_dir(self.path())
             .env("TF_CLI_CONFIG_FILE", self.path().join("terraform.rc"))
@@ -101,11 +113,13 @@ impl Setup {
             .env("CHECKPOINT_DISABLE", "1")
             .env("MONKEYCI_ENDPOINT", endpoint)
             .env("MONKEYCI_TOKEN", ADMIN_TOKEN)
+            .env_remove("MONKEYCI_CA_FILE")
             .env_remove("TF_LOG")
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("run terraform");
+            .stdin(Stdio::null());
+        if let Some(ca_file) = ca_file {
+            command.env("MONKEYCI_CA_FILE", ca_file);
+        }
+        let output = command.output().await.expect("run terraform");
         let text = format!(
             "$ terraform {}\n{}{}",
             args.join(" "),

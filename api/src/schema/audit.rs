@@ -98,9 +98,11 @@ impl AuditQuery {
         Ok(connection)
     }
 
-    /// The events of one org, repo or build stream (`org-<uuid>`, `repo-<uuid>`,
-    /// `build-<uuid>`), in version order; the edges' cursors are stream versions. Readable by
-    /// anyone who can read the org.
+    /// The events of one org, repo or build, in version order. `streamId` is the object's
+    /// global id (as `Org.id`, `Repo.id`, `Build.id` return it) or its stream id (`org-<uuid>`,
+    /// `repo-<uuid>`, `build-<uuid>`). The edges' cursors are the events' log cursors (as
+    /// `LogEvent.cursor`): `after` takes one (or a stream version), and `build(asOf: {cursor})`
+    /// and `events(after:)` take them too. Readable by anyone who can read the org.
     #[graphql(complexity = "super::cost::page(first, child_complexity)")]
     async fn history(
         &self,
@@ -110,39 +112,82 @@ impl AuditQuery {
         after: Option<String>,
     ) -> Result<Connection<String, LogEvent>> {
         let limit = page_limit(first)?;
-        let after = after
-            .as_deref()
-            .map(|a| {
-                a.parse::<u64>()
-                    .map_err(|_| bad_input(format!("{a:?} is not a cursor of this list")))
-            })
-            .transpose()?;
+        let stream_id = history_stream(&stream_id)?;
+        let after = after.as_deref().map(HistoryAfter::parse).transpose()?;
         consistent(ctx).await?;
         let events = readable_stream(ctx, &stream_id)
             .await?
             .ok_or_else(|| not_found("stream"))?;
-        let after_version = after.unwrap_or(0);
-        let mut rows: Vec<&RecordedEvent> = events.iter().filter(|e| e.stream_version > after_version).collect();
+        let mut rows: Vec<&RecordedEvent> = events
+            .iter()
+            .filter(|e| match after {
+                None => true,
+                Some(HistoryAfter::Version(version)) => e.stream_version > version,
+                Some(HistoryAfter::Cursor(cursor)) => e.cursor > cursor,
+            })
+            .collect();
         let has_more = rows.len() > limit;
         rows.truncate(limit);
         let mut connection = Connection::new(after.is_some(), has_more);
         connection.edges.extend(
             rows.into_iter()
-                .map(|event| Edge::new(event.stream_version.to_string(), LogEvent::from(event))),
+                .map(|event| Edge::new(event.cursor.to_string(), LogEvent::from(event))),
         );
         Ok(connection)
+    }
+}
+
+/// Where a page of `history` starts: after an event's log cursor, or after a stream version
+/// (the edge cursors of earlier versions of the API).
+#[derive(Debug, Clone, Copy)]
+enum HistoryAfter {
+    Cursor(Cursor),
+    Version(u64),
+}
+
+impl HistoryAfter {
+    fn parse(raw: &str) -> Result<Self> {
+        if let Ok(version) = raw.parse::<u64>() {
+            return Ok(Self::Version(version));
+        }
+        raw.parse::<Cursor>().map(Self::Cursor).map_err(|_| {
+            bad_input(format!(
+                "{raw:?} is not a cursor of this list (`<tx>.<position>`, as its edges carry them)"
+            ))
+        })
+    }
+}
+
+/// The stream of `raw`: an org's, repo's or build's global id, or such a stream id.
+fn history_stream(raw: &str) -> Result<String> {
+    let stream_form = raw
+        .split_once('-')
+        .filter(|(category, id)| matches!(*category, "org" | "repo" | "build") && uuid::Uuid::parse_str(id).is_ok());
+    if stream_form.is_some() {
+        return Ok(raw.to_owned());
+    }
+    let refused = || {
+        bad_input(format!(
+            "{raw:?} names no org, repo or build: pass its id (as `Build.id` returns it) or its stream id \
+             (`org-<uuid>`, `repo-<uuid>`, `build-<uuid>`)"
+        ))
+    };
+    stream_of_global_id(raw).ok_or_else(refused)
+}
+
+/// The stream of an org, repo or build named by its global id; `None` for anything else.
+pub(super) fn stream_of_global_id(raw: &str) -> Option<String> {
+    match crate::ids::decode(&async_graphql::ID(raw.to_owned())).ok()? {
+        crate::ids::Decoded::Org(id) => Some(format!("org-{id}")),
+        crate::ids::Decoded::Repo(id) => Some(format!("repo-{id}")),
+        crate::ids::Decoded::Build(id) => Some(format!("build-{id}")),
+        _ => None,
     }
 }
 
 /// The events of an org, repo or build stream, if the caller may read them: `None` for an
 /// unknown stream or one of an org the caller cannot read (so ids do not leak).
 async fn readable_stream(ctx: &Context<'_>, stream_id: &str) -> Result<Option<Vec<RecordedEvent>>> {
-    let category = stream_id.split_once('-').map(|(c, _)| c);
-    if !matches!(category, Some("org" | "repo" | "build")) {
-        return Err(bad_input(
-            "`streamId` must be an org, repo or build stream: `org-<uuid>`, `repo-<uuid>` or `build-<uuid>`",
-        ));
-    }
     let events = match api(ctx).store.read_stream(stream_id, 0).await {
         Ok(events) => events,
         Err(ReadError::StreamNotFound(_)) => return Ok(None),

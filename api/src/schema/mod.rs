@@ -26,7 +26,7 @@ pub use subscription::SubscriptionRoot;
 use crate::consistency::Consistency;
 use crate::errors::{bad_input, client, internal, Code};
 use crate::fanout::BuildReads;
-use crate::joblogs::JobLogWatch;
+use crate::joblogs::JobLogs;
 use crate::metrics::Metrics;
 
 /// Every query: reads of the read models, and of the log's history.
@@ -51,7 +51,7 @@ pub struct ApiContext {
     pub consistency: Consistency,
     pub metrics: Arc<Metrics>,
     pub builds: Arc<BuildReads>,
-    pub job_logs: JobLogWatch,
+    pub job_logs: JobLogs,
     pub(crate) access: crate::sessions::AccessChanges,
 }
 

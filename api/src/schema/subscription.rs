@@ -235,10 +235,14 @@ impl SubscriptionRoot {
             .map_err(|e| internal(&e))?
             .ok_or_else(|| not_found("job"))?;
         require(ctx, owner.org_id, Role::Viewer, "job").await?;
-        queries::job(&api.read, build, &job)
+        let row = queries::job(&api.read, build, &job)
             .await
             .map_err(|e| internal(&e))?
             .ok_or_else(|| not_found("job"))?;
+        api.job_logs
+            .ensure_stored(&api.read, &row)
+            .await
+            .map_err(|e| client(Code::Unavailable, e))?;
         let open = Open::new(&api.metrics);
         let key = format!("{build} {job}");
         let mut wake = api.job_logs.subscribe();
@@ -288,9 +292,11 @@ impl SubscriptionRoot {
         })
     }
 
-    /// The raw events of an org or of one stream (give exactly one), after `after` if given
-    /// (else from now on). Reconnecting with the last cursor received delivers exactly the
-    /// events missed, then live ones. The rule of `auditLog`: owners of the org only (an org's
+    /// The raw events of an org or of one stream (give exactly one; `streamId` is a stream id
+    /// such as `build-<uuid>`, or the global id of an org, repo or build), after the cursor
+    /// `after` if given, else from now on: `after: "0.0"` reads from the start of the log.
+    /// Reconnecting with the last cursor received delivers exactly the events missed, then
+    /// live ones. The rule of `auditLog`: owners of the org only (an org's
     /// events include its API tokens' and secrets' events); streams of no org, the admin only.
     async fn events(
         &self,
@@ -302,7 +308,9 @@ impl SubscriptionRoot {
         let api = api(ctx).clone();
         let filter = match (org_id, stream_id) {
             (Some(org), None) => Filter::Org(ids::decode_as(&org, Kind::Org)?),
-            (None, Some(stream)) if !stream.is_empty() => Filter::Stream(stream),
+            (None, Some(stream)) if !stream.is_empty() => {
+                Filter::Stream(super::audit::stream_of_global_id(&stream).unwrap_or(stream))
+            }
             _ => return Err(bad_input("give either `orgId` or `streamId`")),
         };
         match &filter {

@@ -390,7 +390,8 @@ impl Build {
         (self.0.ref_kind == "tag").then_some(self.0.ref_name.as_str())
     }
 
-    /// The commit asked for, if one was.
+    /// The commit built: the full hash the runner checked out once it has, before that the
+    /// commit the trigger asked for (if it named one).
     async fn commit(&self) -> Option<&str> {
         self.0.commit_sha.as_deref()
     }
@@ -614,8 +615,13 @@ impl Job {
                 super::cost::MAX_LOG_LINES
             )));
         }
+        let api = api(ctx);
+        api.job_logs
+            .ensure_stored(&api.read, &self.0)
+            .await
+            .map_err(|e| crate::errors::client(crate::errors::Code::Unavailable, e))?;
         let lines = queries::job_log(
-            &api(ctx).read,
+            &api.read,
             self.0.build_id,
             &self.0.job_id,
             after.unwrap_or(0),
