@@ -130,7 +130,7 @@ async fn an_artifact_on_s3_passes_between_jobs_and_is_listed_downloadable_and_lo
         .expect("tar");
     assert!(String::from_utf8_lossy(&listing.stdout).contains("out/hello.txt"));
 
-    // In the bucket under the prefix: the artifact and one log per job, each log the same text
+    // In the bucket under the prefix: the artifact and one log per job, each log the same lines
     // as the log download.
     let org_repo = format!("{}/{}", build.org_id, build.repo_id);
     let keys: Vec<String> = store
@@ -145,7 +145,7 @@ async fn an_artifact_on_s3_passes_between_jobs_and_is_listed_downloadable_and_lo
     for job in response["data"]["build"]["jobs"].as_array().expect("jobs") {
         let name = job["jobId"].as_str().expect("job id");
         let archived = &job["logArchive"];
-        let key = BlobKey::new(format!("{build_key}/logs/{name}.log")).expect("key");
+        let key = BlobKey::new(format!("{build_key}/logs/{name}.ndjson")).expect("key");
         let stored = store.get_bytes(&key).await.expect("get").expect("archived log");
         let served = app
             .http
@@ -156,7 +156,17 @@ async fn an_artifact_on_s3_passes_between_jobs_and_is_listed_downloadable_and_lo
             .text()
             .await
             .expect("text");
-        assert_eq!(String::from_utf8(stored.clone()).expect("utf-8"), served);
+        // The archive keeps every line with its number, time and stream; its texts are the
+        // download's lines.
+        let archived_text: String = String::from_utf8(stored.clone())
+            .expect("utf-8")
+            .lines()
+            .map(|line| {
+                let line: serde_json::Value = serde_json::from_str(line).expect("an NDJSON line");
+                format!("{}\n", line["text"].as_str().expect("text"))
+            })
+            .collect();
+        assert_eq!(archived_text, served);
         assert_eq!(Some(stored.len() as u64), archived["size"].as_u64(), "{job}");
         assert_eq!(Some(served.lines().count() as u64), archived["lines"].as_u64(), "{job}");
     }
