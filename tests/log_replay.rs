@@ -149,7 +149,9 @@ async fn job_logs_read_the_same_after_export_import_and_after_the_log_table_is_l
     let before = read_logs(&source, &build).await;
     let colours = &before.iter().find(|(name, _)| name == "colours").expect("colours").1;
     assert!(
-        colours.download.starts_with("\u{1b}[31mred\u{1b}[0m and"),
+        colours
+            .download
+            .contains("\u{1b}[31mred\u{1b}[0m and \u{1b}[1mbold\u{1b}[0m\n"),
         "{:?}",
         colours.download
     );
