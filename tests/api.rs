@@ -265,7 +265,7 @@ async fn a_build_updated_subscriber_sees_every_change_and_completes_at_the_end(p
     ws.init().await.expect("init");
     ws.subscribe(
         "b1",
-        "subscription($id: ID!) { buildUpdated(buildId: $id) { status jobCounts { total running succeeded } } }",
+        "subscription($id: ID!) { buildUpdated(buildId: $id) { status commit jobCounts { total running succeeded } } }",
         json!({ "id": build }),
     )
     .await
@@ -284,10 +284,11 @@ async fn a_build_updated_subscriber_sees_every_change_and_completes_at_the_end(p
             other => panic!("unexpected {other:?}: {message}"),
         }
     }
-    // Five changes (start, job queued, started, succeeded, build finished): changes that reach
-    // the read model together come as one state, so there are one to five, each different.
+    // Six changes (start, checkout, job queued, started, succeeded, build finished): changes
+    // that reach the read model together come as one state, so there are one to six, each
+    // different.
     let statuses: Vec<&str> = states.iter().filter_map(|s| s["status"].as_str()).collect();
-    assert!((1..=5).contains(&states.len()), "{states:?}");
+    assert!((1..=6).contains(&states.len()), "{states:?}");
     assert_eq!(statuses.last(), Some(&"SUCCEEDED"));
     assert!(
         statuses[..statuses.len() - 1].iter().all(|s| *s == "RUNNING"),
@@ -301,6 +302,7 @@ async fn a_build_updated_subscriber_sees_every_change_and_completes_at_the_end(p
         states.last().map(|s| s["jobCounts"].clone()),
         Some(json!({ "total": 1, "running": 0, "succeeded": 1 }))
     );
+    assert_eq!(states.last().map(|s| s["commit"].clone()), Some(json!(CHECKED_OUT)));
     app.stop().await;
 }
 

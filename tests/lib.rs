@@ -311,12 +311,28 @@ pub async fn run_workload(
     Ok(done)
 }
 
+/// Whether `name` is an environment variable that cargo sets for the crate it compiles or the
+/// test it runs, rather than one a user sets to configure cargo.
+fn set_by_cargo_for_a_test(name: &str) -> bool {
+    const SET: [&str; 7] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "OUT_DIR",
+    ];
+    SET.contains(&name) || name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_BIN_EXE_")
+}
+
 /// The directory of the workspace's binaries (`monkeyci`, `terraform-provider-monkeyci`), built
 /// on first use.
 ///
 /// `cargo test` builds only test harnesses for packages without integration tests, so the
-/// binaries are built here with the same cargo and target directory as the tests themselves, in
-/// one `cargo build` for both (one set of features, so the second use rebuilds nothing).
+/// binaries are built here with the same cargo and target directory as the tests themselves, and
+/// the same selection and environment as `cargo test --workspace` from a shell: after that run
+/// (or `cargo nextest run --workspace`) this compiles nothing.
 fn built_binaries() -> anyhow::Result<std::path::PathBuf> {
     static BUILT: std::sync::OnceLock<Result<std::path::PathBuf, String>> = std::sync::OnceLock::new();
     BUILT
@@ -327,16 +343,26 @@ fn built_binaries() -> anyhow::Result<std::path::PathBuf> {
                 dir.pop();
             }
             let packages = ["monkeyci", "terraform-provider-monkeyci"];
-            let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "-p", packages[0], "-p", packages[1]])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .map_err(|e| format!("running cargo: {e}"))?;
+            // The same selection as `cargo test --workspace` (every package, dev-dependencies
+            // on), so features unify the same way and what that run compiled is reused: with
+            // `-p` only, dependencies whose features differ were compiled a second time while
+            // the tests waited.
+            let args = ["build", "--quiet", "--workspace", "--all-targets"];
+            let mut cargo = std::process::Command::new(env!("CARGO"));
+            cargo.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+            // What cargo sets for this test process would be inherited, and a dependency whose
+            // build script reads one of them (ring reads CARGO_MANIFEST_DIR) would count as
+            // changed against a `cargo` run from a shell: it and all that depends on it were
+            // compiled again at every switch.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if set_by_cargo_for_a_test(&name) {
+                    cargo.env_remove(name.as_ref());
+                }
+            }
+            let status = cargo.status().map_err(|e| format!("running cargo: {e}"))?;
             if !status.success() {
-                return Err(format!(
-                    "cargo build -p {} -p {} failed: {status}",
-                    packages[0], packages[1]
-                ));
+                return Err(format!("cargo {} failed: {status}", args.join(" ")));
             }
             match packages.iter().find(|p| !dir.join(p).is_file()) {
                 Some(missing) => Err(format!("no {missing} in {}", dir.display())),

@@ -201,7 +201,9 @@ async fn stress_round(
 /// Stress rounds of 16 writers and one reader until `MONKEYCI_STRESS_APPENDS` appends (or
 /// `default_total`) have run; across all rounds the reader saw every stream in version order with
 /// no gap. With [`Writes::KeyedAndRetried`] a killer ends a writer's backend every 20 ms, in
-/// the middle of whatever it was doing; returns how many it ended.
+/// the middle of whatever it was doing; returns how many it ended. The backend is drawn at random:
+/// taking the first one listed hit the same slot again and again (a reconnecting writer gets the
+/// slot back), so one append met 50 kills in a row under a slow CI run.
 async fn stress(pool: PgPool, mode: Writes, default_total: usize) -> u64 {
     // Durability is not under test here; without a flush per commit the run is several times
     // longer in appends for the same time.
@@ -235,7 +237,7 @@ async fn stress(pool: PgPool, mode: Writes, default_total: usize) -> u64 {
                 let killed: Option<bool> = sqlx::query_scalar(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                      WHERE application_name = 'stress writer' AND datname = current_database() \
-                       AND xact_start IS NOT NULL LIMIT 1",
+                       AND xact_start IS NOT NULL ORDER BY random() LIMIT 1",
                 )
                 .fetch_optional(&pool)
                 .await

@@ -135,6 +135,32 @@ fn every_flag_and_variable_of_the_readme_settings_table_is_in_the_binarys_help()
 
 /// The GraphQL statements of the README's examples: a line starting an operation, continued
 /// until its braces balance.
+/// The values of `slug: "…"` (GraphQL) and `slug = "…"` (Terraform) in `text`.
+fn slugs(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for marker in ["slug: \"", "slug = \""] {
+        for (at, _) in text.match_indices(marker) {
+            let rest = &text[at + marker.len()..];
+            found.extend(rest.split('"').next().map(str::to_owned));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_terraform_example_makes_an_org_of_its_own_beside_the_readmes_graphql_examples() {
+    // A newcomer runs both on one server: with one slug, the second fails on a taken slug.
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/terraform/main.tf"))
+        .expect("main.tf");
+    let (ours, theirs) = (slugs(&example), slugs(&readme()));
+    assert!(!ours.is_empty() && !theirs.is_empty(), "{ours:?} {theirs:?}");
+    let shared: Vec<&String> = ours.iter().filter(|s| theirs.contains(s)).collect();
+    assert!(
+        shared.is_empty(),
+        "slugs in both the Terraform example and README: {shared:?}"
+    );
+}
+
 fn graphql_examples(text: &str) -> Vec<String> {
     let mut statements = Vec::new();
     for block in blocks(text, "graphql") {

@@ -25,13 +25,13 @@ variable "deploy_public_key" {
   type = string
 }
 
-resource "monkeyci_org" "acme" {
-  name = "Acme"
-  slug = "acme" # changing the slug replaces the org
+resource "monkeyci_org" "platform" {
+  name = "Acme Platform"
+  slug = "acme-platform" # changing the slug replaces the org
 }
 
 resource "monkeyci_repo" "app" {
-  org_id  = monkeyci_org.acme.id
+  org_id  = monkeyci_org.platform.id
   name    = "app"
   git_url = "ssh://git@git.example.com/acme/app.git"
   labels  = { env = "prod" }
@@ -49,14 +49,14 @@ resource "monkeyci_schedule" "nightly" {
 }
 
 resource "monkeyci_param_set" "prod" {
-  org_id     = monkeyci_org.acme.id
+  org_id     = monkeyci_org.platform.id
   name       = "prod"
   filter     = [{ env = "prod" }] # repos labelled env=prod
   parameters = { REGION = "eu-west-1" }
 }
 
 resource "monkeyci_ssh_key" "deploy" {
-  org_id      = monkeyci_org.acme.id
+  org_id      = monkeyci_org.platform.id
   description = "deploy key"
   filter      = [{ env = "prod" }]
   private_key = var.deploy_private_key
@@ -64,13 +64,13 @@ resource "monkeyci_ssh_key" "deploy" {
 }
 
 resource "monkeyci_api_token" "ci" {
-  org_id = monkeyci_org.acme.id
+  org_id = monkeyci_org.platform.id
   name   = "ci"
   role   = "member"
 }
 
 data "monkeyci_repo" "app" {
-  org_id = monkeyci_org.acme.id
+  org_id = monkeyci_org.platform.id
   name   = monkeyci_repo.app.name
 }
 
