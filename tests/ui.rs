@@ -126,11 +126,20 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
     let dir = tempfile::tempdir().expect("dir");
     let repo = repo_with("build.yaml", PIPELINE);
     let server = Server::start(&pool, dir.path()).await;
-    server
+    let (org, _) = server
         .org_with_repo("web-ui", &format!("file://{}", repo.path().display()))
         .await;
+    let viewer = server
+        .gql(
+            "mutation($input: CreateApiTokenInput!) { createApiToken(input: $input) { token } }",
+            json!({ "input": { "name": "viewer", "orgId": org, "role": "viewer" } }),
+        )
+        .await;
+    let viewer = viewer["data"]["createApiToken"]["token"]
+        .as_str()
+        .expect("viewer token");
 
-    let outcome = browse(&server.base).await;
+    let outcome = browse(&server.base, viewer).await;
 
     // Nothing left this machine: every request and WebSocket of the page went to the server.
     let origin = server.base.trim_end_matches('/');
@@ -212,17 +221,33 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
     // A line number is a link that, opened in a new page, shows that line.
     assert_eq!(outcome["build"]["linkedLine"], 2, "{outcome}");
 
+    // Readable at 390 px: nothing wider than the screen.
+    assert_eq!(
+        outcome["narrow"],
+        json!({ "width": 390, "build": 390, "repo": 390 }),
+        "{outcome}"
+    );
+
+    // Retry opens the new build, which Cancel ends.
+    assert_eq!(outcome["retried"]["retryOf"], true, "{outcome}");
+    assert_eq!(outcome["retried"]["status"], "CANCELED", "{outcome}");
+
     // Signing out forgets the token and shows the form again.
     assert_eq!(
         outcome["signedOut"],
         json!({ "token": null, "form": true }),
         "{outcome}"
     );
+
+    // A viewer may read the build but not retry it: the API's refusal is shown with its code.
+    assert_eq!(outcome["viewer"]["status"], "SUCCEEDED", "{outcome}");
+    assert_eq!(outcome["viewer"]["code"], "FORBIDDEN", "{outcome}");
     server.stop().await;
 }
 
-/// Runs `web/tests/ui.mjs` (Node.js, playwright-core, Debian's chromium) against the server.
-async fn browse(base: &str) -> Value {
+/// Runs `web/tests/ui.mjs` (Node.js, playwright-core, Debian's chromium) against the server, as
+/// the admin and then as `viewer`.
+async fn browse(base: &str, viewer: &str) -> Value {
     let web = concat!(env!("CARGO_MANIFEST_DIR"), "/../web");
     assert!(
         std::path::Path::new(web).join("node_modules/playwright-core").is_dir(),
@@ -234,6 +259,7 @@ async fn browse(base: &str) -> Value {
         .arg(base)
         .arg(ADMIN)
         .arg(profile.path())
+        .arg(viewer)
         .current_dir(web)
         .kill_on_drop(true)
         .output()

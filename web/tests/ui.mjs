@@ -1,14 +1,14 @@
 // Drives MonkeyCI's web UI in headless Chromium against a running server whose admin token is
 // given and that has one org with one repo, and prints one JSON line of what happened.
 //
-//   node tests/ui.mjs http://127.0.0.1:8080 <admin token> <empty profile directory>
+//   node tests/ui.mjs http://127.0.0.1:8080 <admin token> <empty profile directory> <viewer token>
 //
 // Every request and WebSocket of the page is recorded; any to another host is refused.
 import { chromium } from 'playwright-core';
 
-const [base, token, profile] = process.argv.slice(2);
-if (!base || !token || !profile) {
-  console.error('usage: node tests/ui.mjs <server URL> <token> <profile directory>');
+const [base, token, profile, viewer] = process.argv.slice(2);
+if (!base || !token || !profile || !viewer) {
+  console.error('usage: node tests/ui.mjs <server URL> <token> <profile directory> <viewer token>');
   process.exit(2);
 }
 const origin = new URL(base).origin;
@@ -128,6 +128,29 @@ try {
   const target = await page.waitForSelector('[data-job="compile"] .line.target', WAIT);
   outcome.build.linkedLine = Number(await target.getAttribute('data-line'));
 
+  const buildUrl = page.url().replace(/\/compile\/\d+$/, '');
+
+  // 390 px wide: the build page and the repo page fit.
+  await page.setViewportSize({ width: 390, height: 844 });
+  const widest = () => page.evaluate(() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth));
+  outcome.narrow = { width: 390, build: await widest() };
+  await page.click('#crumbs a[href^="#/repos/"]');
+  await page.waitForSelector('.builds li[data-build]', WAIT);
+  outcome.narrow.repo = await widest();
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  // Retry from the build page opens the new build; Cancel ends it.
+  await page.goto(buildUrl);
+  await page.click('#retry', WAIT);
+  await page.waitForFunction((old) => location.href !== old, buildUrl, WAIT);
+  await page.waitForSelector('.summary a[href^="#/builds/"]', WAIT);
+  await page.click('#cancel', WAIT);
+  const canceled = await page.waitForSelector('.summary h1 .status-canceled', { timeout: 60000 });
+  outcome.retried = {
+    status: await canceled.getAttribute('data-status'),
+    retryOf: (await page.$(`.summary a[href="${new URL(buildUrl).hash}"]`)) !== null,
+  };
+
   // Keyboard: the sign-out button is reachable and works.
   await page.focus('#sign-out');
   await page.keyboard.press('Enter');
@@ -136,6 +159,15 @@ try {
     token: await page.evaluate(() => sessionStorage.getItem('monkeyci.token')),
     form: (await page.$('#token')) !== null,
   };
+
+  // A viewer reads the build, and is refused a retry with the API's code.
+  await page.goto(buildUrl);
+  await page.fill('#token', viewer);
+  await page.click('#sign-in button[type=submit]');
+  const status = await page.waitForSelector('.summary h1 .status', WAIT);
+  await page.click('#retry', WAIT);
+  const refused = await page.waitForSelector('.summary .error', WAIT);
+  outcome.viewer = { status: await status.getAttribute('data-status'), code: await refused.getAttribute('data-code') };
 } catch (error) {
   outcome.failure = String(error);
   console.log(JSON.stringify(outcome));
