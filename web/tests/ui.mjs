@@ -129,14 +129,19 @@ try {
   outcome.build.linkedLine = Number(await target.getAttribute('data-line'));
 
   const buildUrl = page.url().replace(/\/compile\/\d+$/, '');
+  // With UI_SCREENSHOTS=<dir>, pictures of the build page for people (README, reviews).
+  const shots = process.env.UI_SCREENSHOTS;
+  if (shots) await page.screenshot({ path: `${shots}/build-1280.png`, fullPage: true });
 
   // 390 px wide: the build page and the repo page fit.
   await page.setViewportSize({ width: 390, height: 844 });
   const widest = () => page.evaluate(() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth));
   outcome.narrow = { width: 390, build: await widest() };
+  if (shots) await page.screenshot({ path: `${shots}/build-390.png`, fullPage: true });
   await page.click('#crumbs a[href^="#/repos/"]');
   await page.waitForSelector('.builds li[data-build]', WAIT);
   outcome.narrow.repo = await widest();
+  if (shots) await page.screenshot({ path: `${shots}/repo-390.png`, fullPage: true });
   await page.setViewportSize({ width: 1280, height: 900 });
 
   // Retry from the build page opens the new build; Cancel ends it.
