@@ -218,6 +218,12 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
     );
     assert_eq!(outcome["build"]["elementsInLogText"], 0, "{outcome}");
     assert_eq!(outcome["build"]["pwned"], Value::Null, "{outcome}");
+    // The raw log downloads whole, as the API's plain text.
+    assert_eq!(
+        outcome["build"]["download"],
+        json!({ "name": "test.log", "text": "greeting=hello\n" }),
+        "{outcome}"
+    );
     // A line number is a link that, opened in a new page, shows that line.
     assert_eq!(outcome["build"]["linkedLine"], 2, "{outcome}");
 

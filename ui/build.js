@@ -1,10 +1,10 @@
 // `#/builds/<id>[/<job>/<line>]`: a build with its jobs and their logs, all live.
 
-import { ApiError, gql, mutate } from './api.js';
+import { ApiError, gql, mutate, session } from './api.js';
 import { renderAnsi } from './ansi.js';
 import { duration, errorBox, finished, h, link, replace, route, statusBadge, time } from './dom.js';
 
-const JOB = 'id jobId status dependencies message queuedAt startedAt finishedAt';
+const JOB = 'id jobId status dependencies message queuedAt startedAt finishedAt logPath';
 const BUILD = `id status source branch tag commit message runner cancelRequested queuedAt startedAt finishedAt
   params { name value } jobCounts { total succeeded failed } retryOf { id } retriedBy { id }
   jobs { ${JOB} }`;
@@ -118,6 +118,18 @@ export async function buildPage(view, id, focus) {
   };
 }
 
+/** The body of `GET path` with the tab's token, or throws an `ApiError`. */
+async function fetchText(path) {
+  let response;
+  try {
+    response = await fetch(path, { headers: { authorization: `Bearer ${session.token ?? ''}` }, cache: 'no-store' });
+  } catch (error) {
+    throw new ApiError('NETWORK', `cannot reach the server: ${error.message}`);
+  }
+  if (!response.ok) throw new ApiError(`HTTP_${response.status}`, (await response.text()).trim());
+  return response.blob();
+}
+
 /** One job: its facts, an unblock button while it waits, and its log. */
 function jobEntry(view, buildId, first, target) {
   const status = h('span', {});
@@ -126,7 +138,23 @@ function jobEntry(view, buildId, first, target) {
   const buttons = h('span', {});
   const lines = h('div', { class: 'log', role: 'log', 'aria-label': `Log of ${first.jobId}` });
   const state = h('p', { class: 'muted small' });
-  const details = h('details', { open: true }, h('summary', {}, 'Log'), lines, state);
+  const download = h('button', { type: 'button', class: 'download' }, 'Download');
+  const details = h('details', { open: true }, h('summary', {}, 'Log'), lines, state, download);
+  // The download needs the token in a header, which a plain link cannot send: fetched, then
+  // saved from memory.
+  download.addEventListener('click', async () => {
+    try {
+      const blob = await fetchText(first.logPath);
+      const url = URL.createObjectURL(blob);
+      const save = h('a', { href: url, download: `${first.jobId}.log`, hidden: true });
+      document.body.append(save);
+      save.click();
+      save.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+    } catch (error) {
+      replace(state, errorBox(error));
+    }
+  });
   const node = h(
     'section',
     { class: 'card job', id: `job-${first.jobId}`, 'data-job': first.jobId },

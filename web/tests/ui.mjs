@@ -129,6 +129,13 @@ try {
   outcome.build.linkedLine = Number(await target.getAttribute('data-line'));
 
   const buildUrl = page.url().replace(/\/compile\/\d+$/, '');
+  // The raw log, downloaded with the token in a header.
+  const [download] = await Promise.all([
+    page.waitForEvent('download', WAIT),
+    page.click('[data-job="test"] button.download'),
+  ]);
+  const { readFile } = await import('node:fs/promises');
+  outcome.build.download = { name: download.suggestedFilename(), text: await readFile(await download.path(), 'utf8') };
   // With UI_SCREENSHOTS=<dir>, pictures of the build page for people (README, reviews).
   const shots = process.env.UI_SCREENSHOTS;
   if (shots) await page.screenshot({ path: `${shots}/build-1280.png`, fullPage: true });
