@@ -108,7 +108,7 @@ async fn the_page_and_its_files_come_from_the_binary_under_a_strict_policy(pool:
 }
 
 /// Red, bold green, markup that must stay text, a pause long enough to be seen running, and a
-/// second job after the first with the trigger's parameter.
+/// second job after the first with the trigger's parameter and more lines than its log box shows.
 const PIPELINE: &str = r#"
 - id: compile
   script:
@@ -119,6 +119,7 @@ const PIPELINE: &str = r#"
   dependencies: [compile]
   script:
     - echo "greeting=$GREETING"
+    - seq 1 300
 "#;
 
 #[sqlx::test(migrations = "../migrations")]
@@ -218,10 +219,15 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
     );
     assert_eq!(outcome["build"]["elementsInLogText"], 0, "{outcome}");
     assert_eq!(outcome["build"]["pwned"], Value::Null, "{outcome}");
-    // The raw log downloads whole, as the API's plain text.
+    // A log follows its end; the raw log downloads whole, as the API's plain text.
+    assert_eq!(outcome["build"]["atTail"], true, "{outcome}");
+    let tail: String = std::iter::once("greeting=hello".to_owned())
+        .chain((1..=300).map(|n| n.to_string()))
+        .map(|line| line + "\n")
+        .collect();
     assert_eq!(
         outcome["build"]["download"],
-        json!({ "name": "test.log", "text": "greeting=hello\n" }),
+        json!({ "name": "test.log", "text": tail }),
         "{outcome}"
     );
     // A line number is a link that, opened in a new page, shows that line.

@@ -139,7 +139,14 @@ function jobEntry(view, buildId, first, target) {
   const lines = h('div', { class: 'log', role: 'log', 'aria-label': `Log of ${first.jobId}` });
   const state = h('p', { class: 'muted small' });
   const download = h('button', { type: 'button', class: 'download' }, 'Download');
-  const details = h('details', { open: true }, h('summary', {}, 'Log'), lines, state, download);
+  const followBox = h('input', { type: 'checkbox', id: `follow-${first.jobId}`, class: 'follow', checked: true });
+  const tools = h(
+    'div',
+    { class: 'tools' },
+    h('label', { for: `follow-${first.jobId}` }, followBox, ' Follow the end'),
+    download,
+  );
+  const details = h('details', { open: true }, h('summary', {}, 'Log'), tools, lines, state);
   // The download needs the token in a header, which a plain link cannot send: fetched, then
   // saved from memory.
   download.addEventListener('click', async () => {
@@ -196,7 +203,13 @@ function jobEntry(view, buildId, first, target) {
           text.append(renderAnsi(line.text));
           lines.append(h('div', { class: `line ${line.stream}`, 'data-line': line.offset }, number, text));
           const wanted = target();
-          if (wanted?.job === first.jobId && Number(wanted.line) === line.offset) reveal();
+          if (wanted?.job === first.jobId && wanted.line) {
+            // A linked line wins over the end.
+            followBox.checked = false;
+            if (Number(wanted.line) === line.offset) reveal();
+          } else if (followBox.checked) {
+            lines.scrollTop = lines.scrollHeight;
+          }
         },
         error: (error) => {
           stop = null;

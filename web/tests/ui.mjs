@@ -96,7 +96,7 @@ try {
   await latest.click();
 
   // The build page: jobs, dependency, logs with colours, markup as text.
-  await page.waitForSelector('section[data-job="test"] .line', WAIT);
+  await page.waitForSelector('section[data-job="test"] .line[data-line="301"]', WAIT);
   await page.waitForSelector('.summary .status-succeeded', WAIT);
   outcome.build = await page.evaluate(() => {
     const spanOf = (text) => {
@@ -116,6 +116,10 @@ try {
       markup: texts.map((t) => t.textContent).find((t) => t.includes('<script>')),
       elementsInLogText: document.querySelectorAll('.log .text script, .log .text img, .log .text b').length,
       pwned: window.pwned ?? null,
+      atTail: (() => {
+        const log = document.querySelector('[data-job="test"] .log');
+        return log.scrollHeight > log.clientHeight && log.scrollTop + log.clientHeight >= log.scrollHeight - 2;
+      })(),
     };
   });
 
