@@ -88,6 +88,7 @@ async fn the_page_and_its_files_come_from_the_binary_under_a_strict_policy(pool:
         };
         assert_eq!(response.headers()[CONTENT_TYPE], kind, "{file}");
         assert_eq!(response.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff", "{file}");
+        assert!(response.headers().contains_key(CONTENT_SECURITY_POLICY), "{file}");
         let tag = response.headers()[ETAG].clone();
         // An SVG names its namespace with a URL that is never fetched.
         let body = response.text().await.expect("body");

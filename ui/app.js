@@ -18,7 +18,12 @@ let current = null;
 
 /** The page a hash names: its kind, its arguments and the key under which it stays mounted. */
 function parse(hash) {
-  const parts = hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+  let parts;
+  try {
+    parts = hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+  } catch {
+    parts = ['?'];
+  }
   const [kind, id, job, line] = parts;
   if (kind === 'orgs' && id) return { key: `org ${id}`, open: (view) => orgPage(view, id) };
   if (kind === 'repos' && id) return { key: `repo ${id}`, open: (view) => repoPage(view, id) };

@@ -67,8 +67,9 @@ fn policy(headers: &HeaderMap) -> String {
     )
 }
 
-/// The same headers on every answer: no sniffing, revalidated before use, no referrer.
-fn respond(headers: &HeaderMap, tag: &str, kind: &'static str, body: &'static str, csp: bool) -> Response {
+/// The same headers on every answer: the policy (also on files, which a browser can open as
+/// documents), no sniffing, revalidated before use, no referrer.
+fn respond(headers: &HeaderMap, tag: &str, kind: &'static str, body: &'static str) -> Response {
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -85,23 +86,21 @@ fn respond(headers: &HeaderMap, tag: &str, kind: &'static str, body: &'static st
     if let Ok(tag) = HeaderValue::from_str(tag) {
         out.insert(header::ETAG, tag);
     }
-    if csp {
-        if let Ok(policy) = HeaderValue::from_str(&policy(headers)) {
-            out.insert(header::CONTENT_SECURITY_POLICY, policy);
-        }
+    if let Ok(policy) = HeaderValue::from_str(&policy(headers)) {
+        out.insert(header::CONTENT_SECURITY_POLICY, policy);
     }
     response
 }
 
 /// `GET /`: the UI's page.
 pub(crate) async fn page(headers: HeaderMap) -> Response {
-    respond(&headers, &TAGS[0], "text/html; charset=utf-8", PAGE, true)
+    respond(&headers, &TAGS[0], "text/html; charset=utf-8", PAGE)
 }
 
 /// `GET /ui/<file>`: one of the UI's scripts or its stylesheet.
 pub(crate) async fn asset(headers: HeaderMap, axum::extract::Path(file): axum::extract::Path<String>) -> Response {
     match ASSETS.iter().position(|a| a.name == file) {
-        Some(n) => respond(&headers, &TAGS[n + 1], ASSETS[n].kind, ASSETS[n].body, false),
+        Some(n) => respond(&headers, &TAGS[n + 1], ASSETS[n].kind, ASSETS[n].body),
         None => (
             StatusCode::NOT_FOUND,
             [(header::X_CONTENT_TYPE_OPTIONS, "nosniff")],
