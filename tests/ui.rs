@@ -108,11 +108,12 @@ async fn the_page_and_its_files_come_from_the_binary_under_a_strict_policy(pool:
     app.stop().await;
 }
 
-/// Red, bold green, markup that must stay text, a pause long enough to be seen running, and a
+/// A failure when asked for, red, bold green, markup that must stay text, a pause long enough to be seen running, and a
 /// second job after the first with the trigger's parameter and more lines than its log box shows.
 const PIPELINE: &str = r#"
 - id: compile
   script:
+    - test "$GREETING" != boom
     - printf 'plain then \033[31mred\033[0m and \033[1;32mgreen bold\033[0m\n'
     - echo '<script>window.pwned = 1</script><img src=x onerror=window.pwned=2><b>not bold</b> &amp;'
     - sleep 2
@@ -244,6 +245,13 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
     // Retry opens the new build, which Cancel ends.
     assert_eq!(outcome["retried"]["retryOf"], true, "{outcome}");
     assert_eq!(outcome["retried"]["status"], "CANCELED", "{outcome}");
+
+    // A failed job's log is one click from the repo page.
+    assert_eq!(
+        outcome["failed"],
+        json!({ "link": "compile failed", "job": "FAILED", "skipped": "SKIPPED" }),
+        "{outcome}"
+    );
 
     // Signing out forgets the token and shows the form again.
     assert_eq!(

@@ -1,7 +1,7 @@
 // The sign-in form and the pages of orgs, one org and one repo.
 
 import { ApiError, gql, mutate, session } from './api.js';
-import { duration, errorBox, finished, h, link, replace, statusBadge, time } from './dom.js';
+import { duration, errorBox, finished, h, link, replace, route, statusBadge, time } from './dom.js';
 
 /** The sign-in form; `done()` once a token the API accepts is kept for the tab. */
 export function signIn(main, done) {
@@ -120,7 +120,7 @@ export async function orgPage(view, slug) {
   });
 }
 
-const BUILD_ROW = 'id status source branch tag commit queuedAt startedAt finishedAt';
+const BUILD_ROW = 'id status source branch tag commit queuedAt startedAt finishedAt jobs { jobId status }';
 
 /** A random idempotency key: a form sent twice queues one build. */
 function idempotencyKey() {
@@ -190,6 +190,14 @@ function triggerForm(repo, onQueued) {
   return form;
 }
 
+/** A link straight to the log of a build's first failed job, if one failed. */
+function failedJob(build) {
+  const failed = build.jobs?.find((j) => j.status === 'FAILED');
+  return failed
+    ? h('a', { class: 'failed-job', href: route(['builds', build.id, failed.jobId]) }, `${failed.jobId} failed`)
+    : null;
+}
+
 /** `#/repos/<id>`: the repo's builds, newest first, kept current by `buildsUpdated`. */
 export async function repoPage(view, id) {
   const data = await gql(
@@ -217,6 +225,7 @@ export async function repoPage(view, id) {
           link(['builds', b.id], b.tag ? `tag ${b.tag}` : (b.branch ?? 'build')),
           ' ',
           h('code', { class: 'commit' }, b.commit ? b.commit.slice(0, 12) : ''),
+          failedJob(b),
           h(
             'span',
             { class: 'muted small when' },

@@ -167,6 +167,21 @@ try {
     retryOf: (await page.$(`.summary a[href="${new URL(buildUrl).hash}"]`)) !== null,
   };
 
+  // A build that fails: its failed job's log is one click from the repo page.
+  await page.click('#crumbs a[href^="#/repos/"]');
+  await page.fill('#trigger-params', 'GREETING=boom');
+  await page.click('#trigger button[type=submit]');
+  const failedLink = await page.waitForSelector('.builds li[data-build] a.failed-job', { timeout: 60000 });
+  const linkText = await failedLink.textContent();
+  await failedLink.click();
+  await page.waitForSelector('[data-job="compile"] .status-failed', WAIT);
+  await page.waitForSelector('[data-job="test"] .status-skipped', WAIT);
+  outcome.failed = {
+    link: linkText,
+    job: await page.getAttribute('[data-job="compile"] h3 .status', 'data-status'),
+    skipped: await page.getAttribute('[data-job="test"] h3 .status', 'data-status'),
+  };
+
   // Keyboard: the sign-out button is reachable and works.
   await page.focus('#sign-out');
   await page.keyboard.press('Enter');
