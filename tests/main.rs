@@ -31,3 +31,4 @@ mod sessions;
 mod ssh;
 mod terraform;
 mod triggers;
+mod ui;

@@ -1,5 +1,5 @@
 //! MonkeyCI's HTTP API: GraphQL (queries on read models, id-returning mutations, subscriptions
-//! over WebSocket), health, readiness and metrics.
+//! over WebSocket), the web UI, health, readiness and metrics.
 
 mod auth;
 mod consistency;
@@ -12,6 +12,7 @@ mod joblogs;
 mod metrics;
 pub mod schema;
 mod sessions;
+mod ui;
 mod webhooks;
 mod ws;
 
@@ -142,6 +143,8 @@ impl ApiServer {
             auth: config.auth,
         };
         let router = Router::new()
+            .route("/", get(ui::page))
+            .route("/ui/{file}", get(ui::asset))
             .route("/graphql", post(http::graphql_post).get(http::graphql_get))
             .route("/graphiql/{file}", get(console::asset))
             .route("/builds/{build_id}/jobs/{job_id}/log", get(http::job_log))

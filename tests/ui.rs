@@ -1,0 +1,296 @@
+//! The web UI served at `/`: its page and files come from the binary with a strict content
+//! security policy, and in a real browser against a real server it signs in, shows orgs, repos
+//! and builds live, triggers a build and shows its logs with colours, markup as text, and never
+//! asks another host for anything.
+
+use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH, X_CONTENT_TYPE_OPTIONS};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::access::{app, ADMIN};
+use crate::builds::repo_with;
+use crate::server::Server;
+
+const UI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ui");
+
+/// Every `/ui/<file>` the page and its modules refer to.
+fn referenced_files() -> Vec<String> {
+    let mut found = Vec::new();
+    let page = std::fs::read_to_string(format!("{UI}/index.html")).expect("index.html");
+    for piece in page.split("\"/ui/").skip(1) {
+        found.push(piece.split('"').next().unwrap_or_default().to_owned());
+    }
+    for entry in std::fs::read_dir(UI).expect("ui/") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+        for piece in text.split(" from './").skip(1) {
+            found.push(piece.split('\'').next().unwrap_or_default().to_owned());
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_page_and_its_files_come_from_the_binary_under_a_strict_policy(pool: PgPool) {
+    let app = app(pool).await;
+
+    // The abuse first: paths that are not files of the UI, and a Host header that tries to
+    // write itself into the policy.
+    for path in [
+        "/ui/nope.js",
+        "/ui/..%2FCargo.toml",
+        "/ui/index.html",
+        "/ui/app.js.map",
+        "/ui/",
+    ] {
+        let response = app.http.get(app.url(path)).send().await.expect("get");
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    let injected = app
+        .http
+        .get(app.url("/"))
+        .header("host", "a.example; script-src https://evil.example")
+        .send()
+        .await
+        .expect("get");
+    let policy = injected.headers()[CONTENT_SECURITY_POLICY].to_str().expect("policy");
+    assert!(!policy.contains("evil"), "{policy}");
+
+    let page = app.http.get(app.url("/")).send().await.expect("get /");
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    assert_eq!(headers[CONTENT_TYPE], "text/html; charset=utf-8");
+    assert_eq!(headers[X_CONTENT_TYPE_OPTIONS], "nosniff");
+    let policy = headers[CONTENT_SECURITY_POLICY].to_str().expect("policy");
+    assert!(
+        policy.starts_with("default-src 'self'; script-src 'self'; style-src 'self'"),
+        "{policy}"
+    );
+    assert!(
+        policy.contains(&format!("connect-src 'self' ws://{0} wss://{0};", app.addr)),
+        "{policy}"
+    );
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    let html = page.text().await.expect("html");
+    assert!(html.contains("<script type=\"module\" src=\"/ui/app.js\">"), "{html}");
+
+    // Every file the page and its modules import is served, with its type; none names another host.
+    let files = referenced_files();
+    assert!(files.len() >= 9, "{files:?}");
+    for file in &files {
+        let response = app.http.get(app.url(&format!("/ui/{file}"))).send().await.expect("get");
+        assert_eq!(response.status(), 200, "{file}");
+        let kind = match file.rsplit('.').next() {
+            Some("css") => "text/css; charset=utf-8",
+            Some("svg") => "image/svg+xml",
+            _ => "text/javascript; charset=utf-8",
+        };
+        assert_eq!(response.headers()[CONTENT_TYPE], kind, "{file}");
+        assert_eq!(response.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff", "{file}");
+        assert!(response.headers().contains_key(CONTENT_SECURITY_POLICY), "{file}");
+        let tag = response.headers()[ETAG].clone();
+        // An SVG names its namespace with a URL that is never fetched.
+        let body = response.text().await.expect("body");
+        let body = body.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+        for foreign in ["http://", "https://", "url(", "@import"] {
+            assert!(!body.contains(foreign), "{file} mentions {foreign}");
+        }
+        let again = app
+            .http
+            .get(app.url(&format!("/ui/{file}")))
+            .header(IF_NONE_MATCH, tag)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(again.status(), 304, "{file}");
+    }
+    app.stop().await;
+}
+
+/// A failure when asked for, red, bold green, markup that must stay text, a pause long enough to be seen running, and a
+/// second job after the first with the trigger's parameter and more lines than its log box shows.
+const PIPELINE: &str = r#"
+- id: compile
+  script:
+    - test "$GREETING" != boom
+    - printf 'plain then \033[31mred\033[0m and \033[1;32mgreen bold\033[0m\n'
+    - echo '<script>window.pwned = 1</script><img src=x onerror=window.pwned=2><b>not bold</b> &amp;'
+    - sleep 2
+- id: test
+  dependencies: [compile]
+  script:
+    - echo "greeting=$GREETING"
+    - seq 1 300
+"#;
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_hosts(pool: PgPool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let repo = repo_with("build.yaml", PIPELINE);
+    let server = Server::start(&pool, dir.path()).await;
+    let (org, _) = server
+        .org_with_repo("web-ui", &format!("file://{}", repo.path().display()))
+        .await;
+    let viewer = server
+        .gql(
+            "mutation($input: CreateApiTokenInput!) { createApiToken(input: $input) { token } }",
+            json!({ "input": { "name": "viewer", "orgId": org, "role": "viewer" } }),
+        )
+        .await;
+    let viewer = viewer["data"]["createApiToken"]["token"]
+        .as_str()
+        .expect("viewer token");
+
+    let outcome = browse(&server.base, viewer).await;
+
+    // Nothing left this machine: every request and WebSocket of the page went to the server.
+    let origin = server.base.trim_end_matches('/');
+    assert_eq!(outcome["foreign"], json!([]), "{outcome}");
+    let requests = outcome["requests"].as_array().expect("requests");
+    assert!(requests.len() >= 9, "{outcome}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.as_str().unwrap_or("").starts_with(&format!("{origin}/"))),
+        "{outcome}"
+    );
+    let sockets = outcome["websockets"].as_array().expect("websockets");
+    let ws = format!("{}/graphql", origin.replacen("http://", "ws://", 1));
+    assert!(
+        !sockets.is_empty() && sockets.iter().all(|s| *s == ws.as_str()),
+        "{outcome}"
+    );
+    assert!(
+        outcome["csp"].as_str().unwrap_or("").starts_with("default-src 'self'"),
+        "{outcome}"
+    );
+    assert_eq!(outcome["problems"], json!([]), "{outcome}");
+
+    // A wrong token shows the API's code; the right one signs in, kept for the tab only.
+    assert_eq!(outcome["wrongToken"]["code"], "UNAUTHENTICATED", "{outcome}");
+    assert!(
+        outcome["wrongToken"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("UNAUTHENTICATED"),
+        "{outcome}"
+    );
+    assert_eq!(outcome["storedToken"], ADMIN, "{outcome}");
+    assert_eq!(outcome["tokenInUrls"], false, "{outcome}");
+
+    // The build triggered from the repo page went through its states on the page, no reload.
+    let seen: Vec<&str> = outcome["seen"]
+        .as_array()
+        .expect("seen")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let order = ["QUEUED", "RUNNING", "SUCCEEDED"].map(|s| seen.iter().position(|x| *x == s));
+    assert!(
+        order.iter().all(Option::is_some) && order.windows(2).all(|w| w[0] < w[1]),
+        "{outcome}"
+    );
+    assert_eq!(outcome["reloaded"], false, "{outcome}");
+    assert_eq!(outcome["orgLatest"], "SUCCEEDED", "{outcome}");
+
+    // The build page: both jobs succeeded, the dependency is named, the logs arrived with colour.
+    assert_eq!(outcome["build"]["status"], "SUCCEEDED", "{outcome}");
+    assert_eq!(
+        outcome["build"]["jobs"],
+        json!(["SUCCEEDED compile", "SUCCEEDED test"]),
+        "{outcome}"
+    );
+    assert_eq!(outcome["build"]["dependency"], "compile", "{outcome}");
+    assert_eq!(
+        outcome["build"]["red"],
+        json!({ "class": "fg-1", "text": "red" }),
+        "{outcome}"
+    );
+    assert_eq!(
+        outcome["build"]["green"],
+        json!({ "class": "fg-2 bold", "text": "green bold" }),
+        "{outcome}"
+    );
+    assert_eq!(outcome["build"]["greeting"], "greeting=hello", "{outcome}");
+    // Markup in a log is text: no element made of it, nothing of it ran.
+    assert_eq!(
+        outcome["build"]["markup"],
+        "<script>window.pwned = 1</script><img src=x onerror=window.pwned=2><b>not bold</b> &amp;",
+        "{outcome}"
+    );
+    assert_eq!(outcome["build"]["elementsInLogText"], 0, "{outcome}");
+    assert_eq!(outcome["build"]["pwned"], Value::Null, "{outcome}");
+    // A log follows its end; the raw log downloads whole, as the API's plain text.
+    assert_eq!(outcome["build"]["atTail"], true, "{outcome}");
+    let tail: String = std::iter::once("greeting=hello".to_owned())
+        .chain((1..=300).map(|n| n.to_string()))
+        .map(|line| line + "\n")
+        .collect();
+    assert_eq!(
+        outcome["build"]["download"],
+        json!({ "name": "test.log", "text": tail }),
+        "{outcome}"
+    );
+    // A line number is a link that, opened in a new page, shows that line.
+    assert_eq!(outcome["build"]["linkedLine"], 2, "{outcome}");
+
+    // Readable at 390 px: nothing wider than the screen.
+    assert_eq!(
+        outcome["narrow"],
+        json!({ "width": 390, "build": 390, "repo": 390 }),
+        "{outcome}"
+    );
+
+    // Retry opens the new build, which Cancel ends.
+    assert_eq!(outcome["retried"]["retryOf"], true, "{outcome}");
+    assert_eq!(outcome["retried"]["status"], "CANCELED", "{outcome}");
+
+    // A failed job's log is one click from the repo page.
+    assert_eq!(
+        outcome["failed"],
+        json!({ "link": "compile failed", "job": "FAILED", "skipped": "SKIPPED" }),
+        "{outcome}"
+    );
+
+    // Signing out forgets the token and shows the form again.
+    assert_eq!(
+        outcome["signedOut"],
+        json!({ "token": null, "form": true }),
+        "{outcome}"
+    );
+
+    // A viewer may read the build but not retry it: the API's refusal is shown with its code.
+    assert_eq!(outcome["viewer"]["status"], "SUCCEEDED", "{outcome}");
+    assert_eq!(outcome["viewer"]["code"], "FORBIDDEN", "{outcome}");
+    server.stop().await;
+}
+
+/// Runs `web/tests/ui.mjs` (Node.js, playwright-core, Debian's chromium) against the server, as
+/// the admin and then as `viewer`.
+async fn browse(base: &str, viewer: &str) -> Value {
+    let web = concat!(env!("CARGO_MANIFEST_DIR"), "/../web");
+    assert!(
+        std::path::Path::new(web).join("node_modules/playwright-core").is_dir(),
+        "the browser tests need `npm ci` in web/ (.ci/run does it)"
+    );
+    let profile = tempfile::tempdir().expect("profile");
+    let output = tokio::process::Command::new("node")
+        .arg("tests/ui.mjs")
+        .arg(base)
+        .arg(ADMIN)
+        .arg(profile.path())
+        .arg(viewer)
+        .current_dir(web)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run node (install Node.js)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("the script's last line is JSON")
+}

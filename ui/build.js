@@ -1,0 +1,253 @@
+// `#/builds/<id>[/<job>/<line>]`: a build with its jobs and their logs, all live.
+
+import { ApiError, gql, mutate, session } from './api.js';
+import { renderAnsi } from './ansi.js';
+import { duration, errorBox, finished, h, link, replace, route, statusBadge, time } from './dom.js';
+
+const JOB = 'id jobId status dependencies message queuedAt startedAt finishedAt logPath';
+const BUILD = `id status source branch tag commit message runner cancelRequested queuedAt startedAt finishedAt
+  params { name value } jobCounts { total succeeded failed } retryOf { id } retriedBy { id }
+  jobs { ${JOB} }`;
+
+/** The build page; `focus` is `{ job, line }` from the route, or null. */
+export async function buildPage(view, id, focus) {
+  const data = await gql(`query($id: ID!) { build(id: $id) { ${BUILD} repo { id name org { name slug } } } }`, { id });
+  if (!data.build) throw new ApiError('NOT_FOUND', 'no such build that this token can read');
+  const repo = data.build.repo;
+  view.crumbs([
+    [repo?.org?.name ?? 'org', ['orgs', repo?.org?.slug ?? '']],
+    [repo?.name ?? 'repo', ['repos', repo?.id ?? '']],
+    ['build', ['builds', id]],
+  ]);
+  let build = data.build;
+  const summary = h('section', { class: 'card summary', 'aria-label': 'Build' });
+  // Made once and shown or hidden, so that a live update does not take the keyboard's focus away.
+  const retry = h('button', { type: 'button', id: 'retry' }, 'Retry');
+  const cancel = h('button', { type: 'button', id: 'cancel' }, 'Cancel');
+  const actions = h('div', { class: 'actions' }, cancel, retry);
+  const problem = h('div', { class: 'problem', 'aria-live': 'assertive' });
+  const jobsList = h('div', { class: 'jobs' });
+  const jobs = new Map();
+  let target = focus;
+
+  const act = async (run) => {
+    replace(problem);
+    try {
+      await run();
+    } catch (error) {
+      replace(problem, errorBox(error));
+    }
+  };
+  retry.addEventListener('click', () =>
+    act(async () => {
+      const next = await mutate('retryBuild', 'BuildInput', { id: build.id });
+      location.hash = route(['builds', next]);
+    }),
+  );
+  cancel.addEventListener('click', () => act(() => mutate('cancelBuild', 'BuildInput', { id: build.id })));
+  const facts = h('dl', { class: 'facts' });
+  const heading = h('h1', {});
+  summary.append(heading, facts, actions, problem);
+  const drawSummary = () => {
+    const ref = build.tag ? `tag ${build.tag}` : build.branch ? `branch ${build.branch}` : 'main branch';
+    replace(heading, 'Build ', statusBadge(build.status));
+    replace(
+      facts,
+      h('dt', {}, 'Ref'),
+      h('dd', {}, ref, build.commit ? [' · ', h('code', {}, build.commit.slice(0, 12))] : null),
+      h('dt', {}, 'Source'),
+      h('dd', {}, build.source.toLowerCase(), build.runner ? ` · runner ${build.runner}` : ''),
+      h('dt', {}, 'Queued'),
+      h('dd', {}, time(build.queuedAt)),
+      h('dt', {}, 'Ran'),
+      h(
+        'dd',
+        {},
+        build.startedAt ? [time(build.startedAt), ' · ', duration(build.startedAt, build.finishedAt)] : 'not yet',
+      ),
+      h('dt', {}, 'Jobs'),
+      h(
+        'dd',
+        {},
+        `${build.jobCounts.succeeded} of ${build.jobCounts.total} succeeded`,
+        build.jobCounts.failed ? `, ${build.jobCounts.failed} failed` : '',
+      ),
+      build.params.length ? [h('dt', {}, 'Parameters'), h('dd', {}, build.params.map((p) => `${p.name}=${p.value} `))] : null,
+      build.message ? [h('dt', {}, 'Message'), h('dd', { class: 'message' }, build.message)] : null,
+      build.retryOf ? [h('dt', {}, 'Retry of'), h('dd', {}, link(['builds', build.retryOf.id], 'the earlier build'))] : null,
+      build.retriedBy ? [h('dt', {}, 'Retried by'), h('dd', {}, link(['builds', build.retriedBy.id], 'a later build'))] : null,
+    );
+    retry.hidden = !finished(build.status);
+    cancel.hidden = finished(build.status);
+    cancel.disabled = build.cancelRequested;
+    cancel.textContent = build.cancelRequested ? 'Canceling…' : 'Cancel';
+  };
+
+  const drawJobs = () => {
+    for (const job of build.jobs) {
+      let entry = jobs.get(job.jobId);
+      if (!entry) {
+        entry = jobEntry(view, build.id, job, () => target);
+        jobs.set(job.jobId, entry);
+      }
+      entry.update(job, act);
+    }
+    const nodes = build.jobs.map((j) => jobs.get(j.jobId).node);
+    // Moving a node takes the focus out of it: the list is only redrawn when it changed.
+    const same = nodes.length === jobsList.children.length && nodes.every((n, i) => jobsList.children[i] === n);
+    if (!same) replace(jobsList, nodes.length ? nodes : h('p', { class: 'muted' }, 'No jobs yet.'));
+  };
+
+  drawSummary();
+  drawJobs();
+  view.show(summary, h('h2', {}, 'Jobs'), jobsList);
+  view.subscribe(`subscription($id: ID!) { buildUpdated(buildId: $id) { ${BUILD} } }`, () => ({ id }), {
+    next: ({ buildUpdated }) => {
+      build = buildUpdated;
+      drawSummary();
+      drawJobs();
+    },
+    error: (error) => replace(problem, errorBox(error)),
+  });
+  return {
+    /** Another line of the same build was linked. */
+    focus(next) {
+      target = next;
+      jobs.get(next?.job)?.reveal();
+    },
+  };
+}
+
+/** The body of `GET path` with the tab's token, or throws an `ApiError`. */
+async function fetchText(path) {
+  let response;
+  try {
+    response = await fetch(path, { headers: { authorization: `Bearer ${session.token ?? ''}` }, cache: 'no-store' });
+  } catch (error) {
+    throw new ApiError('NETWORK', `cannot reach the server: ${error.message}`);
+  }
+  if (!response.ok) throw new ApiError(`HTTP_${response.status}`, (await response.text()).trim());
+  return response.blob();
+}
+
+/** One job: its facts, an unblock button while it waits, and its log. */
+function jobEntry(view, buildId, first, target) {
+  const status = h('span', {});
+  const facts = h('span', { class: 'muted small' });
+  const deps = h('span', { class: 'small' });
+  const buttons = h('span', {});
+  const lines = h('div', { class: 'log', role: 'log', 'aria-label': `Log of ${first.jobId}` });
+  const state = h('p', { class: 'muted small' });
+  const download = h('button', { type: 'button', class: 'download' }, 'Download');
+  const followBox = h('input', { type: 'checkbox', id: `follow-${first.jobId}`, class: 'follow', checked: true });
+  const tools = h(
+    'div',
+    { class: 'tools' },
+    h('label', { for: `follow-${first.jobId}` }, followBox, ' Follow the end'),
+    download,
+  );
+  const details = h('details', { open: true }, h('summary', {}, 'Log'), tools, lines, state);
+  // The download needs the token in a header, which a plain link cannot send: fetched, then
+  // saved from memory.
+  download.addEventListener('click', async () => {
+    try {
+      const blob = await fetchText(first.logPath);
+      const url = URL.createObjectURL(blob);
+      const save = h('a', { href: url, download: `${first.jobId}.log`, hidden: true });
+      document.body.append(save);
+      save.click();
+      save.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+    } catch (error) {
+      replace(state, errorBox(error));
+    }
+  });
+  const node = h(
+    'section',
+    { class: 'card job', id: `job-${first.jobId}`, 'data-job': first.jobId },
+    h('h3', { tabindex: '-1' }, status, ' ', first.jobId, ' ', buttons),
+    h('p', {}, deps, ' ', facts),
+    details,
+  );
+  let after = null;
+  let stop = null;
+  let ended = false;
+
+  const reveal = () => {
+    const wanted = target();
+    if (!wanted || wanted.job !== first.jobId) return;
+    for (const old of lines.querySelectorAll('.target')) old.classList.remove('target');
+    if (!wanted.line) {
+      node.scrollIntoView({ block: 'start' });
+      node.querySelector('h3').focus();
+      return;
+    }
+    details.open = true;
+    const row = lines.querySelector(`[data-line="${Number(wanted.line)}"]`);
+    if (row) {
+      row.classList.add('target');
+      row.scrollIntoView({ block: 'center' });
+    }
+  };
+  const follow = () => {
+    if (stop || ended) return;
+    stop = view.subscribe(
+      'subscription($job: ID!, $after: Int) { jobLog(jobId: $job, after: $after) { offset stream text } }',
+      () => ({ job: first.id, after }),
+      {
+        next: ({ jobLog: line }) => {
+          if (after !== null && line.offset <= after) return;
+          after = line.offset;
+          const number = h('a', { class: 'ln', href: route(['builds', buildId, first.jobId, String(line.offset)]) }, String(line.offset));
+          const text = h('span', { class: 'text' });
+          text.append(renderAnsi(line.text));
+          lines.append(h('div', { class: `line ${line.stream}`, 'data-line': line.offset }, number, text));
+          const wanted = target();
+          if (wanted?.job === first.jobId && wanted.line) {
+            // A linked line wins over the end.
+            followBox.checked = false;
+            if (Number(wanted.line) === line.offset) reveal();
+          } else if (followBox.checked) {
+            lines.scrollTop = lines.scrollHeight;
+          }
+        },
+        error: (error) => {
+          stop = null;
+          replace(state, errorBox(error));
+        },
+        complete: () => {
+          stop = null;
+          ended = true;
+          replace(state, after === null ? 'No output.' : 'End of the log.');
+        },
+      },
+    );
+  };
+  details.addEventListener('toggle', () => {
+    if (details.open) follow();
+  });
+  follow();
+
+  return {
+    node,
+    reveal,
+    update(job, act) {
+      replace(status, statusBadge(job.status));
+      replace(
+        deps,
+        job.dependencies.length ? ['after ', job.dependencies.map((d, i) => [i ? ', ' : '', h('a', { href: route(['builds', buildId, d]), class: 'dep' }, d)])] : 'no dependencies',
+      );
+      replace(
+        facts,
+        job.startedAt ? ` · ${duration(job.startedAt, job.finishedAt)}` : '',
+        job.message ? ` · ${job.message}` : '',
+      );
+      replace(
+        buttons,
+        job.status === 'BLOCKED'
+          ? h('button', { type: 'button', class: 'unblock', onclick: () => act(() => mutate('unblockJob', 'UnblockJobInput', { id: job.id })) }, 'Approve')
+          : null,
+      );
+    },
+  };
+}

@@ -1,0 +1,209 @@
+// Drives MonkeyCI's web UI in headless Chromium against a running server whose admin token is
+// given and that has one org with one repo, and prints one JSON line of what happened.
+//
+//   node tests/ui.mjs http://127.0.0.1:8080 <admin token> <empty profile directory> <viewer token>
+//
+// Every request and WebSocket of the page is recorded; any to another host is refused.
+import { chromium } from 'playwright-core';
+
+const [base, token, profile, viewer] = process.argv.slice(2);
+if (!base || !token || !profile || !viewer) {
+  console.error('usage: node tests/ui.mjs <server URL> <token> <profile directory> <viewer token>');
+  process.exit(2);
+}
+const origin = new URL(base).origin;
+const WAIT = { timeout: 20000 };
+
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  viewport: { width: 1280, height: 900 },
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+const requests = [];
+const foreign = [];
+const websockets = [];
+const problems = [];
+const outcome = { requests, foreign, websockets, problems };
+try {
+  await context.route('**/*', (route) => {
+    const url = route.request().url();
+    if (url.startsWith(`${origin}/`)) {
+      requests.push(url);
+      return route.continue();
+    }
+    foreign.push(url);
+    return route.abort();
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on('websocket', (socket) => websockets.push(socket.url()));
+  page.on('pageerror', (error) => problems.push(String(error)));
+  page.on('console', (message) => {
+    // The browser reports the API's 401 to the wrong token as a failed resource; that one is expected.
+    if (message.type() === 'error' && !message.text().includes('401 (Unauthorized)')) problems.push(message.text());
+  });
+  page.on('framenavigated', (frame) => {
+    if (frame === page.mainFrame()) outcome.navigations = (outcome.navigations ?? 0) + 1;
+  });
+
+  const response = await page.goto(`${origin}/`);
+  outcome.csp = response.headers()['content-security-policy'] ?? null;
+
+  // A wrong token: the API's error code is shown.
+  await page.fill('#token', 'mci_this-is-not-a-token');
+  await page.click('#sign-in button[type=submit]');
+  const error = await page.waitForSelector('#sign-in .error', WAIT);
+  outcome.wrongToken = { code: await error.getAttribute('data-code'), text: await error.textContent() };
+
+  // The right one: the orgs page.
+  await page.fill('#token', token);
+  await page.click('#sign-in button[type=submit]');
+  await page.click('main a[href="#/orgs/web-ui"]', WAIT);
+  outcome.storedToken = await page.evaluate(() => sessionStorage.getItem('monkeyci.token'));
+
+  // The org page, then the repo page; from here on the page must never load again.
+  await page.click('main li[data-repo] a', WAIT);
+  await page.waitForSelector('#trigger', WAIT);
+  const navigationsBefore = outcome.navigations;
+  await page.evaluate(() => {
+    window.seen = [];
+    window.stayed = true;
+    const record = () => {
+      const status = document.querySelector('.builds li[data-build] .status')?.dataset.status;
+      if (status && window.seen.at(-1) !== status) window.seen.push(status);
+    };
+    new MutationObserver(record).observe(document.querySelector('main'), { subtree: true, childList: true });
+  });
+  await page.fill('#trigger-params', 'GREETING=hello');
+  await page.click('#trigger button[type=submit]');
+  await page.waitForSelector('.builds li[data-build] .status-succeeded', { timeout: 90000 });
+  outcome.seen = await page.evaluate(() => window.seen);
+  outcome.reloaded = !(await page.evaluate(() => window.stayed === true)) || outcome.navigations !== navigationsBefore;
+
+  // Back on the org page, the repo's latest build.
+  await page.click('#crumbs a[href="#/orgs/web-ui"]');
+  const latest = await page.waitForSelector('main li[data-repo] .latest .status', WAIT);
+  outcome.orgLatest = await latest.getAttribute('data-status');
+  await latest.click();
+
+  // The build page: jobs, dependency, logs with colours, markup as text.
+  await page.waitForSelector('section[data-job="test"] .line[data-line="301"]', WAIT);
+  await page.waitForSelector('.summary .status-succeeded', WAIT);
+  outcome.build = await page.evaluate(() => {
+    const spanOf = (text) => {
+      const span = [...document.querySelectorAll('[data-job="compile"] .log .text span')].find((s) => s.textContent === text);
+      return span ? { class: span.className, text: span.textContent } : null;
+    };
+    const texts = [...document.querySelectorAll('.log .text')];
+    return {
+      status: document.querySelector('.summary .status')?.dataset.status,
+      jobs: [...document.querySelectorAll('section[data-job]')].map(
+        (s) => `${s.querySelector('.status')?.dataset.status} ${s.dataset.job}`,
+      ),
+      dependency: document.querySelector('section[data-job="test"] a.dep')?.textContent,
+      red: spanOf('red'),
+      green: spanOf('green bold'),
+      greeting: texts.map((t) => t.textContent).find((t) => t.startsWith('greeting=')),
+      markup: texts.map((t) => t.textContent).find((t) => t.includes('<script>')),
+      elementsInLogText: document.querySelectorAll('.log .text script, .log .text img, .log .text b').length,
+      pwned: window.pwned ?? null,
+      atTail: (() => {
+        const log = document.querySelector('[data-job="test"] .log');
+        return log.scrollHeight > log.clientHeight && log.scrollTop + log.clientHeight >= log.scrollHeight - 2;
+      })(),
+    };
+  });
+
+  // Line 2 of compile, by its link; the link opened again (a reload keeps the tab's token).
+  await page.click('[data-job="compile"] .line[data-line="2"] a.ln');
+  await page.waitForSelector('[data-job="compile"] .line.target', WAIT);
+  const linked = page.url();
+  outcome.tokenInUrls = [...requests, ...websockets, linked].some((u) => u.includes(token));
+  await page.reload();
+  const target = await page.waitForSelector('[data-job="compile"] .line.target', WAIT);
+  outcome.build.linkedLine = Number(await target.getAttribute('data-line'));
+
+  const buildUrl = page.url().replace(/\/compile\/\d+$/, '');
+  // The raw log, downloaded with the token in a header.
+  const [download] = await Promise.all([
+    page.waitForEvent('download', WAIT),
+    page.click('[data-job="test"] button.download'),
+  ]);
+  const { readFile } = await import('node:fs/promises');
+  outcome.build.download = { name: download.suggestedFilename(), text: await readFile(await download.path(), 'utf8') };
+  // With UI_SCREENSHOTS=<dir>, pictures of the build page for people (README, reviews).
+  const shots = process.env.UI_SCREENSHOTS;
+  if (shots) await page.screenshot({ path: `${shots}/build-1280.png`, fullPage: true });
+
+  // 390 px wide: the build page and the repo page fit.
+  await page.setViewportSize({ width: 390, height: 844 });
+  const widest = () => page.evaluate(() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth));
+  outcome.narrow = { width: 390, build: await widest() };
+  if (shots) await page.screenshot({ path: `${shots}/build-390.png`, fullPage: true });
+  await page.click('#crumbs a[href^="#/repos/"]');
+  await page.waitForSelector('.builds li[data-build]', WAIT);
+  outcome.narrow.repo = await widest();
+  if (shots) await page.screenshot({ path: `${shots}/repo-390.png`, fullPage: true });
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  // Retry from the build page opens the new build; Cancel ends it.
+  await page.goto(buildUrl);
+  await page.click('#retry', WAIT);
+  await page.waitForFunction((old) => location.href !== old, buildUrl, WAIT);
+  await page.waitForSelector('.summary a[href^="#/builds/"]', WAIT);
+  await page.click('#cancel', WAIT);
+  const canceled = await page.waitForSelector('.summary h1 .status-canceled', { timeout: 60000 });
+  outcome.retried = {
+    status: await canceled.getAttribute('data-status'),
+    retryOf: (await page.$(`.summary a[href="${new URL(buildUrl).hash}"]`)) !== null,
+  };
+
+  // A build that fails: its failed job's log is one click from the repo page.
+  await page.click('#crumbs a[href^="#/repos/"]');
+  await page.fill('#trigger-params', 'GREETING=boom');
+  await page.click('#trigger button[type=submit]');
+  const failedLink = await page.waitForSelector('.builds li[data-build] a.failed-job', { timeout: 60000 });
+  const linkText = await failedLink.textContent();
+  await failedLink.click();
+  await page.waitForSelector('[data-job="compile"] .status-failed', WAIT);
+  await page.waitForSelector('[data-job="test"] .status-skipped', WAIT);
+  outcome.failed = {
+    link: linkText,
+    job: await page.getAttribute('[data-job="compile"] h3 .status', 'data-status'),
+    skipped: await page.getAttribute('[data-job="test"] h3 .status', 'data-status'),
+  };
+
+  // Keyboard: the sign-out button is reachable and works.
+  await page.focus('#sign-out');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#sign-in', WAIT);
+  outcome.signedOut = {
+    token: await page.evaluate(() => sessionStorage.getItem('monkeyci.token')),
+    form: (await page.$('#token')) !== null,
+  };
+
+  // A viewer reads the build, and is refused a retry with the API's code.
+  await page.goto(buildUrl);
+  await page.fill('#token', viewer);
+  await page.click('#sign-in button[type=submit]');
+  const status = await page.waitForSelector('.summary h1 .status', WAIT);
+  await page.click('#retry', WAIT);
+  const refused = await page.waitForSelector('.summary .error', WAIT);
+  outcome.viewer = { status: await status.getAttribute('data-status'), code: await refused.getAttribute('data-code') };
+} catch (error) {
+  outcome.failure = String(error);
+  console.log(JSON.stringify(outcome));
+  await context.close();
+  process.exit(1);
+}
+await context.close();
+console.log(JSON.stringify(outcome));
