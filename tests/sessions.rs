@@ -235,5 +235,26 @@ async fn deleting_an_org_ends_the_sessions_of_its_tokens_and_members(pool: PgPoo
     let (code, _, _) = closed_within(&mut by_user, WITHIN).await;
     assert_eq!(code, 4403);
     assert_eq!(elsewhere.next_within(WITHIN).await.expect("read"), None);
+
+    // The org's token is refused over HTTP too: no query, no new session, no job output of the
+    // deleted org's builds; the admin still reads the other org.
+    let (status, body) = gql(&app, Some(&org_token), "{ orgs { edges { cursor } } }", json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{body}");
+    let log = app
+        .http
+        .get(app.url(&format!("/builds/{build}/jobs/compile/log")))
+        .bearer_auth(&org_token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(log.status().as_u16(), 401);
+    let mut ws = app.websocket().await.expect("ws");
+    let refused = ws
+        .init_with(json!({ "Authorization": format!("Bearer {org_token}") }))
+        .await;
+    assert!(refused.is_err(), "a session opened with the deleted org's token");
+    let (status, body) = gql(&app, Some(ADMIN), "{ orgs { edges { cursor } } }", json!({})).await;
+    assert_eq!(status, 200, "{body}");
     app.stop().await;
 }

@@ -18,7 +18,8 @@ use async_graphql::{Context, Error};
 use chrono::{DateTime, Utc};
 use monkeyci_crypto::{Token, TokenHash};
 use monkeyci_domain::access::{ApiToken, Role, TokenSubject};
-use monkeyci_domain::TokenId;
+use monkeyci_domain::org::Org;
+use monkeyci_domain::{OrgId, TokenId};
 use monkeyci_projections::queries;
 use monkeyci_projections::TokenRow;
 use uuid::Uuid;
@@ -152,13 +153,16 @@ async fn from_log(api: &ApiContext, token: &str, id: TokenId) -> Result<Caller, 
     }
     let (grant, actor) = match subject {
         TokenSubject::User { user_id } => (Grant::User(user_id.as_uuid()), format!("user:{user_id}")),
-        TokenSubject::Org { org_id, role } => (
-            Grant::Org {
-                org_id: org_id.as_uuid(),
-                role,
-            },
-            format!("token:{id}"),
-        ),
+        TokenSubject::Org { org_id, role } => {
+            refuse_if_org_deleted(api, org_id.as_uuid()).await?;
+            (
+                Grant::Org {
+                    org_id: org_id.as_uuid(),
+                    role,
+                },
+                format!("token:{id}"),
+            )
+        }
     };
     Ok(Caller {
         actor,
@@ -187,7 +191,26 @@ async fn from_read_model(api: &ApiContext, token: &str) -> Result<Caller, AuthFa
         .read_your_writes()
         .await
         .map_err(|_| AuthFailure::Unavailable)?;
-    lookup().await?.and_then(caller_of).ok_or(AuthFailure::Invalid)
+    let caller = lookup().await?.and_then(caller_of).ok_or(AuthFailure::Invalid)?;
+    if let Grant::Org { org_id, .. } = caller.grant {
+        refuse_if_org_deleted(api, org_id).await?;
+    }
+    Ok(caller)
+}
+
+/// An org's token acts for its org only: once the org is deleted (seen in the org's own stream,
+/// so at once) the token authenticates nothing, as if it were revoked.
+async fn refuse_if_org_deleted(api: &ApiContext, org_id: Uuid) -> Result<(), AuthFailure> {
+    let org = api
+        .commands
+        .current::<Org>(OrgId::from_uuid(org_id))
+        .await
+        .map_err(|_| AuthFailure::Unavailable)?;
+    if org.is_active() {
+        Ok(())
+    } else {
+        Err(AuthFailure::Invalid)
+    }
 }
 
 /// Whom a token row acts for; `None` for a row that names no one (never written so).
