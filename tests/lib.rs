@@ -845,3 +845,29 @@ pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
 pub fn terraform_provider_dir() -> anyhow::Result<std::path::PathBuf> {
     built_binaries()
 }
+
+/// Runs the Node.js script `web/tests/<script>` (playwright-core driving Debian's chromium) with
+/// `args`, and returns the JSON of the last line it printed. Panics, with its output, when it
+/// fails.
+pub async fn run_browser_script(script: &str, args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let web = concat!(env!("CARGO_MANIFEST_DIR"), "/../web");
+    assert!(
+        std::path::Path::new(web).join("node_modules/playwright-core").is_dir(),
+        "the browser tests need `npm ci` in web/ (.ci/run does it)"
+    );
+    let output = tokio::process::Command::new("node")
+        .arg(format!("tests/{script}"))
+        .args(args)
+        .current_dir(web)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run node (install Node.js)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("the script's last line is JSON")
+}

@@ -1,6 +1,8 @@
 //! What one request may ask of the API: query cost, depth, root fields; introspection always
 //! passes; the schema file matches the code; the GraphQL console works with no network.
 
+use std::ffi::OsStr;
+
 use monkeyci_tests::TestApp;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -187,27 +189,9 @@ async fn the_graphql_console_runs_a_query_in_a_browser_without_any_other_host(po
 
 /// Runs `web/tests/graphiql.mjs` (Node.js, playwright-core, Debian's chromium) against the app.
 async fn browse_console(app: &TestApp, token: &str) -> Value {
-    let web = concat!(env!("CARGO_MANIFEST_DIR"), "/../web");
-    assert!(
-        std::path::Path::new(web).join("node_modules/playwright-core").is_dir(),
-        "the browser tests need `npm ci` in web/ (.ci/run does it)"
-    );
-    let output = tokio::process::Command::new("node")
-        .arg("tests/graphiql.mjs")
-        .arg(app.url(""))
-        .arg(token)
-        .current_dir(web)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run node (install Node.js)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("the script's last line is JSON")
+    let base = app.url("");
+    let args = [OsStr::new(&base), OsStr::new(token)];
+    monkeyci_tests::run_browser_script("graphiql.mjs", &args).await
 }
 
 #[sqlx::test(migrations = "../migrations")]

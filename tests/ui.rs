@@ -3,6 +3,8 @@
 //! and builds live, triggers a build and shows its logs with colours, markup as text, and never
 //! asks another host for anything.
 
+use std::ffi::OsStr;
+
 use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH, X_CONTENT_TYPE_OPTIONS};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -269,28 +271,12 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
 /// Runs `web/tests/ui.mjs` (Node.js, playwright-core, Debian's chromium) against the server, as
 /// the admin and then as `viewer`.
 async fn browse(base: &str, viewer: &str) -> Value {
-    let web = concat!(env!("CARGO_MANIFEST_DIR"), "/../web");
-    assert!(
-        std::path::Path::new(web).join("node_modules/playwright-core").is_dir(),
-        "the browser tests need `npm ci` in web/ (.ci/run does it)"
-    );
     let profile = tempfile::tempdir().expect("profile");
-    let output = tokio::process::Command::new("node")
-        .arg("tests/ui.mjs")
-        .arg(base)
-        .arg(ADMIN)
-        .arg(profile.path())
-        .arg(viewer)
-        .current_dir(web)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run node (install Node.js)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("the script's last line is JSON")
+    let args = [
+        OsStr::new(base),
+        OsStr::new(ADMIN),
+        profile.path().as_os_str(),
+        OsStr::new(viewer),
+    ];
+    monkeyci_tests::run_browser_script("ui.mjs", &args).await
 }
