@@ -294,3 +294,29 @@ async fn first_subscription_message(app: &monkeyci_tests::TestApp, query: &str) 
         _ => json!({ "errors": [message] }),
     }
 }
+
+#[test]
+fn terraform_state_of_the_example_is_kept_out_of_git() {
+    // The state holds webhook secrets, parameters, keys and tokens in plain text.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/terraform");
+    for path in [
+        "terraform.tfstate",
+        "terraform.tfstate.backup",
+        "terraform.tfstate.1765000000.backup",
+        ".terraform/providers/x",
+        ".terraform.lock.hcl",
+    ] {
+        let ignored = Command::new("git")
+            .args(["check-ignore", "--quiet", "--no-index", path])
+            .current_dir(example)
+            .status()
+            .expect("run git");
+        assert!(ignored.success(), "{path} is not ignored in examples/terraform");
+    }
+    let kept = Command::new("git")
+        .args(["check-ignore", "--quiet", "--no-index", "main.tf"])
+        .current_dir(example)
+        .status()
+        .expect("run git");
+    assert!(!kept.success(), "main.tf must stay in git");
+}
