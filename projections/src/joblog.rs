@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::ProjectionError;
-use crate::queries::{job_log, StoredLine};
+use crate::queries::{each_job_log_line, job_log, StoredLine};
 use crate::ReadModels;
 
 /// The file name ending of archives written as NDJSON, one [`StoredLine`] per line:
@@ -43,29 +43,22 @@ pub enum ArchiveError {
 /// A job's whole stored output as an archive ([`ARCHIVE_SUFFIX`] format) and its line count.
 pub async fn job_log_archive(db: &ReadModels, build_id: Uuid, job_id: &str) -> Result<(Vec<u8>, u64), ProjectionError> {
     let mut out = Vec::new();
-    let mut after = 0;
-    let mut count = 0;
-    loop {
-        let lines = job_log(db, build_id, job_id, after, 5000).await?;
-        if lines.is_empty() {
-            return Ok((out, count));
-        }
-        for line in &lines {
-            after = line.seq;
-            count += 1;
-            let archived = ArchivedLine {
-                seq: line.seq,
-                at: line.at,
-                stream: Cow::Borrowed(&line.stream),
-                text: Cow::Borrowed(&line.text),
-            };
-            serde_json::to_writer(&mut out, &archived).map_err(|source| ProjectionError::Row {
-                table: "job_log_lines",
-                source,
-            })?;
-            out.push(b'\n');
-        }
-    }
+    let count = each_job_log_line(db, build_id, job_id, |line| {
+        let archived = ArchivedLine {
+            seq: line.seq,
+            at: line.at,
+            stream: Cow::Borrowed(&line.stream),
+            text: Cow::Borrowed(&line.text),
+        };
+        serde_json::to_writer(&mut out, &archived).map_err(|source| ProjectionError::Row {
+            table: "job_log_lines",
+            source,
+        })?;
+        out.push(b'\n');
+        Ok(())
+    })
+    .await?;
+    Ok((out, count))
 }
 
 /// The lines of an archive stored under `key`. Plain-text archives (keys not ending in

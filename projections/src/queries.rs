@@ -399,22 +399,37 @@ pub async fn job_log(
     .await?)
 }
 
-/// A job's whole output as text, one line per line of output, and the number of lines: what
-/// `GET /builds/{build}/jobs/{job}/log` serves and what is archived when the job ends.
-pub async fn job_log_text(db: &ReadModels, build_id: Uuid, job_id: &str) -> Result<(String, u64), ProjectionError> {
-    let mut text = String::new();
-    let mut after = 0;
-    let mut count = 0;
+/// Calls `visit` with every stored line of a job's output, in order, reading them a page at a
+/// time; returns how many there were.
+pub async fn each_job_log_line(
+    db: &ReadModels,
+    build_id: Uuid,
+    job_id: &str,
+    mut visit: impl FnMut(&StoredLine) -> Result<(), ProjectionError>,
+) -> Result<u64, ProjectionError> {
+    let (mut after, mut count) = (0, 0);
     loop {
         let lines = job_log(db, build_id, job_id, after, 5000).await?;
-        if lines.is_empty() {
-            return Ok((text, count));
-        }
-        for line in lines {
-            after = line.seq;
+        let Some(last) = lines.last() else {
+            return Ok(count);
+        };
+        after = last.seq;
+        for line in &lines {
+            visit(line)?;
             count += 1;
-            text.push_str(&line.text);
-            text.push('\n');
         }
     }
+}
+
+/// A job's whole output as text, one line per line of output, and the number of lines: what
+/// `GET /builds/{build}/jobs/{job}/log` serves.
+pub async fn job_log_text(db: &ReadModels, build_id: Uuid, job_id: &str) -> Result<(String, u64), ProjectionError> {
+    let mut text = String::new();
+    let count = each_job_log_line(db, build_id, job_id, |line| {
+        text.push_str(&line.text);
+        text.push('\n');
+        Ok(())
+    })
+    .await?;
+    Ok((text, count))
 }
