@@ -871,3 +871,139 @@ pub async fn run_browser_script(script: &str, args: &[&std::ffi::OsStr]) -> serd
     );
     serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("the script's last line is JSON")
 }
+
+/// A PostgreSQL cluster of its own, for tests that restart the server or need settings the
+/// shared one lacks (e.g. `max_prepared_transactions`). It listens only on a Unix socket in its
+/// directory and is stopped when dropped. Made with the `initdb` and `pg_ctl` of the installed
+/// PostgreSQL, as the `postgres` user when the tests run as root (initdb refuses root).
+#[derive(Debug)]
+pub struct PrivateCluster {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    settings: Vec<String>,
+}
+
+impl PrivateCluster {
+    /// Creates and starts a cluster with `settings` (`name=value`) on top of the defaults.
+    pub fn start(settings: &[&str]) -> anyhow::Result<Self> {
+        let bin = postgres_bin_dir()?;
+        let dir = tempfile::Builder::new().prefix("monkeyci-pg-").tempdir()?;
+        if running_as_root() {
+            let status = std::process::Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()?;
+            anyhow::ensure!(status.success(), "chown of {} to postgres failed", dir.path().display());
+        }
+        let cluster = Self {
+            dir,
+            bin,
+            settings: settings.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let data = cluster.data_dir();
+        cluster.run(
+            "initdb",
+            &[
+                "--no-sync",
+                "--auth=trust",
+                "--username=postgres",
+                "--encoding=UTF8",
+                "-D",
+                &data,
+            ],
+        )?;
+        cluster.pg_ctl("start")?;
+        Ok(cluster)
+    }
+
+    /// A URL for database `postgres` on the cluster's socket.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@localhost/postgres?host={}",
+            self.dir.path().display()
+        )
+    }
+
+    /// Stops the server (fast shutdown: open sessions are ended) and starts it again.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        self.pg_ctl("restart")
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn pg_ctl(&self, action: &str) -> anyhow::Result<()> {
+        let mut options = format!("-c listen_addresses= -k {} -c fsync=off", self.dir.path().display());
+        for setting in &self.settings {
+            options.push_str(&format!(" -c {setting}"));
+        }
+        let log = self.dir.path().join("server.log").display().to_string();
+        let data = self.data_dir();
+        self.run(
+            "pg_ctl",
+            &[
+                action, "-w", "-t", "60", "-m", "fast", "-D", &data, "-l", &log, "-o", &options,
+            ],
+        )
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<()> {
+        let path = self.bin.join(program);
+        let mut command = if running_as_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            std::process::Command::new(&path)
+        };
+        let output = command.args(args).current_dir(self.dir.path()).output()?;
+        if !output.status.success() {
+            let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            bail!(
+                "{program} {args:?} failed: {}{}\nserver log:\n{log}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let data = self.data_dir();
+        let _ = self.run("pg_ctl", &["stop", "-w", "-m", "immediate", "-D", &data]);
+    }
+}
+
+/// The directory of `initdb` and `pg_ctl`: `pg_config --bindir`, else the newest of
+/// /usr/lib/postgresql/*/bin (Debian's layout).
+fn postgres_bin_dir() -> anyhow::Result<std::path::PathBuf> {
+    if let Ok(output) = std::process::Command::new("pg_config").arg("--bindir").output() {
+        let dir = std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if output.status.success() && dir.join("initdb").is_file() {
+            return Ok(dir);
+        }
+    }
+    let mut found: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| anyhow::anyhow!("no initdb: neither pg_config --bindir nor /usr/lib/postgresql/*/bin has one"))
+}
+
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}

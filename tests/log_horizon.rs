@@ -1,13 +1,16 @@
 //! The log's readable horizon depends only on transactions that append to it: a write
 //! transaction left open elsewhere in the cluster stalls nothing, and an appender left open is
-//! ended by its timeout and reported while it lasts.
+//! ended by its timeout and reported while it lasts; a prepared append holds the log back across
+//! a restart until it commits; the store's appends call no PL/pgSQL on the way in.
 
 use std::time::{Duration, Instant};
 
-use monkeyci_tests::{database_url, monkeyci_binary, read_whole_log, TestApp};
+use monkeyci_eventstore::{Cursor, EventStore, ExpectedVersion, IdempotencyClaim, Metadata, NewEvent, StreamAppend};
+use monkeyci_tests::{database_url, monkeyci_binary, read_whole_log, PrivateCluster, TestApp};
 use serde_json::{json, Value};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{Connection, PgPool};
+use uuid::Uuid;
 
 /// What the API is given to answer within; the unrelated transaction stays open for longer.
 const READ_YOUR_WRITES: Duration = Duration::from_secs(2);
@@ -163,7 +166,12 @@ async fn a_stuck_appender_is_reported_while_it_lasts_then_ended_by_its_timeout(p
         .execute(&mut stuck)
         .await
         .expect("set");
+    // As the store's transactional appends do: begin appending, append, (here) stay open.
     sqlx::query("BEGIN").execute(&mut stuck).await.expect("begin");
+    sqlx::query("SELECT events_begin_append()")
+        .execute(&mut stuck)
+        .await
+        .expect("begin appending");
     sqlx::query(RAW_APPEND).execute(&mut stuck).await.expect("append");
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut stuck)
@@ -325,44 +333,65 @@ fn raw_append(stream: &str, version: i64) -> String {
     RAW_APPEND.replace("'stuck-1', 1,", &format!("'{stream}', {version},"))
 }
 
+/// The session's `idle_in_transaction_session_timeout` and `statement_timeout`.
+async fn append_bounds(conn: &mut PgConnection) -> [String; 2] {
+    sqlx::query_as(
+        "SELECT current_setting('idle_in_transaction_session_timeout'), current_setting('statement_timeout')",
+    )
+    .fetch_one(conn)
+    .await
+    .map(|(idle, statement): (String, String)| [idle, statement])
+    .expect("settings")
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn the_check_runs_only_where_it_is_needed_and_bounds_appenders_that_can_idle(pool: PgPool) {
     let mut conn = pool.acquire().await.expect("connection");
-    let setting = |name: &'static str| format!("SELECT current_setting('{name}')");
-
     // An autocommitted append: nothing to check, nothing to bound (it ends with its statement).
     sqlx::query(&raw_append("auto-1", 1))
         .execute(&mut *conn)
         .await
         .expect("append");
-    let idle: String = sqlx::query_scalar(&setting("idle_in_transaction_session_timeout"))
-        .fetch_one(&mut *conn)
-        .await
-        .expect("setting");
-    assert_eq!(idle, "0", "an autocommitted append leaves the session's settings alone");
+    assert_eq!(
+        append_bounds(&mut conn).await,
+        ["0", "0"],
+        "an autocommitted append leaves the session's settings alone"
+    );
 
-    // An append in a transaction begun before it: bounded for the rest of the transaction.
+    // A transaction that begins appending first: bounded for the rest of the transaction, and
+    // its appends run no check.
     let mut tx = pool.begin().await.expect("begin");
-    sqlx::query(&raw_append("tx-1", 1))
+    sqlx::query("SELECT events_begin_append()")
+        .execute(&mut *tx)
+        .await
+        .expect("begin appending");
+    assert_eq!(append_bounds(&mut tx).await, ["5s", "5s"]);
+    for version in [1, 2] {
+        sqlx::query(&raw_append("tx-1", version))
+            .execute(&mut *tx)
+            .await
+            .expect("append");
+    }
+    tx.commit().await.expect("commit");
+
+    // A transaction that appends by hand after `BEGIN`: its first append keeps the rule by itself
+    // (no id before it) and is not bounded yet; its second append has an id, finds the
+    // transaction's own events and bounds it from then on.
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query(&raw_append("by-hand", 1))
         .execute(&mut *tx)
         .await
         .expect("append");
-    for name in ["idle_in_transaction_session_timeout", "statement_timeout"] {
-        let value: String = sqlx::query_scalar(&setting(name))
-            .fetch_one(&mut *tx)
-            .await
-            .expect("setting");
-        assert_eq!(value, "5s", "{name}");
-    }
-    sqlx::query(&raw_append("tx-1", 2))
+    assert_eq!(append_bounds(&mut tx).await, ["0", "0"]);
+    sqlx::query(&raw_append("by-hand", 2))
         .execute(&mut *tx)
         .await
         .expect("a second append");
+    assert_eq!(append_bounds(&mut tx).await, ["5s", "5s"]);
     tx.commit().await.expect("commit");
 
-    // Sent as one query string, `BEGIN` and the first append share their statement time: the
-    // first insert skips the check, a later one finds the transaction's own events and passes;
-    // a write to another table first is refused all the same.
+    // The same sent as one query string (the simple protocol); a write to another table before
+    // the first append is refused all the same.
     sqlx::raw_sql(&format!(
         "BEGIN; {}; {}; COMMIT",
         raw_append("one-string", 1),
@@ -392,6 +421,189 @@ async fn the_check_runs_only_where_it_is_needed_and_bounds_appenders_that_can_id
             .expect("events");
     assert_eq!(
         streams,
-        [("auto-1".into(), 1), ("one-string".into(), 2), ("tx-1".into(), 2)]
+        [
+            ("auto-1".into(), 1),
+            ("by-hand".into(), 2),
+            ("one-string".into(), 2),
+            ("tx-1".into(), 2)
+        ]
     );
+}
+
+/// How often each of the log's PL/pgSQL functions was called by the backends of `pool`'s database.
+async fn plpgsql_calls(pool: &PgPool) -> Vec<(String, i64)> {
+    let mut conn = pool.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await
+        .expect("clear");
+    sqlx::query_as("SELECT funcname::text, calls FROM pg_stat_user_functions ORDER BY funcname")
+        .fetch_all(&mut *conn)
+        .await
+        .expect("function statistics")
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_stores_autocommitted_appends_call_no_plpgsql_and_its_transactions_begin_appending(pool: PgPool) {
+    // One connection, counting the PL/pgSQL functions it calls (`track_functions`), used by the
+    // store over the extended query protocol, as in production.
+    let counted = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            pool.connect_options()
+                .as_ref()
+                .clone()
+                .options([("track_functions", "pl")]),
+        )
+        .await
+        .expect("pool");
+    let store = EventStore::new(counted.clone());
+    let one = |stream: &str, expected| {
+        vec![StreamAppend {
+            stream_id: stream.into(),
+            expected,
+            events: vec![counted_event(1), counted_event(2)],
+        }]
+    };
+    // New streams (no version lookup), then appends that look up the version.
+    for n in 0..3 {
+        store
+            .append(&one(&format!("new-{n}"), ExpectedVersion::NoStream), None)
+            .await
+            .expect("append");
+        store
+            .append(&one(&format!("new-{n}"), ExpectedVersion::Any), None)
+            .await
+            .expect("append");
+        store
+            .append(&one(&format!("new-{n}"), ExpectedVersion::Exact(4)), None)
+            .await
+            .expect("append");
+    }
+    // The statistics of the connection's transactions so far, flushed before it answers this.
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&counted)
+        .await
+        .expect("flush");
+    assert_eq!(
+        plpgsql_calls(&pool).await,
+        [],
+        "an autocommitted append keeps the appender rule by itself and cannot idle: nothing to check"
+    );
+
+    // Appends of several streams, or with an idempotency key, take a transaction: it begins
+    // appending first (and gets the append timeouts), so the trigger's check never runs either.
+    let mut two = one("multi-a", ExpectedVersion::NoStream);
+    two.extend(one("multi-b", ExpectedVersion::NoStream));
+    store.append(&two, None).await.expect("append");
+    let claim = IdempotencyClaim {
+        scope: "test".into(),
+        key: "k-1".into(),
+        command: "Count".into(),
+        fingerprint: "f".into(),
+        result_id: "r".into(),
+    };
+    store
+        .append(&one("keyed", ExpectedVersion::NoStream), Some(&claim))
+        .await
+        .expect("append");
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&counted)
+        .await
+        .expect("flush");
+    assert_eq!(
+        plpgsql_calls(&pool).await,
+        [
+            ("events_begin_append".to_owned(), 2),
+            ("events_bound_appender".to_owned(), 2)
+        ]
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 3 * 6 + 4 + 2);
+}
+
+fn counted_event(n: u64) -> NewEvent {
+    NewEvent {
+        event_type: "Counted".into(),
+        schema_version: 1,
+        data: json!({ "n": n }),
+        metadata: Metadata {
+            actor: "test".into(),
+            correlation_id: Uuid::nil(),
+            causation_id: None,
+            command_id: Uuid::nil(),
+            idempotency_key: None,
+            org_id: None,
+        },
+    }
+}
+
+/// The streams of the events read after `after`, and the cursor after the last one.
+async fn streams_after(store: &EventStore, after: Cursor) -> (Vec<String>, Cursor) {
+    let events = store.read_all(after, 100).await.expect("read");
+    let last = events.last().map_or(after, |e| e.cursor);
+    (events.into_iter().map(|e| e.stream_id).collect(), last)
+}
+
+#[tokio::test]
+async fn a_prepared_append_holds_the_horizon_across_a_restart_until_it_commits() {
+    let cluster = PrivateCluster::start(&["max_prepared_transactions=2"]).expect("a cluster of its own");
+    let connect = || async {
+        let pool = PgPool::connect(&cluster.url()).await.expect("connect");
+        (EventStore::new(pool.clone()), pool)
+    };
+    let (store, pool) = connect().await;
+    monkeyci_eventstore::migrate(&pool).await.expect("migrate");
+    store.append(&[single("before-1")], None).await.expect("append");
+
+    // An append prepared for two-phase commit: it has no session any more, and stays open.
+    let mut prepared = PgConnection::connect(&cluster.url()).await.expect("connect");
+    for statement in [
+        "BEGIN",
+        "SELECT events_begin_append()",
+        &raw_append("prepared-1", 1),
+        "PREPARE TRANSACTION 'monkeyci-test'",
+    ] {
+        sqlx::query(statement).execute(&mut prepared).await.expect(statement);
+    }
+    drop(prepared);
+    store.append(&[single("after-1")], None).await.expect("append");
+
+    // Readers stop below it, and it is named as what holds them back.
+    let (seen, cursor) = streams_after(&store, Cursor::START).await;
+    assert_eq!(seen, ["before-1"]);
+    let open = store.open_appenders().await.expect("appenders");
+    let named: Vec<_> = open.iter().map(|a| (a.pid, a.prepared.as_deref())).collect();
+    assert_eq!(named, [(None, Some("monkeyci-test"))]);
+
+    // A restart keeps the prepared transaction, and with it the horizon; ids keep growing.
+    pool.close().await;
+    cluster.restart().expect("restart");
+    let (store, pool) = connect().await;
+    store.append(&[single("after-restart-1")], None).await.expect("append");
+    assert_eq!(streams_after(&store, cursor).await.0, Vec::<String>::new());
+    let open = store.open_appenders().await.expect("appenders");
+    let named: Vec<_> = open.iter().map(|a| (a.pid, a.prepared.as_deref())).collect();
+    assert_eq!(named, [(None, Some("monkeyci-test"))]);
+
+    // Committed: the reader that went on from its cursor gets every event once, in order.
+    sqlx::query("COMMIT PREPARED 'monkeyci-test'")
+        .execute(&pool)
+        .await
+        .expect("commit prepared");
+    let (seen, _) = streams_after(&store, cursor).await;
+    assert_eq!(seen, ["prepared-1", "after-1", "after-restart-1"]);
+    assert!(store.open_appenders().await.expect("appenders").is_empty());
+    pool.close().await;
+}
+
+fn single(stream: &str) -> StreamAppend {
+    StreamAppend {
+        stream_id: stream.into(),
+        expected: ExpectedVersion::NoStream,
+        events: vec![counted_event(1)],
+    }
 }

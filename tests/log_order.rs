@@ -155,7 +155,7 @@ async fn stress_round(
                         key: key.clone(),
                         command: "Stress".into(),
                         fingerprint: key.clone(),
-                        result_id: key,
+                        result_id: key.clone(),
                     });
                     let mut failures = 0;
                     loop {
@@ -165,7 +165,7 @@ async fn stress_round(
                                 failures += 1;
                                 tracing::debug!(%error, "append failed; retrying with its key");
                             }
-                            Err(error) => panic!("append: {error}"),
+                            Err(error) => panic!("append {key} after {failures} failed tries: {error:?}"),
                         }
                     }
                     appended.fetch_add(n, Ordering::SeqCst);

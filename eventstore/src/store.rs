@@ -149,6 +149,9 @@ impl EventStore {
         // Everything is read before the first write, so that the transaction gets its id only
         // after it has read every version it builds on (see APPEND_SQL).
         let mut tx = self.pool.begin().await?;
+        // An appender that may idle between its statements marks itself first: it locks the log
+        // for writing and gets the append timeouts (migration `appender_check_by_id`).
+        sqlx::query("SELECT events_begin_append()").execute(&mut *tx).await?;
         if let Some(claim) = claim {
             if let Some(done) = find_claim(&mut tx, claim).await? {
                 return Ok(Attempt::Done(done));
