@@ -953,3 +953,25 @@ async fn tokens_from_before_ids_were_embedded_still_work(pool: PgPool) {
         "{body}"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_org_tells_each_caller_its_own_role(pool: PgPool) {
+    let app = app(pool).await;
+    let TwoOrgs {
+        ada_token,
+        vic_token,
+        org_a,
+        ..
+    } = two_orgs(&app).await;
+    let member = token(&app, ADMIN, json!({ "name": "ci", "orgId": org_a, "role": "member" })).await;
+    let query = "query($id: ID!) { org(id: $id) { myRole } }";
+    for (token, role) in [
+        (ADMIN, "owner"),
+        (ada_token.as_str(), "owner"),
+        (member.as_str(), "member"),
+        (vic_token.as_str(), "viewer"),
+    ] {
+        let (status, body) = gql(&app, Some(token), query, json!({ "id": org_a })).await;
+        assert_eq!((status, &body["data"]["org"]["myRole"]), (200, &json!(role)), "{body}");
+    }
+}

@@ -92,9 +92,12 @@ async fn the_page_and_its_files_come_from_the_binary_under_a_strict_policy(pool:
         assert_eq!(response.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff", "{file}");
         assert!(response.headers().contains_key(CONTENT_SECURITY_POLICY), "{file}");
         let tag = response.headers()[ETAG].clone();
-        // An SVG names its namespace with a URL that is never fetched.
+        // SVG's namespace is a URL that is never fetched (in the icon, and in the job graph's
+        // `createElementNS`).
         let body = response.text().await.expect("body");
-        let body = body.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+        let body = body
+            .replace("xmlns=\"http://www.w3.org/2000/svg\"", "")
+            .replace("const NS = 'http://www.w3.org/2000/svg';", "");
         for foreign in ["http://", "https://", "url(", "@import"] {
             assert!(!body.contains(foreign), "{file} mentions {foreign}");
         }
@@ -204,6 +207,17 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
         "{outcome}"
     );
     assert_eq!(outcome["build"]["dependency"], "compile", "{outcome}");
+    // The job graph: a node per job with its status, the dependency as an edge, linked to the job.
+    assert_eq!(
+        outcome["build"]["graph"],
+        json!({
+            "nodes": ["SUCCEEDED compile", "SUCCEEDED test"],
+            "edges": ["compile -> test"],
+            "leftToRight": true
+        }),
+        "{outcome}"
+    );
+    assert_eq!(outcome["build"]["graphLink"], "test", "{outcome}");
     assert_eq!(
         outcome["build"]["red"],
         json!({ "class": "fg-1", "text": "red" }),
@@ -262,10 +276,14 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
         "{outcome}"
     );
 
-    // A viewer may read the build but not retry it: the API's refusal is shown with its code.
-    assert_eq!(outcome["viewer"]["status"], "SUCCEEDED", "{outcome}");
-    assert_eq!(outcome["viewer"]["code"], "FORBIDDEN", "{outcome}");
-    server.stop().await;
+    // A viewer reads the build (its graph too) and is offered no retry, cancel or trigger.
+    assert_eq!(
+        outcome["viewer"],
+        json!({ "status": "SUCCEEDED", "retry": false, "cancel": false, "graphNodes": 2, "trigger": false }),
+        "{outcome}"
+    );
+    // A member lowered to viewer while the page is open: the API's refusal is shown with its code.
+    assert_eq!(outcome["demoted"]["code"], "FORBIDDEN", "{outcome}");
 }
 
 /// Runs `web/tests/ui.mjs` (Node.js, playwright-core, Debian's chromium) against the server, as

@@ -2,6 +2,7 @@
 
 import { ApiError, gql, mutate, session } from './api.js';
 import { renderAnsi } from './ansi.js';
+import { jobGraph } from './graph.js';
 import { duration, errorBox, finished, h, link, replace, route, statusBadge, time } from './dom.js';
 
 const JOB = 'id jobId status dependencies message queuedAt startedAt finishedAt logPath';
@@ -11,7 +12,7 @@ const BUILD = `id status source branch tag commit message runner cancelRequested
 
 /** The build page; `focus` is `{ job, line }` from the route, or null. */
 export async function buildPage(view, id, focus) {
-  const data = await gql(`query($id: ID!) { build(id: $id) { ${BUILD} repo { id name org { name slug } } } }`, { id });
+  const data = await gql(`query($id: ID!) { build(id: $id) { ${BUILD} repo { id name org { name slug myRole } } } }`, { id });
   if (!data.build) throw new ApiError('NOT_FOUND', 'no such build that this token can read');
   const repo = data.build.repo;
   view.crumbs([
@@ -20,6 +21,9 @@ export async function buildPage(view, id, focus) {
     ['build', ['builds', id]],
   ]);
   let build = data.build;
+  // What the caller may do decides which buttons there are; the API checks every mutation anyway.
+  const mayAct = repo?.org?.myRole !== 'viewer';
+  const graph = jobGraph(id);
   const summary = h('section', { class: 'card summary', 'aria-label': 'Build' });
   // Made once and shown or hidden, so that a live update does not take the keyboard's focus away.
   const retry = h('button', { type: 'button', id: 'retry' }, 'Retry');
@@ -77,8 +81,8 @@ export async function buildPage(view, id, focus) {
       build.retryOf ? [h('dt', {}, 'Retry of'), h('dd', {}, link(['builds', build.retryOf.id], 'the earlier build'))] : null,
       build.retriedBy ? [h('dt', {}, 'Retried by'), h('dd', {}, link(['builds', build.retriedBy.id], 'a later build'))] : null,
     );
-    retry.hidden = !finished(build.status);
-    cancel.hidden = finished(build.status);
+    retry.hidden = !mayAct || !finished(build.status);
+    cancel.hidden = !mayAct || finished(build.status);
     cancel.disabled = build.cancelRequested;
     cancel.textContent = build.cancelRequested ? 'Canceling…' : 'Cancel';
   };
@@ -87,11 +91,12 @@ export async function buildPage(view, id, focus) {
     for (const job of build.jobs) {
       let entry = jobs.get(job.jobId);
       if (!entry) {
-        entry = jobEntry(view, build.id, job, () => target);
+        entry = jobEntry(view, build.id, job, () => target, mayAct);
         jobs.set(job.jobId, entry);
       }
       entry.update(job, act);
     }
+    graph.update(build.jobs);
     const nodes = build.jobs.map((j) => jobs.get(j.jobId).node);
     // Moving a node takes the focus out of it: the list is only redrawn when it changed.
     const same = nodes.length === jobsList.children.length && nodes.every((n, i) => jobsList.children[i] === n);
@@ -100,7 +105,7 @@ export async function buildPage(view, id, focus) {
 
   drawSummary();
   drawJobs();
-  view.show(summary, h('h2', {}, 'Jobs'), jobsList);
+  view.show(summary, h('h2', {}, 'Jobs'), graph.node, jobsList);
   view.subscribe(`subscription($id: ID!) { buildUpdated(buildId: $id) { ${BUILD} } }`, () => ({ id }), {
     next: ({ buildUpdated }) => {
       build = buildUpdated;
@@ -131,7 +136,7 @@ async function fetchText(path) {
 }
 
 /** One job: its facts, an unblock button while it waits, and its log. */
-function jobEntry(view, buildId, first, target) {
+function jobEntry(view, buildId, first, target, mayAct) {
   const status = h('span', {});
   const facts = h('span', { class: 'muted small' });
   const deps = h('span', { class: 'small' });
@@ -244,7 +249,7 @@ function jobEntry(view, buildId, first, target) {
       );
       replace(
         buttons,
-        job.status === 'BLOCKED'
+        job.status === 'BLOCKED' && mayAct
           ? h('button', { type: 'button', class: 'unblock', onclick: () => act(() => mutate('unblockJob', 'UnblockJobInput', { id: job.id })) }, 'Approve')
           : null,
       );

@@ -201,7 +201,7 @@ function failedJob(build) {
 /** `#/repos/<id>`: the repo's builds, newest first, kept current by `buildsUpdated`. */
 export async function repoPage(view, id) {
   const data = await gql(
-    `query($id: ID!) { repo(id: $id) { id name gitUrl mainBranch archived org { name slug }
+    `query($id: ID!) { repo(id: $id) { id name gitUrl mainBranch archived org { name slug myRole }
        builds(first: 50) { edges { node { ${BUILD_ROW} } } } } }`,
     { id },
   );
@@ -249,7 +249,11 @@ export async function repoPage(view, id) {
   view.show(
     h('h1', {}, repo.name),
     h('p', { class: 'muted small' }, repo.gitUrl, ' · main branch ', repo.mainBranch),
-    repo.archived ? h('p', { class: 'muted' }, 'Archived: it takes no more builds.') : triggerForm(repo, queued),
+    repo.archived
+      ? h('p', { class: 'muted' }, 'Archived: it takes no more builds.')
+      : repo.org?.myRole === 'viewer'
+        ? h('p', { class: 'muted', id: 'viewer-note' }, 'You view this org: triggering builds takes a member.')
+        : triggerForm(repo, queued),
     h('h2', {}, 'Builds'),
     list,
   );

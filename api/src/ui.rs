@@ -28,13 +28,14 @@ macro_rules! asset {
 const JS: &str = "text/javascript; charset=utf-8";
 
 /// Every file under `/ui/`; anything else there is 404.
-const ASSETS: [Asset; 9] = [
+const ASSETS: [Asset; 10] = [
     asset!("app.js", JS),
     asset!("ansi.js", JS),
     asset!("api.js", JS),
     asset!("dom.js", JS),
     asset!("pages.js", JS),
     asset!("build.js", JS),
+    asset!("graph.js", JS),
     asset!("ws.js", JS),
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("icon.svg", "image/svg+xml"),

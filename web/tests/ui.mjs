@@ -14,6 +14,18 @@ if (!base || !token || !profile || !viewer) {
 const origin = new URL(base).origin;
 const WAIT = { timeout: 20000 };
 
+/** A GraphQL request of this script (not of the page), as the admin unless `as` is given. */
+async function api(query, variables = {}, as = token) {
+  const response = await fetch(`${origin}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${as}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = await response.json();
+  if (body.errors) throw new Error(`${query}: ${JSON.stringify(body.errors)}`);
+  return body.data;
+}
+
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
@@ -110,6 +122,14 @@ try {
         (s) => `${s.querySelector('.status')?.dataset.status} ${s.dataset.job}`,
       ),
       dependency: document.querySelector('section[data-job="test"] a.dep')?.textContent,
+      graph: {
+        nodes: [...document.querySelectorAll('.graph .node')].map((n) => `${n.dataset.status} ${n.dataset.job}`),
+        edges: [...document.querySelectorAll('.graph .edge')].map((e) => `${e.dataset.from} -> ${e.dataset.to}`),
+        // The job that waits stands right of the one it waits for.
+        leftToRight:
+          Number(document.querySelector('.graph .node[data-job="compile"] rect')?.getAttribute('x')) <
+          Number(document.querySelector('.graph .node[data-job="test"] rect')?.getAttribute('x')),
+      },
       red: spanOf('red'),
       green: spanOf('green bold'),
       greeting: texts.map((t) => t.textContent).find((t) => t.startsWith('greeting=')),
@@ -122,6 +142,11 @@ try {
       })(),
     };
   });
+
+  // A node of the graph leads to its job.
+  await page.click('.graph .node[data-job="test"]');
+  await page.waitForFunction(() => location.hash.endsWith('/test'), null, WAIT);
+  outcome.build.graphLink = await page.evaluate(() => document.activeElement?.closest('section')?.dataset.job ?? null);
 
   // Line 2 of compile, by its link; the link opened again (a reload keeps the tab's token).
   await page.click('[data-job="compile"] .line[data-line="2"] a.ln');
@@ -191,14 +216,49 @@ try {
     form: (await page.$('#token')) !== null,
   };
 
-  // A viewer reads the build, and is refused a retry with the API's code.
+  // A viewer reads the build and the repo, and is offered no retry, cancel or trigger.
   await page.goto(buildUrl);
   await page.fill('#token', viewer);
   await page.click('#sign-in button[type=submit]');
   const status = await page.waitForSelector('.summary h1 .status', WAIT);
-  await page.click('#retry', WAIT);
+  await page.waitForSelector('.graph .node[data-status]', WAIT);
+  outcome.viewer = {
+    status: await status.getAttribute('data-status'),
+    retry: await page.isVisible('#retry'),
+    cancel: await page.isVisible('#cancel'),
+    graphNodes: await page.$$eval('.graph .node', (nodes) => nodes.length),
+  };
+  await page.click('#crumbs a[href^="#/repos/"]');
+  await page.waitForSelector('#viewer-note', WAIT);
+  outcome.viewer.trigger = (await page.$('#trigger')) !== null;
+
+  // A member whose role is lowered to viewer while the page is open still sees Retry; the API
+  // refuses it, and the page shows the refusal with its code.
+  const orgId = (await api('{ orgs(first: 10) { edges { node { id slug } } } }')).orgs.edges.find(
+    (e) => e.node.slug === 'web-ui',
+  ).node.id;
+  const userId = (await api('mutation { createUser(input: {name: "Mem"}) }')).createUser;
+  const membership = { orgId, userId, role: 'member' };
+  await api('mutation($m: MemberInput!) { addMember(input: $m) }', { m: membership });
+  const memberToken = (
+    await api('mutation($u: ID!) { createApiToken(input: {name: "mem", userId: $u}) { token } }', { u: userId })
+  ).createApiToken.token;
+  await page.click('#sign-out');
+  await page.goto(buildUrl);
+  await page.fill('#token', memberToken);
+  await page.click('#sign-in button[type=submit]');
+  await page.waitForSelector('#retry', { ...WAIT, state: 'visible' });
+  await api('mutation($m: MemberInput!) { changeMemberRole(input: $m) }', { m: { ...membership, role: 'viewer' } });
+  // Until the API itself answers with the new role (the page is not asked: it must not reload).
+  for (let tries = 0; ; tries++) {
+    const role = (await api('query($id: ID!) { org(id: $id) { myRole } }', { id: orgId }, memberToken)).org.myRole;
+    if (role === 'viewer') break;
+    if (tries > 200) throw new Error(`the member is still ${role}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await page.click('#retry');
   const refused = await page.waitForSelector('.summary .error', WAIT);
-  outcome.viewer = { status: await status.getAttribute('data-status'), code: await refused.getAttribute('data-code') };
+  outcome.demoted = { code: await refused.getAttribute('data-code') };
 } catch (error) {
   outcome.failure = String(error);
   console.log(JSON.stringify(outcome));

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::secrets::{ParamSet, SshKey};
 use super::triggers::{Schedule, Webhook};
 use super::{api, page_args, projection_error};
-use crate::auth::require;
+use crate::auth::{caller, require, role_in};
 use crate::ids::{self, Kind};
 
 /// An object with a global id (Relay).
@@ -124,6 +124,14 @@ impl Org {
             .await
             .map_err(projection_error)?;
         Ok(rows.into_iter().map(ApiToken).collect())
+    }
+
+    /// The caller's role in this org: `owner`, `member` or `viewer` (the admin is an owner of
+    /// every org). For offering only what the caller may do; every mutation is checked anyway.
+    async fn my_role(&self, ctx: &Context<'_>) -> Result<String> {
+        let role = role_in(api(ctx), &caller(ctx)?, self.0.id).await?;
+        // An org is only read by callers with a role in it.
+        Ok(role.map_or("none", Role::as_str).to_owned())
     }
 }
 
