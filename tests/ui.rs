@@ -218,6 +218,33 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
         "{outcome}"
     );
     assert_eq!(outcome["build"]["graphLink"], "test", "{outcome}");
+    // Time travel: at the event that started compile the build was RUNNING (test not queued
+    // yet, no Retry offered); at its first event QUEUED with no jobs; "Now" brings it back.
+    let travel = &outcome["travel"];
+    assert!(travel["events"].as_u64().is_some_and(|n| n >= 9), "{outcome}");
+    assert_eq!(
+        (&travel["running"]["build"], &travel["running"]["compile"], &travel["running"]["retry"]),
+        (&json!("RUNNING"), &json!("RUNNING"), &json!(false)),
+        "{outcome}"
+    );
+    assert!(
+        travel["running"]["at"].as_str().is_some_and(|t| t.contains("JobStarted compile")),
+        "{outcome}"
+    );
+    assert_eq!(
+        (&travel["queued"]["build"], &travel["queued"]["compile"]),
+        (&json!("QUEUED"), &Value::Null),
+        "{outcome}"
+    );
+    assert!(
+        travel["queued"]["at"].as_str().is_some_and(|t| t.starts_with("1 of ")),
+        "{outcome}"
+    );
+    assert_eq!(
+        (&travel["now"]["build"], &travel["now"]["test"], &travel["now"]["retry"]),
+        (&json!("SUCCEEDED"), &json!("SUCCEEDED"), &json!(true)),
+        "{outcome}"
+    );
     assert_eq!(
         outcome["build"]["red"],
         json!({ "class": "fg-1", "text": "red" }),

@@ -20,7 +20,10 @@ export async function buildPage(view, id, focus) {
     [repo?.name ?? 'repo', ['repos', repo?.id ?? '']],
     ['build', ['builds', id]],
   ]);
-  let build = data.build;
+  // The build as it is now (kept current by `buildUpdated`), and as it was at an event of its
+  // history when the user went back in time (null: now).
+  let latest = data.build;
+  let past = null;
   // What the caller may do decides which buttons there are; the API checks every mutation anyway.
   const mayAct = repo?.org?.myRole !== 'viewer';
   const graph = jobGraph(id);
@@ -44,17 +47,18 @@ export async function buildPage(view, id, focus) {
   };
   retry.addEventListener('click', () =>
     act(async () => {
-      const next = await mutate('retryBuild', 'BuildInput', { id: build.id });
+      const next = await mutate('retryBuild', 'BuildInput', { id });
       location.hash = route(['builds', next]);
     }),
   );
-  cancel.addEventListener('click', () => act(() => mutate('cancelBuild', 'BuildInput', { id: build.id })));
+  cancel.addEventListener('click', () => act(() => mutate('cancelBuild', 'BuildInput', { id })));
   const facts = h('dl', { class: 'facts' });
   const heading = h('h1', {});
   summary.append(heading, facts, actions, problem);
   const drawSummary = () => {
+    const build = past?.build ?? latest;
     const ref = build.tag ? `tag ${build.tag}` : build.branch ? `branch ${build.branch}` : 'main branch';
-    replace(heading, 'Build ', statusBadge(build.status));
+    replace(heading, 'Build ', statusBadge(build.status), past ? h('span', { class: 'as-of small' }, ` as of ${time(past.at)}`) : null);
     replace(
       facts,
       h('dt', {}, 'Ref'),
@@ -81,20 +85,22 @@ export async function buildPage(view, id, focus) {
       build.retryOf ? [h('dt', {}, 'Retry of'), h('dd', {}, link(['builds', build.retryOf.id], 'the earlier build'))] : null,
       build.retriedBy ? [h('dt', {}, 'Retried by'), h('dd', {}, link(['builds', build.retriedBy.id], 'a later build'))] : null,
     );
-    retry.hidden = !mayAct || !finished(build.status);
-    cancel.hidden = !mayAct || finished(build.status);
+    // Actions are on the build as it is now: none while looking at the past.
+    retry.hidden = !mayAct || past !== null || !finished(build.status);
+    cancel.hidden = !mayAct || past !== null || finished(build.status);
     cancel.disabled = build.cancelRequested;
     cancel.textContent = build.cancelRequested ? 'Canceling…' : 'Cancel';
   };
 
   const drawJobs = () => {
+    const build = past?.build ?? latest;
     for (const job of build.jobs) {
       let entry = jobs.get(job.jobId);
       if (!entry) {
-        entry = jobEntry(view, build.id, job, () => target, mayAct);
+        entry = jobEntry(view, id, job, () => target);
         jobs.set(job.jobId, entry);
       }
-      entry.update(job, act);
+      entry.update(job, act, mayAct && past === null);
     }
     graph.update(build.jobs);
     const nodes = build.jobs.map((j) => jobs.get(j.jobId).node);
@@ -103,14 +109,21 @@ export async function buildPage(view, id, focus) {
     if (!same) replace(jobsList, nodes.length ? nodes : h('p', { class: 'muted' }, 'No jobs yet.'));
   };
 
-  drawSummary();
-  drawJobs();
-  view.show(summary, h('h2', {}, 'Jobs'), graph.node, jobsList);
+  const redraw = () => {
+    drawSummary();
+    drawJobs();
+  };
+  const history = timeline(id, (shown) => {
+    past = shown;
+    redraw();
+  });
+  redraw();
+  view.show(summary, history.node, h('h2', {}, 'Jobs'), graph.node, jobsList);
   view.subscribe(`subscription($id: ID!) { buildUpdated(buildId: $id) { ${BUILD} } }`, () => ({ id }), {
     next: ({ buildUpdated }) => {
-      build = buildUpdated;
-      drawSummary();
-      drawJobs();
+      latest = buildUpdated;
+      redraw();
+      history.grew();
     },
     error: (error) => replace(problem, errorBox(error)),
   });
@@ -136,7 +149,7 @@ async function fetchText(path) {
 }
 
 /** One job: its facts, an unblock button while it waits, and its log. */
-function jobEntry(view, buildId, first, target, mayAct) {
+function jobEntry(view, buildId, first, target) {
   const status = h('span', {});
   const facts = h('span', { class: 'muted small' });
   const deps = h('span', { class: 'small' });
@@ -236,7 +249,7 @@ function jobEntry(view, buildId, first, target, mayAct) {
   return {
     node,
     reveal,
-    update(job, act) {
+    update(job, act, canAct) {
       replace(status, statusBadge(job.status));
       replace(
         deps,
@@ -249,10 +262,117 @@ function jobEntry(view, buildId, first, target, mayAct) {
       );
       replace(
         buttons,
-        job.status === 'BLOCKED' && mayAct
+        job.status === 'BLOCKED' && canAct
           ? h('button', { type: 'button', class: 'unblock', onclick: () => act(() => mutate('unblockJob', 'UnblockJobInput', { id: job.id })) }, 'Approve')
           : null,
       );
+    },
+  };
+}
+
+/**
+ * The build's history (`history`) as a timeline: a slider and a list of its events. Choosing an
+ * event shows the build as it was right after it (`build(asOf: {cursor})`), handed to
+ * `show(past)` as `{ build, at }`; the last event, or "Now", hands `null` (the live build).
+ * Loaded when first opened; `grew()` reloads it while open, as the build changes.
+ */
+function timeline(id, show) {
+  const slider = h('input', { type: 'range', id: 'travel', min: 0, max: 0, value: 0, 'aria-label': 'Event of the build' });
+  const where = h('output', { for: 'travel', id: 'travel-at', class: 'small' });
+  const now = h('button', { type: 'button', id: 'travel-now' }, 'Now');
+  const list = h('ol', { class: 'events' });
+  const problem = h('div', { 'aria-live': 'assertive' });
+  const details = h(
+    'details',
+    { id: 'history' },
+    h('summary', {}, 'History'),
+    h('p', { class: 'muted small' }, 'Move along the events to see the build as it was after each (logs show all output so far).'),
+    h('div', { class: 'travel' }, slider, now),
+    where,
+    problem,
+    list,
+  );
+  let events = [];
+  // The chosen event's index; null: now, following the end.
+  let chosen = null;
+  let asked = 0;
+
+  const label = (e) => [e.type, e.data?.job_id ? ` ${e.data.job_id}` : ''].join('');
+  const mark = () => {
+    const at = chosen ?? events.length - 1;
+    slider.max = String(Math.max(0, events.length - 1));
+    slider.value = String(Math.max(0, at));
+    for (const item of list.children) {
+      const here = Number(item.dataset.index) === at;
+      item.classList.toggle('at', here);
+      if (here) item.setAttribute('aria-current', 'step');
+      else item.removeAttribute('aria-current');
+    }
+    const event = events[at];
+    replace(where, event ? [`${at + 1} of ${events.length}: ${label(event)} · ${time(event.recordedAt)}`, chosen === null ? ' (now)' : ''] : '');
+    now.disabled = chosen === null;
+  };
+  const choose = async (index) => {
+    const ask = ++asked;
+    replace(problem);
+    chosen = index === null || index >= events.length - 1 ? null : index;
+    mark();
+    if (chosen === null) {
+      show(null);
+      return;
+    }
+    const event = events[chosen];
+    try {
+      const data = await gql(`query($id: ID!, $at: String!) { build(id: $id, asOf: {cursor: $at}) { ${BUILD} } }`, {
+        id,
+        at: event.cursor,
+      });
+      if (ask === asked) show({ build: data.build, at: event.recordedAt });
+    } catch (error) {
+      if (ask === asked) replace(problem, errorBox(error));
+    }
+  };
+  const load = async () => {
+    try {
+      const found = [];
+      let after = null;
+      // A build's history is short (a few events per job); pages of 100 (the most a page holds) all the same.
+      for (;;) {
+        const data = await gql(
+          `query($id: String!, $after: String) { history(streamId: $id, first: 100, after: $after) {
+             edges { node { cursor type recordedAt actor data } } pageInfo { hasNextPage endCursor } } }`,
+          { id, after },
+        );
+        found.push(...data.history.edges.map((e) => e.node));
+        if (!data.history.pageInfo.hasNextPage) break;
+        after = data.history.pageInfo.endCursor;
+      }
+      events = found;
+      replace(
+        list,
+        events.map((e, i) =>
+          h(
+            'li',
+            { 'data-index': i, 'data-type': e.type },
+            h('button', { type: 'button', class: 'event', onclick: () => choose(i) }, label(e)),
+            h('span', { class: 'muted small' }, ` ${time(e.recordedAt)} · ${e.actor}`),
+          ),
+        ),
+      );
+      mark();
+    } catch (error) {
+      replace(problem, errorBox(error));
+    }
+  };
+  slider.addEventListener('input', () => choose(Number(slider.value)));
+  now.addEventListener('click', () => choose(null));
+  details.addEventListener('toggle', () => {
+    if (details.open) load();
+  });
+  return {
+    node: h('section', { class: 'card history', 'aria-label': 'History' }, details),
+    grew() {
+      if (details.open) load();
     },
   };
 }

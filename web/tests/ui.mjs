@@ -148,6 +148,36 @@ try {
   await page.waitForFunction(() => location.hash.endsWith('/test'), null, WAIT);
   outcome.build.graphLink = await page.evaluate(() => document.activeElement?.closest('section')?.dataset.job ?? null);
 
+  // Time travel: the build's events; the build as it was after compile started, then at its
+  // first event (by keyboard), then now again.
+  await page.click('#history summary');
+  await page.waitForSelector('.events li[data-type="BuildFinished"]', WAIT);
+  // Read as they are (a job that did not exist yet has no node), without waiting.
+  const shownAt = () =>
+    page.evaluate(() => {
+      const status = (selector) => document.querySelector(selector)?.dataset.status ?? null;
+      const retry = document.querySelector('#retry');
+      return {
+        build: status('.summary h1 .status'),
+        compile: status('.graph .node[data-job="compile"]'),
+        test: status('.graph .node[data-job="test"]'),
+        retry: Boolean(retry && !retry.hidden),
+        at: document.querySelector('#travel-at')?.textContent ?? null,
+      };
+    });
+  const events = await page.$$eval('.events li', (items) => items.map((i) => i.textContent));
+  await page.click('.events li:has(button:text-is("JobStarted compile")) button');
+  await page.waitForSelector('.summary h1 .status[data-status="RUNNING"]', WAIT);
+  await page.waitForSelector('.graph .node[data-job="compile"][data-status="RUNNING"]', WAIT);
+  const running = await shownAt();
+  await page.focus('#travel');
+  await page.keyboard.press('Home');
+  await page.waitForSelector('.summary h1 .status[data-status="QUEUED"]', WAIT);
+  const queued = await shownAt();
+  await page.click('#travel-now');
+  await page.waitForSelector('.summary h1 .status[data-status="SUCCEEDED"]', WAIT);
+  outcome.travel = { events: events.length, running, queued, now: await shownAt() };
+
   // Line 2 of compile, by its link; the link opened again (a reload keeps the tab's token).
   await page.click('[data-job="compile"] .line[data-line="2"] a.ln');
   await page.waitForSelector('[data-job="compile"] .line.target', WAIT);
@@ -261,6 +291,11 @@ try {
   outcome.demoted = { code: await refused.getAttribute('data-code') };
 } catch (error) {
   outcome.failure = String(error);
+  // What the page showed when it failed.
+  outcome.shown = await context
+    .pages()[0]
+    ?.evaluate(() => document.querySelector('main')?.innerText.slice(0, 2000))
+    .catch(() => null);
   console.log(JSON.stringify(outcome));
   await context.close();
   process.exit(1);
