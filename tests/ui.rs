@@ -113,15 +113,16 @@ async fn the_page_and_its_files_come_from_the_binary_under_a_strict_policy(pool:
     app.stop().await;
 }
 
-/// A failure when asked for, red, bold green, markup that must stay text, a pause long enough to be seen running, and a
-/// second job after the first with the trigger's parameter and more lines than its log box shows.
+/// A failure when asked for, red, bold green, 256 and true colours, markup that must stay text, a
+/// pause long enough to be seen running, and a second job after the first with the trigger's
+/// parameter and more lines than its log box shows.
 const PIPELINE: &str = r#"
 - id: compile
   script:
     - test "$GREETING" != boom
-    - printf 'plain then \033[31mred\033[0m and \033[1;32mgreen bold\033[0m\n'
+    - printf 'plain then \033[31mred\033[0m and \033[1;32mgreen bold\033[0m, \033[38;5;208morange\033[0m, \033[38;2;10;200;30mtrue green\033[0m\n'
     - echo '<script>window.pwned = 1</script><img src=x onerror=window.pwned=2><b>not bold</b> &amp;'
-    - sleep 2
+    - sleep 3
 - id: test
   dependencies: [compile]
   script:
@@ -223,12 +224,18 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
     let travel = &outcome["travel"];
     assert!(travel["events"].as_u64().is_some_and(|n| n >= 9), "{outcome}");
     assert_eq!(
-        (&travel["running"]["build"], &travel["running"]["compile"], &travel["running"]["retry"]),
+        (
+            &travel["running"]["build"],
+            &travel["running"]["compile"],
+            &travel["running"]["retry"]
+        ),
         (&json!("RUNNING"), &json!("RUNNING"), &json!(false)),
         "{outcome}"
     );
     assert!(
-        travel["running"]["at"].as_str().is_some_and(|t| t.contains("JobStarted compile")),
+        travel["running"]["at"]
+            .as_str()
+            .is_some_and(|t| t.contains("JobStarted compile")),
         "{outcome}"
     );
     assert_eq!(
@@ -253,6 +260,12 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
     assert_eq!(
         outcome["build"]["green"],
         json!({ "class": "fg-2 bold", "text": "green bold" }),
+        "{outcome}"
+    );
+    // 256-colour 208 (the cube's 5, 2, 0) and true colour, with the page's policy in force.
+    assert_eq!(
+        outcome["build"]["rgb"],
+        json!(["rgb(255, 135, 0)", "rgb(10, 200, 30)"]),
         "{outcome}"
     );
     assert_eq!(outcome["build"]["greeting"], "greeting=hello", "{outcome}");
@@ -286,6 +299,8 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
     );
 
     // Retry opens the new build, which Cancel ends.
+    // The retry's output appeared, in colour, while its first job was still running.
+    assert_eq!(outcome["liveWhileRunning"], "red", "{outcome}");
     assert_eq!(outcome["retried"]["retryOf"], true, "{outcome}");
     assert_eq!(outcome["retried"]["status"], "CANCELED", "{outcome}");
 

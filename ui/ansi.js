@@ -1,5 +1,7 @@
 // ANSI escape sequences of job output → DOM nodes. SGR codes (colours, bold, …) become spans
-// with class names the stylesheet colours; every other sequence is dropped. The text itself only
+// with class names the stylesheet colours (the 16 basic colours), or, for 256-colour and
+// true-colour codes, a colour set through the span's `style` object (CSSOM, which the page's
+// policy allows; never a style attribute); every other sequence is dropped. The text itself only
 // ever becomes text nodes, so markup in a log is shown as written.
 
 // CSI sequences (ESC [ params final), OSC sequences (ESC ] … BEL or ESC \), other ESC pairs.
@@ -30,24 +32,38 @@ function apply(state, params) {
     else if (code >= 100 && code <= 107) state.bg = code - 100 + 8;
     else if (code === 49) state.bg = null;
     else if (code === 38 || code === 48) {
-      // 256 colours (5;n): the 16 basic ones by class, the others left uncoloured;
-      // true colour (2;r;g;b): skipped.
+      // 256 colours (5;n): the 16 basic ones by class, the others as rgb(); true colour
+      // (2;r;g;b) as rgb().
       const key = code === 38 ? 'fg' : 'bg';
       if (codes[i + 1] === 5) {
-        const n = codes[i + 2];
-        state[key] = n >= 0 && n < 16 ? n : null;
+        state[key] = palette(codes[i + 2]);
         i += 2;
       } else if (codes[i + 1] === 2) {
+        const [r, g, b] = codes.slice(i + 2, i + 5);
+        state[key] = [r, g, b].every((c) => c >= 0 && c <= 255) ? `rgb(${r}, ${g}, ${b})` : null;
         i += 4;
       }
     }
   }
 }
 
+/** Colour `n` of the 256-colour palette: 0–15 as their class number, the rest as rgb(). */
+function palette(n) {
+  if (!(n >= 0 && n <= 255)) return null;
+  if (n < 16) return n;
+  if (n >= 232) {
+    const grey = 8 + (n - 232) * 10;
+    return `rgb(${grey}, ${grey}, ${grey})`;
+  }
+  const level = (c) => (c === 0 ? 0 : 55 + c * 40);
+  const cube = n - 16;
+  return `rgb(${level(Math.floor(cube / 36))}, ${level(Math.floor(cube / 6) % 6)}, ${level(cube % 6)})`;
+}
+
 function classes(state) {
   const names = [];
-  if (state.fg !== null) names.push(`fg-${state.fg}`);
-  if (state.bg !== null) names.push(`bg-${state.bg}`);
+  if (typeof state.fg === 'number') names.push(`fg-${state.fg}`);
+  if (typeof state.bg === 'number') names.push(`bg-${state.bg}`);
   for (const flag of ['bold', 'dim', 'italic', 'underline']) if (state[flag]) names.push(flag);
   return names.join(' ');
 }
@@ -60,12 +76,15 @@ export function renderAnsi(text) {
   const emit = (part) => {
     if (!part) return;
     const names = classes(state);
-    if (!names) {
+    const rgb = [typeof state.fg === 'string', typeof state.bg === 'string'];
+    if (!names && !rgb[0] && !rgb[1]) {
       fragment.append(document.createTextNode(part));
       return;
     }
     const span = document.createElement('span');
-    span.className = names;
+    if (names) span.className = names;
+    if (rgb[0]) span.style.color = state.fg;
+    if (rgb[1]) span.style.backgroundColor = state.bg;
     span.textContent = part;
     fragment.append(span);
   };

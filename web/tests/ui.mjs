@@ -131,6 +131,11 @@ try {
           Number(document.querySelector('.graph .node[data-job="test"] rect')?.getAttribute('x')),
       },
       red: spanOf('red'),
+      // 256-colour and true-colour codes, as the browser computes them.
+      rgb: ['orange', 'true green'].map((text) => {
+        const span = [...document.querySelectorAll('[data-job="compile"] .log .text span')].find((s) => s.textContent === text);
+        return span ? getComputedStyle(span).color : null;
+      }),
       green: spanOf('green bold'),
       greeting: texts.map((t) => t.textContent).find((t) => t.startsWith('greeting=')),
       markup: texts.map((t) => t.textContent).find((t) => t.includes('<script>')),
@@ -215,6 +220,17 @@ try {
   await page.click('#retry', WAIT);
   await page.waitForFunction((old) => location.href !== old, buildUrl, WAIT);
   await page.waitForSelector('.summary a[href^="#/builds/"]', WAIT);
+  // Its output shows while compile still runs (it sleeps after printing), in colour.
+  const live = await page.waitForFunction(
+    () => {
+      const job = document.querySelector('section[data-job="compile"]');
+      const red = job?.querySelector('.line[data-line="1"] .fg-1');
+      return job?.querySelector('h3 .status')?.dataset.status === 'RUNNING' && red ? red.textContent : null;
+    },
+    null,
+    WAIT,
+  );
+  outcome.liveWhileRunning = await live.jsonValue();
   await page.click('#cancel', WAIT);
   const canceled = await page.waitForSelector('.summary h1 .status-canceled', { timeout: 60000 });
   outcome.retried = {
