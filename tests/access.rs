@@ -975,3 +975,33 @@ async fn an_org_tells_each_caller_its_own_role(pool: PgPool) {
         assert_eq!((status, &body["data"]["org"]["myRole"]), (200, &json!(role)), "{body}");
     }
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn owners_list_an_orgs_members_and_no_other_role_does(pool: PgPool) {
+    let app = app(pool).await;
+    let TwoOrgs {
+        ada_token,
+        vic_token,
+        org_a,
+        ..
+    } = two_orgs(&app).await;
+    let member = token(&app, ADMIN, json!({ "name": "ci", "orgId": org_a, "role": "member" })).await;
+    let query = "query($id: ID!) { org(id: $id) { members { name role userId } } }";
+    for token in [ADMIN, ada_token.as_str()] {
+        let (status, body) = gql(&app, Some(token), query, json!({ "id": org_a })).await;
+        assert_eq!(status, 200, "{body}");
+        let members = body["data"]["org"]["members"].as_array().expect("members");
+        let named: Vec<(&str, &str)> = members
+            .iter()
+            .map(|m| (m["name"].as_str().unwrap_or(""), m["role"].as_str().unwrap_or("")))
+            .collect();
+        assert_eq!(named, [("Ada", "owner"), ("Vic", "viewer")], "{body}");
+        assert!(members
+            .iter()
+            .all(|m| m["userId"].as_str().is_some_and(|id| !id.is_empty())));
+    }
+    for token in [member.as_str(), vic_token.as_str()] {
+        let (_, body) = gql(&app, Some(token), query, json!({ "id": org_a })).await;
+        assert_eq!(code(&body), Some("FORBIDDEN"), "{body}");
+    }
+}

@@ -199,6 +199,23 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
     );
     assert_eq!(outcome["reloaded"], false, "{outcome}");
     assert_eq!(outcome["orgLatest"], "SUCCEEDED", "{outcome}");
+    // Owners' sections: the repo's webhooks and schedules, the org's members, tokens and audit log.
+    assert_eq!(
+        outcome["repoOwner"],
+        json!(["No webhooks.", "No schedules."]),
+        "{outcome}"
+    );
+    assert_eq!(outcome["orgOwner"]["members"], "No members.", "{outcome}");
+    assert_eq!(outcome["orgOwner"]["tokens"], json!(["viewer viewer"]), "{outcome}");
+    let audit: Vec<&str> = outcome["orgOwner"]["audit"]
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for made in ["OrgCreated", "RepoAdded", "TokenCreated", "BuildFinished"] {
+        assert!(audit.contains(&made), "{made}: {outcome}");
+    }
 
     // The build page: both jobs succeeded, the dependency is named, the logs arrived with colour.
     assert_eq!(outcome["build"]["status"], "SUCCEEDED", "{outcome}");
@@ -238,6 +255,16 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
             .is_some_and(|t| t.contains("JobStarted compile")),
         "{outcome}"
     );
+    // Times are shown as times (a `<time>` element's text), in the slider's label, the list and
+    // the heading; and only the past has an "as of".
+    for place in ["at", "asOf", "listed"] {
+        let text = travel["running"][place].as_str().unwrap_or("");
+        assert!(
+            text.contains(char::is_numeric) && !text.contains("[object"),
+            "{place}: {outcome}"
+        );
+    }
+    assert_eq!(travel["now"]["asOf"], Value::Null, "{outcome}");
     assert_eq!(
         (&travel["queued"]["build"], &travel["queued"]["compile"]),
         (&json!("QUEUED"), &Value::Null),
@@ -321,7 +348,14 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
     // A viewer reads the build (its graph too) and is offered no retry, cancel or trigger.
     assert_eq!(
         outcome["viewer"],
-        json!({ "status": "SUCCEEDED", "retry": false, "cancel": false, "graphNodes": 2, "trigger": false }),
+        json!({
+            "status": "SUCCEEDED",
+            "retry": false,
+            "cancel": false,
+            "graphNodes": 2,
+            "trigger": false,
+            "ownerSections": 0
+        }),
         "{outcome}"
     );
     // A member lowered to viewer while the page is open: the API's refusal is shown with its code.

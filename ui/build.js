@@ -58,7 +58,7 @@ export async function buildPage(view, id, focus) {
   const drawSummary = () => {
     const build = past?.build ?? latest;
     const ref = build.tag ? `tag ${build.tag}` : build.branch ? `branch ${build.branch}` : 'main branch';
-    replace(heading, 'Build ', statusBadge(build.status), past ? h('span', { class: 'as-of small' }, ` as of ${time(past.at)}`) : null);
+    replace(heading, 'Build ', statusBadge(build.status), past ? h('span', { class: 'as-of small' }, ' as of ', time(past.at)) : null);
     replace(
       facts,
       h('dt', {}, 'Ref'),
@@ -309,7 +309,7 @@ function timeline(id, show) {
       else item.removeAttribute('aria-current');
     }
     const event = events[at];
-    replace(where, event ? [`${at + 1} of ${events.length}: ${label(event)} · ${time(event.recordedAt)}`, chosen === null ? ' (now)' : ''] : '');
+    replace(where, event ? [`${at + 1} of ${events.length}: ${label(event)} · `, time(event.recordedAt), chosen === null ? ' (now)' : ''] : '');
     now.disabled = chosen === null;
   };
   const choose = async (index) => {
@@ -355,7 +355,7 @@ function timeline(id, show) {
             'li',
             { 'data-index': i, 'data-type': e.type },
             h('button', { type: 'button', class: 'event', onclick: () => choose(i) }, label(e)),
-            h('span', { class: 'muted small' }, ` ${time(e.recordedAt)} · ${e.actor}`),
+            h('span', { class: 'muted small' }, ' ', time(e.recordedAt), ` · ${e.actor}`),
           ),
         ),
       );

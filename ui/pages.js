@@ -2,6 +2,7 @@
 
 import { ApiError, gql, mutate, session } from './api.js';
 import { duration, errorBox, finished, h, link, replace, route, statusBadge, time } from './dom.js';
+import { orgOwnerSections, repoOwnerSections } from './owners.js';
 
 /** The sign-in form; `done()` once a token the API accepts is kept for the tab. */
 export function signIn(main, done) {
@@ -71,7 +72,7 @@ const LATEST = 'id status queuedAt repo { id }';
 /** `#/orgs/<slug>`: the org's repos with their latest build, kept current by `buildsUpdated`. */
 export async function orgPage(view, slug) {
   const data = await gql(
-    `query($slug: String!) { org(slug: $slug) { id name slug
+    `query($slug: String!) { org(slug: $slug) { id name slug myRole
        repos(first: 100) { edges { node { id name gitUrl archived
          builds(first: 1) { edges { node { ${LATEST} } } } } } pageInfo { hasNextPage } } } }`,
     { slug },
@@ -106,6 +107,7 @@ export async function orgPage(view, slug) {
   view.show(
     h('h1', {}, org.name),
     repos.length === 0 ? h('p', { class: 'muted' }, 'No repos yet.') : h('ul', { class: 'list' }, items),
+    org.myRole === 'owner' ? orgOwnerSections(org.id) : null,
   );
   view.subscribe(`subscription($org: ID!) { buildsUpdated(orgId: $org) { ${LATEST} } }`, () => ({ org: org.id }), {
     next: ({ buildsUpdated: build }) => {
@@ -256,6 +258,7 @@ export async function repoPage(view, id) {
         : triggerForm(repo, queued),
     h('h2', {}, 'Builds'),
     list,
+    repo.org?.myRole === 'owner' ? repoOwnerSections(repo.id) : null,
   );
   async function queued(buildId) {
     // Read-your-writes: the build is there as soon as the mutation has returned.

@@ -309,6 +309,28 @@ pub async fn member_role(db: &ReadModels, org_id: Uuid, user: Uuid) -> Result<Op
     Ok(role.flatten())
 }
 
+/// A member of an org: the user's id and name, and the role.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MemberRow {
+    pub user_id: Uuid,
+    pub name: String,
+    pub role: String,
+}
+
+/// The members of the org `org_id` (none if it is deleted), by name.
+pub async fn org_members(db: &ReadModels, org_id: Uuid) -> Result<Vec<MemberRow>, ProjectionError> {
+    sqlx::query_as(
+        "SELECT u.id AS user_id, u.name, m.role \
+         FROM orgs o CROSS JOIN LATERAL jsonb_each_text(o.members) AS m(user_id, role) \
+         JOIN users u ON u.id = m.user_id::uuid \
+         WHERE o.id = $1 AND NOT o.deleted ORDER BY u.name, u.id",
+    )
+    .bind(org_id)
+    .fetch_all(&db.pool)
+    .await
+    .map_err(Into::into)
+}
+
 /// The ids of the orgs (not deleted) in which `user` has a role.
 pub async fn member_org_ids(db: &ReadModels, user: Uuid) -> Result<Vec<Uuid>, ProjectionError> {
     sqlx::query_scalar("SELECT id FROM orgs WHERE NOT deleted AND members ? $1 ORDER BY id")

@@ -85,6 +85,9 @@ try {
   // The org page, then the repo page; from here on the page must never load again.
   await page.click('main li[data-repo] a', WAIT);
   await page.waitForSelector('#trigger', WAIT);
+  // An owner (the admin) sees the repo's webhooks and schedules: none yet.
+  await page.waitForSelector('#triggers h3', WAIT);
+  outcome.repoOwner = await page.$$eval('#triggers p.muted', (ps) => ps.map((p) => p.textContent).slice(0, 2));
   const navigationsBefore = outcome.navigations;
   await page.evaluate(() => {
     window.seen = [];
@@ -103,6 +106,14 @@ try {
 
   // Back on the org page, the repo's latest build.
   await page.click('#crumbs a[href="#/orgs/web-ui"]');
+  // An owner sees the org's members, tokens and audit log.
+  await page.waitForSelector('#tokens td', WAIT);
+  await page.waitForSelector('#audit tbody tr', WAIT);
+  outcome.orgOwner = await page.evaluate(() => ({
+    members: document.querySelector('#members p')?.textContent ?? null,
+    tokens: [...document.querySelectorAll('#tokens tbody tr')].map((r) => `${r.cells[0].textContent} ${r.cells[1].textContent}`),
+    audit: [...document.querySelectorAll('#audit tbody tr')].map((r) => r.cells[2].textContent),
+  }));
   const latest = await page.waitForSelector('main li[data-repo] .latest .status', WAIT);
   outcome.orgLatest = await latest.getAttribute('data-status');
   await latest.click();
@@ -168,6 +179,8 @@ try {
         test: status('.graph .node[data-job="test"]'),
         retry: Boolean(retry && !retry.hidden),
         at: document.querySelector('#travel-at')?.textContent ?? null,
+        asOf: document.querySelector('.summary .as-of')?.textContent ?? null,
+        listed: document.querySelector('.events li.at')?.textContent ?? null,
       };
     });
   const events = await page.$$eval('.events li', (items) => items.map((i) => i.textContent));
@@ -242,9 +255,10 @@ try {
   await page.click('#crumbs a[href^="#/repos/"]');
   await page.fill('#trigger-params', 'GREETING=boom');
   await page.click('#trigger button[type=submit]');
-  const failedLink = await page.waitForSelector('.builds li[data-build] a.failed-job', { timeout: 60000 });
-  const linkText = await failedLink.textContent();
-  await failedLink.click();
+  // The list is drawn again at each change of a build: found by selector at each step, not held.
+  await page.waitForSelector('.builds li[data-build] a.failed-job', { timeout: 60000 });
+  const linkText = await page.textContent('.builds li[data-build] a.failed-job');
+  await page.click('.builds li[data-build] a.failed-job');
   await page.waitForSelector('[data-job="compile"] .status-failed', WAIT);
   await page.waitForSelector('[data-job="test"] .status-skipped', WAIT);
   outcome.failed = {
@@ -277,6 +291,7 @@ try {
   await page.click('#crumbs a[href^="#/repos/"]');
   await page.waitForSelector('#viewer-note', WAIT);
   outcome.viewer.trigger = (await page.$('#trigger')) !== null;
+  outcome.viewer.ownerSections = await page.$$eval('#triggers, #members, #audit', (found) => found.length);
 
   // A member whose role is lowered to viewer while the page is open still sees Retry; the API
   // refuses it, and the page shows the refusal with its code.

@@ -126,12 +126,44 @@ impl Org {
         Ok(rows.into_iter().map(ApiToken).collect())
     }
 
+    /// The org's members with their roles, by name. Owners only: `FORBIDDEN` for members and
+    /// viewers.
+    async fn members(&self, ctx: &Context<'_>) -> Result<Vec<Member>> {
+        require(ctx, self.0.id, Role::Owner, "org").await?;
+        let rows = queries::org_members(&api(ctx).read, self.0.id)
+            .await
+            .map_err(projection_error)?;
+        Ok(rows.into_iter().map(Member).collect())
+    }
+
     /// The caller's role in this org: `owner`, `member` or `viewer` (the admin is an owner of
     /// every org). For offering only what the caller may do; every mutation is checked anyway.
     async fn my_role(&self, ctx: &Context<'_>) -> Result<String> {
         let role = role_in(api(ctx), &caller(ctx)?, self.0.id).await?;
         // An org is only read by callers with a role in it.
         Ok(role.map_or("none", Role::as_str).to_owned())
+    }
+}
+
+/// A user's membership of an org.
+#[derive(Clone)]
+pub struct Member(pub queries::MemberRow);
+
+#[Object]
+impl Member {
+    /// The user's global id (as `addMember` takes it).
+    async fn user_id(&self) -> ID {
+        ids::encode(Kind::User, self.0.user_id)
+    }
+
+    /// The user's name.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// `owner`, `member` or `viewer`.
+    async fn role(&self) -> &str {
+        &self.0.role
     }
 }
 
