@@ -236,6 +236,17 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
         "{outcome}"
     );
     assert_eq!(outcome["build"]["graphLink"], "test", "{outcome}");
+    // A line's time: the API's timestamp in the number's title and the column's datetime, and
+    // shown as a time of day to the millisecond once asked for.
+    let times = &outcome["build"]["times"];
+    let stamp = times["title"].as_str().unwrap_or("");
+    assert!(stamp.starts_with("20") && stamp.contains('T'), "{outcome}");
+    assert_eq!(times["datetime"], times["title"], "{outcome}");
+    let shown = times["shown"].as_str().unwrap_or("");
+    assert!(
+        shown.len() == 12 && shown.chars().filter(|c| *c == ':').count() == 2 && shown.contains('.'),
+        "{outcome}"
+    );
     // Time travel: at the event that started compile the build was RUNNING (test not queued
     // yet, no Retry offered); at its first event QUEUED with no jobs; "Now" brings it back.
     let travel = &outcome["travel"];

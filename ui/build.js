@@ -136,6 +136,13 @@ export async function buildPage(view, id, focus) {
   };
 }
 
+/** A line's time of day, to the millisecond, in the browser's time zone: `14:03:07.215`. */
+function clock(iso) {
+  const at = new Date(iso);
+  const two = (n) => String(n).padStart(2, '0');
+  return `${two(at.getHours())}:${two(at.getMinutes())}:${two(at.getSeconds())}.${String(at.getMilliseconds()).padStart(3, '0')}`;
+}
+
 /** The body of `GET path` with the tab's token, or throws an `ApiError`. */
 async function fetchText(path) {
   let response;
@@ -158,10 +165,14 @@ function jobEntry(view, buildId, first, target) {
   const state = h('p', { class: 'muted small' });
   const download = h('button', { type: 'button', class: 'download' }, 'Download');
   const followBox = h('input', { type: 'checkbox', id: `follow-${first.jobId}`, class: 'follow', checked: true });
+  // Each line's time is always in its number's title; the box shows them as a column.
+  const timesBox = h('input', { type: 'checkbox', id: `times-${first.jobId}`, class: 'times' });
+  timesBox.addEventListener('change', () => lines.classList.toggle('with-times', timesBox.checked));
   const tools = h(
     'div',
     { class: 'tools' },
     h('label', { for: `follow-${first.jobId}` }, followBox, ' Follow the end'),
+    h('label', { for: `times-${first.jobId}` }, timesBox, ' Times'),
     download,
   );
   const details = h('details', { open: true }, h('summary', {}, 'Log'), tools, lines, state);
@@ -210,16 +221,21 @@ function jobEntry(view, buildId, first, target) {
   const follow = () => {
     if (stop || ended) return;
     stop = view.subscribe(
-      'subscription($job: ID!, $after: Int) { jobLog(jobId: $job, after: $after) { offset stream text } }',
+      'subscription($job: ID!, $after: Int) { jobLog(jobId: $job, after: $after) { offset at stream text } }',
       () => ({ job: first.id, after }),
       {
         next: ({ jobLog: line }) => {
           if (after !== null && line.offset <= after) return;
           after = line.offset;
-          const number = h('a', { class: 'ln', href: route(['builds', buildId, first.jobId, String(line.offset)]) }, String(line.offset));
+          const number = h(
+            'a',
+            { class: 'ln', href: route(['builds', buildId, first.jobId, String(line.offset)]), title: line.at },
+            String(line.offset),
+          );
+          const at = h('time', { class: 'at', datetime: line.at }, clock(line.at));
           const text = h('span', { class: 'text' });
           text.append(renderAnsi(line.text));
-          lines.append(h('div', { class: `line ${line.stream}`, 'data-line': line.offset }, number, text));
+          lines.append(h('div', { class: `line ${line.stream}`, 'data-line': line.offset }, number, at, text));
           const wanted = target();
           if (wanted?.job === first.jobId && wanted.line) {
             // A linked line wins over the end.

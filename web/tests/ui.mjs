@@ -159,6 +159,18 @@ try {
     };
   });
 
+  // Each line's time: in its number's title, and as a column once "Times" is ticked.
+  await page.check('#times-test');
+  outcome.build.times = await page.evaluate(() => {
+    const line = document.querySelector('[data-job="test"] .line[data-line="1"]');
+    const at = line.querySelector('.at');
+    return {
+      title: line.querySelector('.ln').title,
+      datetime: at.getAttribute('datetime'),
+      shown: getComputedStyle(at).display !== 'none' ? at.textContent : null,
+    };
+  });
+
   // A node of the graph leads to its job.
   await page.click('.graph .node[data-job="test"]');
   await page.waitForFunction(() => location.hash.endsWith('/test'), null, WAIT);
