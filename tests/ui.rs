@@ -198,6 +198,7 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
         "{outcome}"
     );
     assert_eq!(outcome["reloaded"], false, "{outcome}");
+    assert_eq!(outcome["focusKept"], true, "{outcome}");
     assert_eq!(outcome["orgLatest"], "SUCCEEDED", "{outcome}");
     // Owners' sections: the repo's webhooks and schedules, the org's members, tokens and audit log.
     assert_eq!(

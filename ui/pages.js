@@ -215,30 +215,50 @@ export async function repoPage(view, id) {
   ]);
   const builds = new Map(repo.builds.edges.map((e) => [e.node.id, e.node]));
   const list = h('ol', { class: 'builds', 'aria-label': 'Builds' });
+  // One row per build, made once and changed in place: a live update neither takes the keyboard's
+  // focus out of a row's link nor replaces the link a click is aimed at.
+  const rows = new Map();
+  const row = (b) => {
+    let entry = rows.get(b.id);
+    if (!entry) {
+      const parts = {
+        badge: h('span', {}),
+        ref: link(['builds', b.id], ''),
+        commit: h('code', { class: 'commit' }),
+        failed: h('span', {}),
+        when: h('span', { class: 'muted small when' }),
+      };
+      entry = { parts, node: h('li', { 'data-build': b.id }, parts.badge, ' ', parts.ref, ' ', parts.commit, parts.failed, parts.when) };
+      rows.set(b.id, entry);
+    }
+    const { parts } = entry;
+    const set = (node, key, make) => {
+      // Drawn again only when what it shows changed.
+      if (node.dataset.shown !== key) {
+        node.dataset.shown = key;
+        replace(node, make());
+      }
+    };
+    set(parts.badge, b.status, () => statusBadge(b.status));
+    parts.ref.textContent = b.tag ? `tag ${b.tag}` : (b.branch ?? 'build');
+    parts.commit.textContent = b.commit ? b.commit.slice(0, 12) : '';
+    const failed = b.jobs?.find((j) => j.status === 'FAILED')?.jobId ?? '';
+    set(parts.failed, failed, () => failedJob(b));
+    replace(
+      parts.when,
+      b.source.toLowerCase(),
+      ' · ',
+      time(b.queuedAt),
+      b.startedAt ? ` · ${duration(b.startedAt, b.finishedAt)}${finished(b.status) ? '' : ' so far'}` : '',
+    );
+    return entry.node;
+  };
   const draw = () => {
-    const rows = [...builds.values()]
+    const nodes = [...builds.values()]
       .sort((a, b) => (a.queuedAt < b.queuedAt ? 1 : a.queuedAt > b.queuedAt ? -1 : 0))
-      .map((b) =>
-        h(
-          'li',
-          { 'data-build': b.id },
-          statusBadge(b.status),
-          ' ',
-          link(['builds', b.id], b.tag ? `tag ${b.tag}` : (b.branch ?? 'build')),
-          ' ',
-          h('code', { class: 'commit' }, b.commit ? b.commit.slice(0, 12) : ''),
-          failedJob(b),
-          h(
-            'span',
-            { class: 'muted small when' },
-            b.source.toLowerCase(),
-            ' · ',
-            time(b.queuedAt),
-            b.startedAt ? ` · ${duration(b.startedAt, b.finishedAt)}${finished(b.status) ? '' : ' so far'}` : '',
-          ),
-        ),
-      );
-    replace(list, rows.length ? rows : h('li', { class: 'muted' }, 'No builds yet.'));
+      .map(row);
+    const same = nodes.length === list.children.length && nodes.every((n, i) => list.children[i] === n);
+    if (!same) replace(list, nodes.length ? nodes : h('li', { class: 'muted' }, 'No builds yet.'));
   };
   const upsert = (build) => {
     const known = builds.get(build.id);

@@ -100,8 +100,15 @@ try {
   });
   await page.fill('#trigger-params', 'GREETING=hello');
   await page.click('#trigger button[type=submit]');
+  // The keyboard's focus on the new build's link stays there while the build changes.
+  await page.waitForSelector('.builds li[data-build] a', WAIT);
+  await page.evaluate(() => {
+    window.focused = document.querySelector('.builds li[data-build] a');
+    window.focused.focus();
+  });
   await page.waitForSelector('.builds li[data-build] .status-succeeded', { timeout: 90000 });
   outcome.seen = await page.evaluate(() => window.seen);
+  outcome.focusKept = await page.evaluate(() => window.focused.isConnected && document.activeElement === window.focused);
   outcome.reloaded = !(await page.evaluate(() => window.stayed === true)) || outcome.navigations !== navigationsBefore;
 
   // Back on the org page, the repo's latest build.
