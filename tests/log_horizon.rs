@@ -5,12 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use monkeyci_eventstore::{Cursor, EventStore, ExpectedVersion, IdempotencyClaim, Metadata, NewEvent, StreamAppend};
+use monkeyci_eventstore::{Cursor, EventStore, ExpectedVersion, IdempotencyClaim, StreamAppend};
 use monkeyci_tests::{database_url, monkeyci_binary, read_whole_log, PrivateCluster, TestApp};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{Connection, PgPool};
-use uuid::Uuid;
 
 /// What the API is given to answer within; the unrelated transaction stays open for longer.
 const READ_YOUR_WRITES: Duration = Duration::from_secs(2);
@@ -430,8 +429,14 @@ async fn the_check_runs_only_where_it_is_needed_and_bounds_appenders_that_can_id
     );
 }
 
-/// How often each of the log's PL/pgSQL functions was called by the backends of `pool`'s database.
-async fn plpgsql_calls(pool: &PgPool) -> Vec<(String, i64)> {
+/// How often each of the log's PL/pgSQL functions has been called by the backends of `pool`'s
+/// database, once `counted` (the counting connection) has flushed its statistics: it does so
+/// before it answers `pg_stat_force_next_flush()`.
+async fn plpgsql_calls(counted: &PgPool, pool: &PgPool) -> Vec<(String, i64)> {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(counted)
+        .await
+        .expect("flush");
     let mut conn = pool.acquire().await.expect("connection");
     sqlx::query("SELECT pg_stat_clear_snapshot()")
         .execute(&mut *conn)
@@ -462,7 +467,7 @@ async fn the_stores_autocommitted_appends_call_no_plpgsql_and_its_transactions_b
         vec![StreamAppend {
             stream_id: stream.into(),
             expected,
-            events: vec![counted_event(1), counted_event(2)],
+            events: vec![crate::log_order::event(1), crate::log_order::event(2)],
         }]
     };
     // New streams (no version lookup), then appends that look up the version.
@@ -480,13 +485,8 @@ async fn the_stores_autocommitted_appends_call_no_plpgsql_and_its_transactions_b
             .await
             .expect("append");
     }
-    // The statistics of the connection's transactions so far, flushed before it answers this.
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(&counted)
-        .await
-        .expect("flush");
     assert_eq!(
-        plpgsql_calls(&pool).await,
+        plpgsql_calls(&counted, &pool).await,
         [],
         "an autocommitted append keeps the appender rule by itself and cannot idle: nothing to check"
     );
@@ -507,12 +507,8 @@ async fn the_stores_autocommitted_appends_call_no_plpgsql_and_its_transactions_b
         .append(&one("keyed", ExpectedVersion::NoStream), Some(&claim))
         .await
         .expect("append");
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(&counted)
-        .await
-        .expect("flush");
     assert_eq!(
-        plpgsql_calls(&pool).await,
+        plpgsql_calls(&counted, &pool).await,
         [
             ("events_begin_append".to_owned(), 2),
             ("events_bound_appender".to_owned(), 2)
@@ -523,22 +519,6 @@ async fn the_stores_autocommitted_appends_call_no_plpgsql_and_its_transactions_b
         .await
         .expect("count");
     assert_eq!(stored, 3 * 6 + 4 + 2);
-}
-
-fn counted_event(n: u64) -> NewEvent {
-    NewEvent {
-        event_type: "Counted".into(),
-        schema_version: 1,
-        data: json!({ "n": n }),
-        metadata: Metadata {
-            actor: "test".into(),
-            correlation_id: Uuid::nil(),
-            causation_id: None,
-            command_id: Uuid::nil(),
-            idempotency_key: None,
-            org_id: None,
-        },
-    }
 }
 
 /// The streams of the events read after `after`, and the cursor after the last one.
@@ -604,6 +584,6 @@ fn single(stream: &str) -> StreamAppend {
     StreamAppend {
         stream_id: stream.into(),
         expected: ExpectedVersion::NoStream,
-        events: vec![counted_event(1)],
+        events: vec![crate::log_order::event(1)],
     }
 }

@@ -17,7 +17,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
-fn event(n: u64) -> NewEvent {
+pub(crate) fn event(n: u64) -> NewEvent {
     NewEvent {
         event_type: "Counted".into(),
         schema_version: 1,
