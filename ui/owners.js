@@ -13,19 +13,19 @@ function card(id, title, fill) {
   return node;
 }
 
+/** A row of cells. */
+const tr = (cells) => h('tr', {}, cells.map((cell) => h('td', {}, cell)));
+
+/** A table with `headings` around `tbody` (which may grow later). */
+function framed(headings, tbody) {
+  const head = h('thead', {}, h('tr', {}, headings.map((title) => h('th', { scope: 'col' }, title))));
+  return h('div', { class: 'table' }, h('table', {}, head, tbody));
+}
+
 /** A table of `rows` (arrays of cells) under `headings`, or `empty` when there are none. */
 function table(headings, rows, empty) {
   if (rows.length === 0) return h('p', { class: 'muted' }, empty);
-  return h(
-    'div',
-    { class: 'table' },
-    h(
-      'table',
-      {},
-      h('thead', {}, h('tr', {}, headings.map((title) => h('th', { scope: 'col' }, title)))),
-      h('tbody', {}, rows.map((cells) => h('tr', {}, cells.map((cell) => h('td', {}, cell))))),
-    ),
-  );
+  return framed(headings, h('tbody', {}, rows.map(tr)));
 }
 
 /** A label filter for people: `team=web, env=prod or team=ops`; no rules: every repo. */
@@ -88,7 +88,7 @@ export function orgOwnerSections(orgId) {
         { id: orgId, after },
       );
       for (const { node: e } of data.auditLog.edges) {
-        list.append(h('tr', {}, h('td', {}, time(e.recordedAt)), h('td', {}, e.actor), h('td', {}, e.type), h('td', {}, e.streamId)));
+        list.append(tr([time(e.recordedAt), e.actor, e.type, e.streamId]));
       }
       after = data.auditLog.pageInfo.endCursor;
       more.hidden = !data.auditLog.pageInfo.hasNextPage;
@@ -98,11 +98,7 @@ export function orgOwnerSections(orgId) {
     replace(
       body,
       h('p', { class: 'muted small' }, 'Every event of the org, oldest first.'),
-      h(
-        'div',
-        { class: 'table' },
-        h('table', {}, h('thead', {}, h('tr', {}, ['When', 'Who', 'What', 'Stream'].map((t) => h('th', { scope: 'col' }, t)))), list),
-      ),
+      framed(['When', 'Who', 'What', 'Stream'], list),
       more,
       problem,
     );
