@@ -15,6 +15,7 @@ mod export;
 mod flags;
 mod isolation;
 mod job_limits;
+mod job_logs;
 mod limits;
 mod local_build;
 mod log_horizon;

@@ -308,6 +308,11 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
         "{outcome}"
     );
     assert_eq!(outcome["build"]["greeting"], "greeting=hello", "{outcome}");
+    // At the end of the test job's 301 lines only those in view (and a few around) were drawn;
+    // scrolling up by hand stops following the end.
+    let drawn = outcome["build"]["drawnAtTail"].as_u64().unwrap_or(0);
+    assert!((20..=90).contains(&drawn), "{drawn}: {outcome}");
+    assert_eq!(outcome["build"]["followAfterScroll"], false, "{outcome}");
     // Markup in a log is text: no element made of it, nothing of it ran.
     assert_eq!(
         outcome["build"]["markup"],
@@ -385,4 +390,104 @@ async fn browse(base: &str, viewer: &str) -> Value {
         OsStr::new(viewer),
     ];
     monkeyci_tests::run_browser_script("ui.mjs", &args).await
+}
+
+/// Lines of the large log, and the word on one of them that the browser looks for.
+const BIG_LOG_LINES: i64 = 1_000_000;
+const NEEDLE_LINE: i64 = 777_777;
+const NEEDLE: &str = "needle-in-the-log";
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_million_line_log_opens_at_its_end_goes_to_any_line_finds_a_word_and_downloads(pool: PgPool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let repo = repo_with("build.yaml", "- id: big\n  script: ['echo start']\n");
+    let server = Server::start(&pool, dir.path()).await;
+    let (_, repo_id) = server
+        .org_with_repo("big-log", &format!("file://{}", repo.path().display()))
+        .await;
+    let build = server.build(&repo_id).await;
+    assert_eq!(build["status"], "SUCCEEDED", "{build}");
+    let build_id = build["id"].as_str().expect("id").to_owned();
+    // The rest of the million lines (~100 bytes each, every 1,000th in colour) stored as the
+    // runner stores a job's output, after the job's own first line.
+    sqlx::query(
+        "INSERT INTO job_log_lines (build_id, job_id, seq, at, stream, text) \
+         SELECT b.id, 'big', g, now() + g * interval '1 microsecond', 'stdout', \
+                CASE WHEN g = $2 THEN 'here is the ' || $3 || ' at last' \
+                     WHEN g % 1000 = 0 THEN format(E'\\x1b[32mline %s\\x1b[0m of the build, in green', g) \
+                     ELSE format('line %s: %s', g, repeat('output ', 12)) END \
+         FROM builds b, generate_series(2, $1) g",
+    )
+    .bind(BIG_LOG_LINES)
+    .bind(NEEDLE_LINE)
+    .bind(NEEDLE)
+    .execute(&pool)
+    .await
+    .expect("insert the lines");
+    let bytes: i64 =
+        sqlx::query_scalar("SELECT sum(octet_length(text) + 1)::bigint FROM job_log_lines WHERE job_id = 'big'")
+            .fetch_one(&pool)
+            .await
+            .expect("size");
+
+    let profile = tempfile::tempdir().expect("profile");
+    let args = [
+        server.base.clone(),
+        ADMIN.to_owned(),
+        profile.path().display().to_string(),
+        build_id,
+        BIG_LOG_LINES.to_string(),
+        NEEDLE_LINE.to_string(),
+        NEEDLE.to_owned(),
+    ];
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    let outcome = monkeyci_tests::run_browser_script("biglog.mjs", &args).await;
+    // The figures for BENCHMARKS.md (`-- --nocapture` shows them).
+    println!("big log: {outcome}");
+    assert_eq!(outcome["foreign"], json!([]), "{outcome}");
+    assert_eq!(outcome["problems"], json!([]), "{outcome}");
+
+    // It opened at the end, following it, with only the lines in view on the page.
+    let tail = &outcome["tail"];
+    assert_eq!(tail["last"], BIG_LOG_LINES, "{outcome}");
+    assert_eq!(
+        tail["text"],
+        format!("line {BIG_LOG_LINES} of the build, in green"),
+        "{outcome}"
+    );
+    assert_eq!(
+        (&tail["atBottom"], &tail["following"]),
+        (&json!(true), &json!(true)),
+        "{outcome}"
+    );
+    assert!(tail["rows"].as_u64().is_some_and(|n| n <= 70), "{outcome}");
+    // A linked line in the middle, a quarter of the way down by scrolling, a word found.
+    assert_eq!(
+        outcome["linked"],
+        format!("line {} of the build, in green", BIG_LOG_LINES / 2),
+        "{outcome}"
+    );
+    let first = outcome["scrolled"]["first"].as_i64().unwrap_or(0);
+    assert!((first - BIG_LOG_LINES / 4).abs() < BIG_LOG_LINES / 100, "{outcome}");
+    assert_eq!(
+        outcome["found"]["text"],
+        format!("here is the {NEEDLE} at last"),
+        "{outcome}"
+    );
+    assert_eq!(outcome["found"]["said"], format!("Line {NEEDLE_LINE}"), "{outcome}");
+    // The page held a bounded window of the log whatever it did.
+    let memory = &outcome["memory"];
+    assert!(memory["logRows"].as_u64().is_some_and(|n| n <= 70), "{outcome}");
+    // The issue's budget for the tab: its renderer process under 300 MB.
+    assert!(
+        memory["rendererBytes"].as_u64().is_some_and(|b| b > 0 && b < 300 << 20),
+        "{outcome}"
+    );
+    // The download is the whole log.
+    assert_eq!(
+        outcome["download"],
+        json!({ "name": "big.log", "bytes": bytes, "failure": null }),
+        "{outcome}"
+    );
+    server.stop().await;
 }

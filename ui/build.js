@@ -1,8 +1,8 @@
 // `#/builds/<id>[/<job>/<line>]`: a build with its jobs and their logs, all live.
 
-import { ApiError, gql, mutate, session } from './api.js';
-import { renderAnsi } from './ansi.js';
+import { ApiError, gql, mutate } from './api.js';
 import { jobGraph } from './graph.js';
+import { logView } from './logview.js';
 import { duration, errorBox, finished, h, link, replace, route, statusBadge, time } from './dom.js';
 
 const JOB = 'id jobId status dependencies message queuedAt startedAt finishedAt logPath';
@@ -119,6 +119,7 @@ export async function buildPage(view, id, focus) {
   });
   redraw();
   view.show(summary, history.node, h('h2', {}, 'Jobs'), graph.node, jobsList);
+  jobs.get(target?.job)?.reveal();
   view.subscribe(`subscription($id: ID!) { buildUpdated(buildId: $id) { ${BUILD} } }`, () => ({ id }), {
     next: ({ buildUpdated }) => {
       latest = buildUpdated;
@@ -136,57 +137,63 @@ export async function buildPage(view, id, focus) {
   };
 }
 
-/** A line's time of day, to the millisecond, in the browser's time zone: `14:03:07.215`. */
-function clock(iso) {
-  const at = new Date(iso);
-  const two = (n) => String(n).padStart(2, '0');
-  return `${two(at.getHours())}:${two(at.getMinutes())}:${two(at.getSeconds())}.${String(at.getMilliseconds()).padStart(3, '0')}`;
-}
-
-/** The body of `GET path` with the tab's token, or throws an `ApiError`. */
-async function fetchText(path) {
-  let response;
-  try {
-    response = await fetch(path, { headers: { authorization: `Bearer ${session.token ?? ''}` }, cache: 'no-store' });
-  } catch (error) {
-    throw new ApiError('NETWORK', `cannot reach the server: ${error.message}`);
-  }
-  if (!response.ok) throw new ApiError(`HTTP_${response.status}`, (await response.text()).trim());
-  return response.blob();
-}
-
 /** One job: its facts, an unblock button while it waits, and its log. */
 function jobEntry(view, buildId, first, target) {
   const status = h('span', {});
   const facts = h('span', { class: 'muted small' });
   const deps = h('span', { class: 'small' });
   const buttons = h('span', {});
-  const lines = h('div', { class: 'log', role: 'log', 'aria-label': `Log of ${first.jobId}` });
   const state = h('p', { class: 'muted small' });
   const download = h('button', { type: 'button', class: 'download' }, 'Download');
   const followBox = h('input', { type: 'checkbox', id: `follow-${first.jobId}`, class: 'follow', checked: true });
+  const log = logView(view, buildId, first, followBox, state);
   // Each line's time is always in its number's title; the box shows them as a column.
   const timesBox = h('input', { type: 'checkbox', id: `times-${first.jobId}`, class: 'times' });
-  timesBox.addEventListener('change', () => lines.classList.toggle('with-times', timesBox.checked));
+  timesBox.addEventListener('change', () => log.node.classList.toggle('with-times', timesBox.checked));
+  // Search, on the server: Enter finds the next match, Shift+Enter the one before.
+  const findText = h('input', { type: 'search', class: 'find', id: `find-${first.jobId}`, placeholder: 'Find in log', 'aria-label': `Find in the log of ${first.jobId}` });
+  const found = h('span', { class: 'found small', 'aria-live': 'polite' });
+  const find = async (back) => {
+    const text = findText.value;
+    if (!text) return;
+    replace(found, 'Searching…');
+    try {
+      const result = await log.find(text, back);
+      replace(found, result.line === null ? 'Not found.' : `Line ${result.line}${result.wrapped ? (back ? ' (from the end)' : ' (from the start)') : ''}`);
+    } catch (error) {
+      replace(found, errorBox(error));
+    }
+  };
+  findText.addEventListener('keydown', (event) => {
+    if (event.key !== 'Enter') return;
+    event.preventDefault();
+    find(event.shiftKey);
+  });
   const tools = h(
     'div',
     { class: 'tools' },
     h('label', { for: `follow-${first.jobId}` }, followBox, ' Follow the end'),
     h('label', { for: `times-${first.jobId}` }, timesBox, ' Times'),
     download,
+    h(
+      'span',
+      { class: 'search' },
+      findText,
+      h('button', { type: 'button', class: 'find-prev', onclick: () => find(true) }, 'Previous'),
+      h('button', { type: 'button', class: 'find-next', onclick: () => find(false) }, 'Next'),
+      found,
+    ),
   );
-  const details = h('details', { open: true }, h('summary', {}, 'Log'), tools, lines, state);
-  // The download needs the token in a header, which a plain link cannot send: fetched, then
-  // saved from memory.
+  const details = h('details', { open: true }, h('summary', {}, 'Log'), tools, log.node, state);
+  // A plain link with a short-lived ticket (`logDownloadLink`): the browser saves the log to
+  // disk as it arrives, however large, and the token never goes into a URL.
   download.addEventListener('click', async () => {
     try {
-      const blob = await fetchText(first.logPath);
-      const url = URL.createObjectURL(blob);
-      const save = h('a', { href: url, download: `${first.jobId}.log`, hidden: true });
+      const data = await gql('query($job: ID!) { job(id: $job) { logDownloadLink } }', { job: first.id });
+      const save = h('a', { href: data.job.logDownloadLink, download: `${first.jobId}.log`, hidden: true });
       document.body.append(save);
       save.click();
       save.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 60000);
     } catch (error) {
       replace(state, errorBox(error));
     }
@@ -198,69 +205,23 @@ function jobEntry(view, buildId, first, target) {
     h('p', {}, deps, ' ', facts),
     details,
   );
-  let after = null;
-  let stop = null;
-  let ended = false;
 
   const reveal = () => {
     const wanted = target();
     if (!wanted || wanted.job !== first.jobId) return;
-    for (const old of lines.querySelectorAll('.target')) old.classList.remove('target');
     if (!wanted.line) {
       node.scrollIntoView({ block: 'start' });
       node.querySelector('h3').focus();
       return;
     }
     details.open = true;
-    const row = lines.querySelector(`[data-line="${Number(wanted.line)}"]`);
-    if (row) {
-      row.classList.add('target');
-      row.scrollIntoView({ block: 'center' });
-    }
-  };
-  const follow = () => {
-    if (stop || ended) return;
-    stop = view.subscribe(
-      'subscription($job: ID!, $after: Int) { jobLog(jobId: $job, after: $after) { offset at stream text } }',
-      () => ({ job: first.id, after }),
-      {
-        next: ({ jobLog: line }) => {
-          if (after !== null && line.offset <= after) return;
-          after = line.offset;
-          const number = h(
-            'a',
-            { class: 'ln', href: route(['builds', buildId, first.jobId, String(line.offset)]), title: line.at },
-            String(line.offset),
-          );
-          const at = h('time', { class: 'at', datetime: line.at }, clock(line.at));
-          const text = h('span', { class: 'text' });
-          text.append(renderAnsi(line.text));
-          lines.append(h('div', { class: `line ${line.stream}`, 'data-line': line.offset }, number, at, text));
-          const wanted = target();
-          if (wanted?.job === first.jobId && wanted.line) {
-            // A linked line wins over the end.
-            followBox.checked = false;
-            if (Number(wanted.line) === line.offset) reveal();
-          } else if (followBox.checked) {
-            lines.scrollTop = lines.scrollHeight;
-          }
-        },
-        error: (error) => {
-          stop = null;
-          replace(state, errorBox(error));
-        },
-        complete: () => {
-          stop = null;
-          ended = true;
-          replace(state, after === null ? 'No output.' : 'End of the log.');
-        },
-      },
-    );
+    log.show(Number(wanted.line));
+    log.node.scrollIntoView({ block: 'center' });
   };
   details.addEventListener('toggle', () => {
-    if (details.open) follow();
+    if (details.open) log.open();
   });
-  follow();
+  log.open();
 
   return {
     node,

@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use crate::errors::{client, not_found, Code};
 use crate::schema::{api, ApiContext};
+use crate::tickets::{admin_fingerprint, Holder};
 
 /// What every API token starts with (tokens carry their id after it; see
 /// `Token::generate_with_id`).
@@ -141,6 +142,12 @@ pub async fn authenticate(api: &ApiContext, config: &AuthConfig, token: Option<&
 /// that has returned created or revoked is seen at once, an unknown id costs one lookup, and no
 /// request waits for the read models to authenticate.
 async fn from_log(api: &ApiContext, token: &str, id: TokenId) -> Result<Caller, AuthFailure> {
+    token_caller(api, id, Some(token)).await
+}
+
+/// Whom the active token `id` acts for, if `secret` (when given) is that token. A download
+/// ticket names its token without its secret: the ticket itself is the proof.
+async fn token_caller(api: &ApiContext, id: TokenId, secret: Option<&str>) -> Result<Caller, AuthFailure> {
     let state = api
         .commands
         .current::<ApiToken>(id)
@@ -148,7 +155,7 @@ async fn from_log(api: &ApiContext, token: &str, id: TokenId) -> Result<Caller, 
         .map_err(|_| AuthFailure::Unavailable)?;
     let (subject, hash, expires_at) = state.active(Utc::now()).ok_or(AuthFailure::Invalid)?;
     let hash = TokenHash::parse(hash).map_err(|_| AuthFailure::Invalid)?;
-    if !hash.matches(token) {
+    if secret.is_some_and(|token| !hash.matches(token)) {
         return Err(AuthFailure::Invalid);
     }
     let (grant, actor) = match subject {
@@ -172,6 +179,25 @@ async fn from_log(api: &ApiContext, token: &str, id: TokenId) -> Result<Caller, 
             expires_at,
         }),
     })
+}
+
+/// Whom a download ticket acts for (see [`crate::tickets`]): its token, if still active, or the
+/// admin, if the admin token is still the one it was made with.
+pub async fn ticket_holder(api: &ApiContext, config: &AuthConfig, holder: &Holder) -> Result<Caller, AuthFailure> {
+    match (holder, config) {
+        (Holder::Anonymous, AuthConfig::Disabled) => Ok(Caller::anonymous_admin()),
+        (Holder::Admin(fingerprint), AuthConfig::Required { admin: Some(hash) })
+            if admin_fingerprint(hash.as_str()) == *fingerprint =>
+        {
+            Ok(Caller {
+                actor: "admin".into(),
+                grant: Grant::Admin,
+                token: None,
+            })
+        }
+        (Holder::Token(id), AuthConfig::Required { .. }) => token_caller(api, TokenId::from_uuid(*id), None).await,
+        _ => Err(AuthFailure::Invalid),
+    }
 }
 
 /// A token from before tokens carried their id, found by its hash in the read model. No such

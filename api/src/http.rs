@@ -40,14 +40,57 @@ async fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, 
         })
 }
 
+/// The `?ticket=` of a download link (see [`crate::tickets`]).
+#[derive(Debug, serde::Deserialize)]
+pub struct TicketQuery {
+    ticket: Option<String>,
+}
+
+/// The caller of a download: the holder of the request's ticket if it has one (valid for this
+/// path only), else the caller of its `Authorization` header.
+async fn downloader(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    ticket: Option<&str>,
+) -> Result<Caller, Response> {
+    let Some(ticket) = ticket else {
+        return authenticated(state, headers).await;
+    };
+    let refuse = |message: String| {
+        let body = json!({ "errors": [{
+            "message": message,
+            "extensions": { "code": Code::Unauthenticated.as_str() },
+        }]});
+        (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+    };
+    let holder = match state.context.tickets.open(ticket, path, chrono::Utc::now()).await {
+        Ok(holder) => holder,
+        Err(crate::tickets::TicketError::Unavailable(message)) => {
+            return Err((StatusCode::SERVICE_UNAVAILABLE, format!("{message}\n")).into_response())
+        }
+        Err(error) => return Err(refuse(error.to_string())),
+    };
+    auth::ticket_holder(&state.context, &state.auth, &holder)
+        .await
+        .map_err(|failure| match failure {
+            auth::AuthFailure::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot check the link right now; try again\n",
+            )
+                .into_response(),
+            _ => refuse("the download link's token is no longer valid".into()),
+        })
+}
+
 /// The build named in a path, once the caller is authenticated and may read its org: a build of
 /// another org is as missing (404) as one that does not exist.
 async fn readable_build(
     state: &AppState,
-    headers: &HeaderMap,
+    caller: Result<Caller, Response>,
     build_id: String,
 ) -> Result<monkeyci_projections::BuildRow, Response> {
-    let caller = authenticated(state, headers).await?;
+    let caller = caller?;
     let Some(build) = crate::ids::decode_path(&build_id, crate::ids::Kind::Build) else {
         return Err((StatusCode::BAD_REQUEST, "not a build id (its id or UUID)\n").into_response());
     };
@@ -131,9 +174,12 @@ pub async fn graphql_get(
 pub async fn job_log(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
+    axum::extract::Query(query): axum::extract::Query<TicketQuery>,
     axum::extract::Path((build_id, job_id)): axum::extract::Path<(String, String)>,
 ) -> Response {
-    let build = match readable_build(&state, &headers, build_id).await {
+    let caller = downloader(&state, &headers, uri.path(), query.ticket.as_deref()).await;
+    let build = match readable_build(&state, caller, build_id).await {
         Ok(build) => build,
         Err(response) => return response,
     };
@@ -145,19 +191,49 @@ pub async fn job_log(
     if let Err(message) = state.context.job_logs.ensure_stored(&state.context.read, &job).await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("{message}\n")).into_response();
     }
-    match monkeyci_projections::queries::job_log_text(&state.context.read, build.id, &job_id).await {
-        Ok((body, _)) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response(),
-        Err(error) => internal_error(error),
-    }
+    // Streamed a page of lines at a time: a log of any size costs the server one page of memory.
+    // A failure after the first page can only cut the body short (logged), which the client
+    // sees as a broken transfer.
+    let read = state.context.read.clone();
+    let pages = futures::stream::try_unfold(Some(0_i64), move |after| {
+        let (read, job_id) = (read.clone(), job_id.clone());
+        async move {
+            let Some(after) = after else { return Ok(None) };
+            let lines = monkeyci_projections::queries::job_log(&read, build.id, &job_id, after, LOG_PAGE)
+                .await
+                .inspect_err(|error| tracing::warn!(%error, "a log download stopped"))?;
+            let Some(last) = lines.last().map(|l| l.seq) else {
+                return Ok(None);
+            };
+            let mut page = String::with_capacity(lines.iter().map(|l| l.text.len() + 1).sum());
+            for line in &lines {
+                page.push_str(&line.text);
+                page.push('\n');
+            }
+            let more = (lines.len() as i64 == LOG_PAGE).then_some(last);
+            Ok::<_, monkeyci_projections::ProjectionError>(Some((Bytes::from(page), more)))
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        axum::body::Body::from_stream(pages),
+    )
+        .into_response()
 }
+
+/// Lines per page of a log download.
+const LOG_PAGE: i64 = 5000;
 
 /// An artifact of a build, as the tar.gz its job saved.
 pub async fn artifact(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
+    axum::extract::Query(query): axum::extract::Query<TicketQuery>,
     axum::extract::Path((build_id, artifact_id)): axum::extract::Path<(String, String)>,
 ) -> Response {
-    let build = match readable_build(&state, &headers, build_id).await {
+    let caller = downloader(&state, &headers, uri.path(), query.ticket.as_deref()).await;
+    let build = match readable_build(&state, caller, build_id).await {
         Ok(build) => build,
         Err(response) => return response,
     };

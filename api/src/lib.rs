@@ -12,6 +12,7 @@ mod joblogs;
 mod metrics;
 pub mod schema;
 mod sessions;
+pub mod tickets;
 mod ui;
 mod webhooks;
 mod ws;
@@ -31,7 +32,7 @@ use monkeyci_commands::CommandHandler;
 use monkeyci_eventstore::{EventFeed, EventStore, ReadError};
 use tokio::net::TcpListener;
 
-pub use auth::AuthConfig;
+pub use auth::{AuthConfig, Caller, Grant};
 pub use consistency::{Consistency, ConsistencyError};
 pub use metrics::Metrics;
 pub use schema::{AppSchema, QueryLimits};
@@ -117,12 +118,14 @@ impl ApiServer {
         let metrics = Arc::new(Metrics::default());
         let access = sessions::AccessChanges::new();
         spawn_log_follower(&feed, &store, metrics.clone(), access.clone()).await?;
+        let tickets = tickets::Tickets::new(config.keys.clone(), &config.auth);
         let context = schema::ApiContext {
             read: read.clone(),
             commands: match config.keys {
                 Some(keys) => CommandHandler::new(store.clone()).with_keys(keys),
                 None => CommandHandler::new(store.clone()),
             },
+            tickets,
             store,
             feed,
             consistency,

@@ -28,7 +28,7 @@ macro_rules! asset {
 const JS: &str = "text/javascript; charset=utf-8";
 
 /// Every file under `/ui/`; anything else there is 404.
-const ASSETS: [Asset; 11] = [
+const ASSETS: [Asset; 12] = [
     asset!("app.js", JS),
     asset!("ansi.js", JS),
     asset!("api.js", JS),
@@ -36,6 +36,7 @@ const ASSETS: [Asset; 11] = [
     asset!("pages.js", JS),
     asset!("build.js", JS),
     asset!("graph.js", JS),
+    asset!("logview.js", JS),
     asset!("owners.js", JS),
     asset!("ws.js", JS),
     asset!("style.css", "text/css; charset=utf-8"),

@@ -421,6 +421,125 @@ pub async fn job_log(
     .await?)
 }
 
+/// How many lines of a job's output are stored (the number of its last line: lines are numbered
+/// from 1 without gaps). One backward step of the primary key's index.
+pub async fn job_log_count(db: &ReadModels, build_id: Uuid, job_id: &str) -> Result<i64, ProjectionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE((SELECT seq FROM job_log_lines WHERE build_id = $1 AND job_id = $2 \
+         ORDER BY seq DESC LIMIT 1), 0)",
+    )
+    .bind(build_id)
+    .bind(job_id)
+    .fetch_one(&db.pool)
+    .await?)
+}
+
+/// Which way a search of a job's output goes from its starting line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchDirection {
+    /// The first matches after the line, in order.
+    Forward,
+    /// The last matches before the line, in order.
+    Backward,
+}
+
+/// The longest one part of a search of a job's output may run: a part of
+/// [`LOG_SEARCH_CHUNK`] lines is read in well under this; one that takes longer ends the search
+/// with [`ProjectionError::Database`] (a `statement_timeout` cancel) instead of holding a
+/// connection.
+pub const LOG_SEARCH_TIMEOUT_MS: u32 = 5_000;
+
+/// Lines one part of a search reads. A search reads its parts in order, two at a time (each on
+/// a connection of its own, so a long log is searched by two PostgreSQL backends at once), and
+/// stops reading once it has its matches.
+pub const LOG_SEARCH_CHUNK: i64 = 131_072;
+
+/// Up to `limit` lines of a job's output that contain `needle` (literally, ignoring case; `%` and
+/// `_` are plain characters) after line `from` ([`SearchDirection::Forward`]) or before it
+/// (`Backward`), in line order either way. The lines' text is searched as stored, escape codes
+/// included. An ASCII needle is compared with ASCII case folding, which is much cheaper than
+/// the database's full lower-casing and finds the same lines for it; any other needle with the
+/// full lower-casing.
+pub async fn search_job_log(
+    db: &ReadModels,
+    build_id: Uuid,
+    job_id: &str,
+    needle: &str,
+    from: i64,
+    direction: SearchDirection,
+    limit: i64,
+) -> Result<Vec<StoredLine>, ProjectionError> {
+    use futures::{StreamExt, TryStreamExt};
+
+    if limit <= 0 {
+        return Ok(Vec::new());
+    }
+    let last = job_log_count(db, build_id, job_id).await?;
+    let chunks: Vec<(i64, i64)> = match direction {
+        SearchDirection::Forward => {
+            let first = from.saturating_add(1).max(1);
+            (0..)
+                .map(|n| first + n * LOG_SEARCH_CHUNK)
+                .take_while(|start| *start <= last)
+                .map(|start| (start, (start + LOG_SEARCH_CHUNK - 1).min(last)))
+                .collect()
+        }
+        SearchDirection::Backward => {
+            let end = from.saturating_sub(1).min(last);
+            (0..)
+                .map(|n| end - n * LOG_SEARCH_CHUNK)
+                .take_while(|stop| *stop >= 1)
+                .map(|stop| ((stop - LOG_SEARCH_CHUNK + 1).max(1), stop))
+                .collect()
+        }
+    };
+    let (fold, order) = match (needle.is_ascii(), direction) {
+        (true, SearchDirection::Forward) => ("lower(text COLLATE \"C\"), lower($5 COLLATE \"C\")", "ASC"),
+        (true, SearchDirection::Backward) => ("lower(text COLLATE \"C\"), lower($5 COLLATE \"C\")", "DESC"),
+        (false, SearchDirection::Forward) => ("lower(text), lower($5)", "ASC"),
+        (false, SearchDirection::Backward) => ("lower(text), lower($5)", "DESC"),
+    };
+    let sql = format!(
+        "SELECT seq, at, stream, text FROM job_log_lines \
+         WHERE build_id = $1 AND job_id = $2 AND seq BETWEEN $3 AND $4 AND strpos({fold}) > 0 \
+         ORDER BY seq {order} LIMIT $6"
+    );
+    let search_chunk = |(low, high): (i64, i64)| {
+        let sql = sql.clone();
+        async move {
+            let mut tx = db.pool.begin().await?;
+            sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+                .bind(LOG_SEARCH_TIMEOUT_MS.to_string())
+                .execute(&mut *tx)
+                .await?;
+            let lines: Vec<StoredLine> = sqlx::query_as(&sql)
+                .bind(build_id)
+                .bind(job_id)
+                .bind(low)
+                .bind(high)
+                .bind(needle)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, ProjectionError>(lines)
+        }
+    };
+    let mut parts = futures::stream::iter(chunks).map(search_chunk).buffered(2);
+    let mut found = Vec::new();
+    while let Some(lines) = parts.try_next().await? {
+        found.extend(lines);
+        if found.len() as i64 >= limit {
+            break;
+        }
+    }
+    found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    if direction == SearchDirection::Backward {
+        found.reverse();
+    }
+    Ok(found)
+}
+
 /// Calls `visit` with every stored line of a job's output, in order, reading them a page at a
 /// time; returns how many there were.
 pub async fn each_job_log_line(

@@ -4,7 +4,7 @@
 //   node tests/ui.mjs http://127.0.0.1:8080 <admin token> <empty profile directory> <viewer token>
 //
 // Every request and WebSocket of the page is recorded; any to another host is refused.
-import { chromium } from 'playwright-core';
+import { keepLocal, openBrowser } from './browser.mjs';
 
 const [base, token, profile, viewer] = process.argv.slice(2);
 if (!base || !token || !profile || !viewer) {
@@ -26,36 +26,13 @@ async function api(query, variables = {}, as = token) {
   return body.data;
 }
 
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1280, height: 900 },
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-});
-const requests = [];
-const foreign = [];
+const context = await openBrowser(profile);
 const websockets = [];
 const problems = [];
-const outcome = { requests, foreign, websockets, problems };
+const outcome = { websockets, problems };
 try {
-  await context.route('**/*', (route) => {
-    const url = route.request().url();
-    if (url.startsWith(`${origin}/`)) {
-      requests.push(url);
-      return route.continue();
-    }
-    foreign.push(url);
-    return route.abort();
-  });
+  await keepLocal(context, origin, outcome);
+  const { requests } = outcome;
   const page = context.pages()[0] ?? (await context.newPage());
   page.on('websocket', (socket) => websockets.push(socket.url()));
   page.on('pageerror', (error) => problems.push(String(error)));
@@ -155,7 +132,6 @@ try {
         return span ? getComputedStyle(span).color : null;
       }),
       green: spanOf('green bold'),
-      greeting: texts.map((t) => t.textContent).find((t) => t.startsWith('greeting=')),
       markup: texts.map((t) => t.textContent).find((t) => t.includes('<script>')),
       elementsInLogText: document.querySelectorAll('.log .text script, .log .text img, .log .text b').length,
       pwned: window.pwned ?? null,
@@ -165,6 +141,15 @@ try {
       })(),
     };
   });
+
+  // Only the lines in view are on the page: test's first line is drawn once scrolled to.
+  outcome.build.drawnAtTail = await page.$$eval('[data-job="test"] .line[data-line]', (rows) => rows.length);
+  await page.$eval('[data-job="test"] .log', (log) => {
+    log.scrollTop = 0;
+  });
+  const first = await page.waitForSelector('[data-job="test"] .line[data-line="1"] .text', WAIT);
+  outcome.build.greeting = await first.textContent();
+  outcome.build.followAfterScroll = await page.isChecked('#follow-test');
 
   // Each line's time: in its number's title, and as a column once "Times" is ticked.
   await page.check('#times-test');
@@ -225,7 +210,7 @@ try {
   outcome.build.linkedLine = Number(await target.getAttribute('data-line'));
 
   const buildUrl = page.url().replace(/\/compile\/\d+$/, '');
-  // The raw log, downloaded with the token in a header.
+  // The raw log, by a link with a ticket: the token is in no URL (checked above).
   const [download] = await Promise.all([
     page.waitForEvent('download', WAIT),
     page.click('[data-job="test"] button.download'),

@@ -31,6 +31,12 @@ pub(crate) const JOBS: usize = 20;
 pub(crate) const DEFAULT_LOG_LINES: i32 = 1000;
 pub(crate) const MAX_LOG_LINES: i32 = 5000;
 
+/// Matches a log search returns at most, and the longest text it searches for.
+pub(crate) const MAX_LOG_SEARCH_LINES: i32 = 1000;
+pub(crate) const MAX_LOG_SEARCH_TEXT: usize = 200;
+/// What a log search costs besides its lines: it may read the whole log.
+const LOG_SEARCH: usize = 5000;
+
 /// No cost is counted above this, so that sums of many costs cannot overflow.
 const CEILING: usize = 1 << 40;
 
@@ -49,6 +55,12 @@ pub(crate) fn page(first: Option<i32>, child_complexity: usize) -> usize {
 pub(crate) fn log_lines(first: Option<i32>, child_complexity: usize) -> usize {
     let lines = first.unwrap_or(DEFAULT_LOG_LINES).clamp(0, MAX_LOG_LINES);
     list(usize::try_from(lines).unwrap_or(0), child_complexity.max(1))
+}
+
+/// The cost of a search of a job's log: [`LOG_SEARCH`] plus 1 per line it can return.
+pub(crate) fn log_search(first: Option<i32>, last: Option<i32>, child_complexity: usize) -> usize {
+    let lines = first.or(last).unwrap_or(0).clamp(0, MAX_LOG_SEARCH_LINES);
+    list(usize::try_from(lines).unwrap_or(0), child_complexity.max(1)).saturating_add(LOG_SEARCH)
 }
 
 /// Limits on what one query may ask for.

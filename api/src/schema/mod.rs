@@ -52,6 +52,8 @@ pub struct ApiContext {
     pub metrics: Arc<Metrics>,
     pub builds: Arc<BuildReads>,
     pub job_logs: JobLogs,
+    /// Makes and opens download links.
+    pub tickets: crate::tickets::Tickets,
     pub(crate) access: crate::sessions::AccessChanges,
 }
 

@@ -1,7 +1,7 @@
 //! The GraphQL object types, each a view of one read-model row.
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Context, Enum, Interface, Object, Result, SimpleObject, ID};
+use async_graphql::{ComplexObject, Context, Enum, Interface, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use monkeyci_domain::access::Role;
 use monkeyci_projections::queries::{self, BuildFilter, Page};
@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::secrets::{ParamSet, SshKey};
 use super::triggers::{Schedule, Webhook};
-use super::{api, page_args, projection_error};
+use super::{api, page_args, projection_error, ApiContext};
 use crate::auth::{caller, require, role_in};
 use crate::ids::{self, Kind};
 
@@ -538,6 +538,7 @@ async fn linked_build(ctx: &Context<'_>, id: Option<Uuid>) -> Result<Option<Buil
 
 /// Files a job saved for later jobs of its build and for download (a tar.gz).
 #[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
 pub struct Artifact {
     /// The artifact's id in the pipeline (`save-artifacts`).
     pub id: String,
@@ -550,6 +551,28 @@ pub struct Artifact {
     pub saved_at: DateTime<Utc>,
     /// Where to download it on this server: `GET` this path.
     pub download_path: String,
+}
+
+#[ComplexObject]
+impl Artifact {
+    /// `downloadPath` with a ticket in place of the `Authorization` header, for a plain link
+    /// (`<a href download>`): it works for 5 minutes, for this path only, and only while the
+    /// caller's token is active and may read the build (checked again at each use).
+    async fn download_link(&self, ctx: &Context<'_>) -> Result<String> {
+        download_link(ctx, &self.download_path).await
+    }
+}
+
+/// `path` with a ticket of the caller's (see [`crate::tickets`]).
+async fn download_link(ctx: &Context<'_>, path: &str) -> Result<String> {
+    let caller = caller(ctx)?;
+    match api(ctx).tickets.make(&caller, path, Utc::now()).await {
+        Ok(ticket) => Ok(format!("{path}?ticket={ticket}")),
+        Err(crate::tickets::TicketError::Unavailable(message)) => {
+            Err(crate::errors::client(crate::errors::Code::Unavailable, message))
+        }
+        Err(error) => Err(crate::errors::bad_input(error.to_string())),
+    }
 }
 
 /// A job's output as archived to blob storage when the job ended.
@@ -578,6 +601,24 @@ pub enum JobStatus {
 /// One job of a build's pipeline.
 #[derive(Debug, Clone)]
 pub struct Job(pub JobRow);
+
+impl Job {
+    /// Where the job's whole output is served.
+    fn path(&self) -> String {
+        let build_id = ids::encode(Kind::Build, self.0.build_id);
+        format!("/builds/{}/jobs/{}/log", build_id.as_str(), self.0.job_id)
+    }
+
+    /// The API, once the job's lines are stored (restored from their archive if need be).
+    async fn stored_log<'a>(&self, ctx: &Context<'a>) -> Result<&'a ApiContext> {
+        let api = api(ctx);
+        api.job_logs
+            .ensure_stored(&api.read, &self.0)
+            .await
+            .map_err(|e| crate::errors::client(crate::errors::Code::Unavailable, e))?;
+        Ok(api)
+    }
+}
 
 #[Object]
 impl Job {
@@ -641,8 +682,75 @@ impl Job {
 
     /// Where to download the job's whole output as text: `GET` this path.
     async fn log_path(&self) -> String {
-        let build_id = ids::encode(Kind::Build, self.0.build_id);
-        format!("/builds/{}/jobs/{}/log", build_id.as_str(), self.0.job_id)
+        self.path()
+    }
+
+    /// `logPath` with a ticket in place of the `Authorization` header, for a plain link: it
+    /// works for 5 minutes, for this path only, and only while the caller's token is active and
+    /// may read the build (checked again at each use).
+    async fn log_download_link(&self, ctx: &Context<'_>) -> Result<String> {
+        download_link(ctx, &self.path()).await
+    }
+
+    /// How many lines of output the job has written so far (lines are numbered from 1 without
+    /// gaps, so this is also the number of the last one).
+    async fn log_lines(&self, ctx: &Context<'_>) -> Result<i64> {
+        let api = self.stored_log(ctx).await?;
+        queries::job_log_count(&api.read, self.0.build_id, &self.0.job_id)
+            .await
+            .map_err(projection_error)
+    }
+
+    /// The lines of the job's output that contain `text` (literally, ignoring case; escape
+    /// codes in the output are part of its text): the first `first` after line `after` (from the
+    /// start if not given), or the last `last` before line `before` (from the end if not given),
+    /// in line order either way. Give `first` or `last` (at most 1,000). A search reads the whole
+    /// log in the worst case: it costs 5,000 plus its lines, and stops after 5 seconds.
+    #[graphql(complexity = "super::cost::log_search(first, last, child_complexity)")]
+    async fn log_search(
+        &self,
+        ctx: &Context<'_>,
+        text: String,
+        after: Option<i64>,
+        first: Option<i32>,
+        before: Option<i64>,
+        last: Option<i32>,
+    ) -> Result<Vec<JobLogLine>> {
+        let length = text.chars().count();
+        if !(1..=super::cost::MAX_LOG_SEARCH_TEXT).contains(&length) {
+            return Err(crate::errors::bad_input(format!(
+                "`text` must have 1 to {} characters",
+                super::cost::MAX_LOG_SEARCH_TEXT
+            )));
+        }
+        let (direction, from, limit) = match (first, last, after, before) {
+            (Some(first), None, after, None) => (queries::SearchDirection::Forward, after.unwrap_or(0), first),
+            (None, Some(last), None, before) => (queries::SearchDirection::Backward, before.unwrap_or(i64::MAX), last),
+            _ => {
+                return Err(crate::errors::bad_input(
+                    "give `first` (with `after` if you like) or `last` (with `before`), not both",
+                ))
+            }
+        };
+        if !(0..=super::cost::MAX_LOG_SEARCH_LINES).contains(&limit) {
+            return Err(crate::errors::bad_input(format!(
+                "`first` and `last` must be between 0 and {}",
+                super::cost::MAX_LOG_SEARCH_LINES
+            )));
+        }
+        let api = self.stored_log(ctx).await?;
+        let lines = queries::search_job_log(
+            &api.read,
+            self.0.build_id,
+            &self.0.job_id,
+            &text,
+            from,
+            direction,
+            i64::from(limit),
+        )
+        .await
+        .map_err(projection_error)?;
+        Ok(lines.into_iter().map(JobLogLine::from).collect())
     }
 
     /// The job's output so far: up to `first` lines (at most 5,000) after line `after`.
@@ -655,11 +763,7 @@ impl Job {
                 super::cost::MAX_LOG_LINES
             )));
         }
-        let api = api(ctx);
-        api.job_logs
-            .ensure_stored(&api.read, &self.0)
-            .await
-            .map_err(|e| crate::errors::client(crate::errors::Code::Unavailable, e))?;
+        let api = self.stored_log(ctx).await?;
         let lines = queries::job_log(
             &api.read,
             self.0.build_id,
