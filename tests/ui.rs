@@ -113,16 +113,18 @@ async fn the_page_and_its_files_come_from_the_binary_under_a_strict_policy(pool:
     app.stop().await;
 }
 
-/// A failure when asked for, red, bold green, 256 and true colours, markup that must stay text, a
-/// pause long enough to be seen running, and a second job after the first with the trigger's
-/// parameter and more lines than its log box shows.
+/// A failure when asked for, red, bold green, 256 and true colours, markup that must stay text, an
+/// artifact, a pause long enough to be seen running, and a second job after the first with the
+/// trigger's parameter and more lines than its log box shows.
 const PIPELINE: &str = r#"
 - id: compile
   script:
     - test "$GREETING" != boom
     - printf 'plain then \033[31mred\033[0m and \033[1;32mgreen bold\033[0m, \033[38;5;208morange\033[0m, \033[38;2;10;200;30mtrue green\033[0m\n'
     - echo '<script>window.pwned = 1</script><img src=x onerror=window.pwned=2><b>not bold</b> &amp;'
+    - mkdir -p out && echo hello > out/hello.txt
     - sleep 3
+  save-artifacts: [{id: dist, path: out}]
 - id: test
   dependencies: [compile]
   script:
@@ -208,6 +210,34 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
     );
     assert_eq!(outcome["orgOwner"]["members"], "No members.", "{outcome}");
     assert_eq!(outcome["orgOwner"]["tokens"], json!(["viewer viewer"]), "{outcome}");
+    // Made from the owners' sections: a webhook (URL and secret shown once, then the URL only),
+    // an org token (shown once, working, then revoked), a member (added, role changed, removed).
+    let webhook = &outcome["webhook"];
+    let url = webhook["url"].as_str().unwrap_or("");
+    assert!(url.starts_with(&format!("{origin}/webhooks/github/")), "{outcome}");
+    assert_eq!(webhook["listed"], json!([url]), "{outcome}");
+    assert!(webhook["secretLength"].as_u64().is_some_and(|n| n >= 16), "{outcome}");
+    assert_eq!(
+        (&webhook["secretStillShown"], &webhook["secretStored"]),
+        (&json!(false), &json!(false)),
+        "{outcome}"
+    );
+    let made = &outcome["madeToken"];
+    assert_eq!(made["prefix"], "mci_", "{outcome}");
+    assert_eq!(made["works"], json!(["web-ui"]), "{outcome}");
+    assert_eq!(made["listed"], json!(["viewer viewer", "made-in-ui viewer"]), "{outcome}");
+    assert_eq!(made["stored"], false, "{outcome}");
+    assert_eq!(made["afterRevoke"], json!(["viewer viewer"]), "{outcome}");
+    assert_eq!(made["refused"], true, "{outcome}");
+    assert_eq!(
+        outcome["member"],
+        json!({
+            "added": [{ "name": "Uma", "role": "viewer" }],
+            "changed": [{ "name": "Uma", "role": "member" }],
+            "removed": []
+        }),
+        "{outcome}"
+    );
     let audit: Vec<&str> = outcome["orgOwner"]["audit"]
         .as_array()
         .expect("audit")
@@ -330,6 +360,12 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
     assert_eq!(
         outcome["build"]["download"],
         json!({ "name": "test.log", "text": tail }),
+        "{outcome}"
+    );
+    // The artifact downloads by its link, as the tar.gz the job saved.
+    assert_eq!(
+        outcome["build"]["artifact"],
+        json!({ "name": "dist.tgz", "gzip": true, "job": "compile" }),
         "{outcome}"
     );
     // A line number is a link that, opened in a new page, shows that line.

@@ -8,6 +8,7 @@ import { duration, errorBox, finished, h, link, replace, route, statusBadge, tim
 const JOB = 'id jobId status dependencies message queuedAt startedAt finishedAt logPath';
 const BUILD = `id status source branch tag commit message runner cancelRequested queuedAt startedAt finishedAt
   params { name value } jobCounts { total succeeded failed } retryOf { id } retriedBy { id }
+  artifacts { id jobId size sha256 savedAt }
   jobs { ${JOB} }`;
 
 /** The build page; `focus` is `{ job, line }` from the route, or null. */
@@ -109,16 +110,18 @@ export async function buildPage(view, id, focus) {
     if (!same) replace(jobsList, nodes.length ? nodes : h('p', { class: 'muted' }, 'No jobs yet.'));
   };
 
+  const artifacts = artifactList(id, (error) => replace(problem, errorBox(error)));
   const redraw = () => {
     drawSummary();
     drawJobs();
+    artifacts.update((past?.build ?? latest).artifacts);
   };
   const history = timeline(id, (shown) => {
     past = shown;
     redraw();
   });
   redraw();
-  view.show(summary, history.node, h('h2', {}, 'Jobs'), graph.node, jobsList);
+  view.show(summary, history.node, h('h2', {}, 'Jobs'), graph.node, jobsList, artifacts.node);
   jobs.get(target?.job)?.reveal();
   view.subscribe(`subscription($id: ID!) { buildUpdated(buildId: $id) { ${BUILD} } }`, () => ({ id }), {
     next: ({ buildUpdated }) => {
@@ -133,6 +136,73 @@ export async function buildPage(view, id, focus) {
     focus(next) {
       target = next;
       jobs.get(next?.job)?.reveal();
+    },
+  };
+}
+
+/** A size in bytes for people: `1.5 MB`. */
+function size(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ['KB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = -1;
+  do {
+    value /= 1024;
+    unit += 1;
+  } while (value >= 1024 && unit < units.length - 1);
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+/**
+ * Saves what `path` serves through a plain link, so the browser writes it to disk as it
+ * arrives: `link()` gives the path with a short-lived ticket (the token never goes in a URL).
+ */
+async function downloadFile(link, name) {
+  const save = h('a', { href: await link(), download: name, hidden: true });
+  document.body.append(save);
+  save.click();
+  save.remove();
+}
+
+/** The build's artifacts, each with a download button; drawn again only when the list changes. */
+function artifactList(buildId, failed) {
+  const body = h('div', {});
+  const node = h('section', { class: 'card artifacts', 'aria-label': 'Artifacts' }, h('h2', {}, 'Artifacts'), body);
+  let shown = null;
+  return {
+    node,
+    update(artifacts) {
+      const key = artifacts.map((a) => a.id).join('\n');
+      if (key === shown) return;
+      shown = key;
+      if (!artifacts.length) {
+        replace(body, h('p', { class: 'muted' }, 'No artifacts.'));
+        return;
+      }
+      const link = (artifactId) => async () => {
+        const data = await gql('query($id: ID!) { build(id: $id) { artifacts { id downloadLink } } }', { id: buildId });
+        const found = data.build?.artifacts.find((a) => a.id === artifactId);
+        if (!found) throw new ApiError('NOT_FOUND', `no artifact ${artifactId}`);
+        return found.downloadLink;
+      };
+      const rows = artifacts.map((a) =>
+        h(
+          'tr',
+          { 'data-artifact': a.id },
+          h('td', {}, a.id),
+          h('td', {}, a.jobId),
+          h('td', {}, size(a.size)),
+          h('td', {}, h('code', { title: a.sha256 }, a.sha256.slice(0, 12))),
+          h('td', {}, time(a.savedAt)),
+          h(
+            'td',
+            {},
+            h('button', { type: 'button', class: 'download', onclick: () => downloadFile(link(a.id), `${a.id}.tgz`).catch(failed) }, 'Download'),
+          ),
+        ),
+      );
+      const head = h('tr', {}, ['Artifact', 'Job', 'Size', 'SHA-256', 'Saved', ''].map((t) => h('th', { scope: 'col' }, t)));
+      replace(body, h('div', { class: 'table' }, h('table', {}, h('thead', {}, head), h('tbody', {}, rows))));
     },
   };
 }
@@ -187,17 +257,8 @@ function jobEntry(view, buildId, first, target) {
   const details = h('details', { open: true }, h('summary', {}, 'Log'), tools, log.node, state);
   // A plain link with a short-lived ticket (`logDownloadLink`): the browser saves the log to
   // disk as it arrives, however large, and the token never goes into a URL.
-  download.addEventListener('click', async () => {
-    try {
-      const data = await gql('query($job: ID!) { job(id: $job) { logDownloadLink } }', { job: first.id });
-      const save = h('a', { href: data.job.logDownloadLink, download: `${first.jobId}.log`, hidden: true });
-      document.body.append(save);
-      save.click();
-      save.remove();
-    } catch (error) {
-      replace(state, errorBox(error));
-    }
-  });
+  const logLink = async () => (await gql('query($job: ID!) { job(id: $job) { logDownloadLink } }', { job: first.id })).job.logDownloadLink;
+  download.addEventListener('click', () => downloadFile(logLink, `${first.jobId}.log`).catch((error) => replace(state, errorBox(error))));
   const node = h(
     'section',
     { class: 'card job', id: `job-${first.jobId}`, 'data-job': first.jobId },

@@ -65,6 +65,19 @@ try {
   // An owner (the admin) sees the repo's webhooks and schedules: none yet.
   await page.waitForSelector('#triggers h3', WAIT);
   outcome.repoOwner = await page.$$eval('#triggers p.muted', (ps) => ps.map((p) => p.textContent).slice(0, 2));
+  // An owner adds a webhook: its payload URL and secret are shown once, then only its URL.
+  await page.click('#new-webhook button[type=submit]');
+  const secrets = await page.waitForSelector('#triggers .once', WAIT);
+  const shownOnce = await secrets.$$eval('code.secret', (codes) => codes.map((c) => c.textContent));
+  await page.waitForSelector('#triggers tbody tr', WAIT);
+  await page.click('#triggers .once button.dismiss');
+  outcome.webhook = {
+    url: shownOnce[0],
+    secretLength: shownOnce[1]?.length ?? 0,
+    listed: await page.$$eval('#triggers tbody tr code', (codes) => codes.map((c) => c.textContent)),
+    secretStillShown: await page.evaluate((secret) => document.body.innerText.includes(secret), shownOnce[1]),
+    secretStored: await page.evaluate((secret) => JSON.stringify({ ...sessionStorage, ...localStorage }).includes(secret), shownOnce[1]),
+  };
   const navigationsBefore = outcome.navigations;
   await page.evaluate(() => {
     window.seen = [];
@@ -98,6 +111,45 @@ try {
     tokens: [...document.querySelectorAll('#tokens tbody tr')].map((r) => `${r.cells[0].textContent} ${r.cells[1].textContent}`),
     audit: [...document.querySelectorAll('#audit tbody tr')].map((r) => r.cells[2].textContent),
   }));
+  // An owner makes an org token (shown once, and it works), then revokes it.
+  await page.fill('#token-name', 'made-in-ui');
+  await page.selectOption('#token-role', 'viewer');
+  await page.click('#new-token button[type=submit]');
+  const madeToken = await (await page.waitForSelector('#tokens .once code.secret', WAIT)).textContent();
+  await page.waitForSelector('#tokens tbody tr:has-text("made-in-ui")', WAIT);
+  const tokenRows = () => page.$$eval('#tokens tbody tr', (rows) => rows.map((r) => `${r.cells[0].textContent} ${r.cells[1].textContent}`));
+  outcome.madeToken = {
+    prefix: madeToken.slice(0, 4),
+    works: (await api('{ orgs(first: 5) { edges { node { slug } } } }', {}, madeToken)).orgs.edges.map((e) => e.node.slug),
+    listed: await tokenRows(),
+    stored: await page.evaluate((t) => JSON.stringify({ ...sessionStorage, ...localStorage }).includes(t), madeToken),
+  };
+  await page.click('#tokens .once button.dismiss');
+  await page.click('#tokens tbody tr:has-text("made-in-ui") button.revoke');
+  await page.waitForSelector('#tokens tbody tr:has-text("made-in-ui")', { ...WAIT, state: 'detached' });
+  outcome.madeToken.afterRevoke = await tokenRows();
+  outcome.madeToken.refused = await api('{ orgs(first: 5) { edges { node { slug } } } }', {}, madeToken).then(
+    () => false,
+    (error) => String(error).includes('UNAUTHENTICATED'),
+  );
+  // An owner adds a member by user id, changes the role, and removes the member.
+  const uma = (await api('mutation { createUser(input: {name: "Uma"}) }')).createUser;
+  await page.fill('#member-user', uma);
+  await page.selectOption('#member-role', 'viewer');
+  await page.click('#add-member button[type=submit]');
+  await page.waitForSelector('#members tbody tr:has-text("Uma")', WAIT);
+  const members = () => api('query($id: ID!) { org(id: $id) { members { name role } } }', { id: webOrgId });
+  const webOrgId = (await api('{ orgs(first: 10) { edges { node { id slug } } } }')).orgs.edges.find((e) => e.node.slug === 'web-ui').node.id;
+  outcome.member = { added: (await members()).org.members };
+  await page.selectOption('#members tbody tr:has-text("Uma") select', 'member');
+  for (let tries = 0; (await members()).org.members[0]?.role !== 'member'; tries++) {
+    if (tries > 200) throw new Error('the role did not change');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  outcome.member.changed = (await members()).org.members;
+  await page.click('#members tbody tr:has-text("Uma") button.remove');
+  await page.waitForSelector('#members p.muted:text-is("No members.")', WAIT);
+  outcome.member.removed = (await members()).org.members;
   const latest = await page.waitForSelector('main li[data-repo] .latest .status', WAIT);
   outcome.orgLatest = await latest.getAttribute('data-status');
   await latest.click();
@@ -217,6 +269,17 @@ try {
   ]);
   const { readFile } = await import('node:fs/promises');
   outcome.build.download = { name: download.suggestedFilename(), text: await readFile(await download.path(), 'utf8') };
+  // The artifact the compile job saved, by its download link.
+  const [artifact] = await Promise.all([
+    page.waitForEvent('download', WAIT),
+    page.click('.artifacts tr[data-artifact="dist"] button.download'),
+  ]);
+  const artifactBytes = await readFile(await artifact.path());
+  outcome.build.artifact = {
+    name: artifact.suggestedFilename(),
+    gzip: artifactBytes[0] === 0x1f && artifactBytes[1] === 0x8b,
+    job: await page.textContent('.artifacts tr[data-artifact="dist"] td:nth-child(2)'),
+  };
   // With UI_SCREENSHOTS=<dir>, pictures of the build page for people (README, reviews).
   const shots = process.env.UI_SCREENSHOTS;
   if (shots) await page.screenshot({ path: `${shots}/build-1280.png`, fullPage: true });
