@@ -4,6 +4,7 @@
 //! asks another host for anything.
 
 use std::ffi::OsStr;
+use std::time::Duration;
 
 use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH, X_CONTENT_TYPE_OPTIONS};
 use serde_json::{json, Value};
@@ -225,7 +226,11 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
     let made = &outcome["madeToken"];
     assert_eq!(made["prefix"], "mci_", "{outcome}");
     assert_eq!(made["works"], json!(["web-ui"]), "{outcome}");
-    assert_eq!(made["listed"], json!(["viewer viewer", "made-in-ui viewer"]), "{outcome}");
+    assert_eq!(
+        made["listed"],
+        json!(["viewer viewer", "made-in-ui viewer"]),
+        "{outcome}"
+    );
     assert_eq!(made["stored"], false, "{outcome}");
     assert_eq!(made["afterRevoke"], json!(["viewer viewer"]), "{outcome}");
     assert_eq!(made["refused"], true, "{outcome}");
@@ -432,13 +437,17 @@ async fn browse(base: &str, viewer: &str) -> Value {
 const BIG_LOG_LINES: i64 = 1_000_000;
 const NEEDLE_LINE: i64 = 777_777;
 const NEEDLE: &str = "needle-in-the-log";
+/// Builds of a repo, more than the 50 of the UI's first page.
+const MANY_BUILDS: usize = 55;
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_million_line_log_opens_at_its_end_goes_to_any_line_finds_a_word_and_downloads(pool: PgPool) {
+async fn a_million_line_log_opens_at_its_end_goes_to_any_line_finds_a_word_and_downloads_and_long_lists_page(
+    pool: PgPool,
+) {
     let dir = tempfile::tempdir().expect("dir");
     let repo = repo_with("build.yaml", "- id: big\n  script: ['echo start']\n");
     let server = Server::start(&pool, dir.path()).await;
-    let (_, repo_id) = server
+    let (org, repo_id) = server
         .org_with_repo("big-log", &format!("file://{}", repo.path().display()))
         .await;
     let build = server.build(&repo_id).await;
@@ -466,6 +475,25 @@ async fn a_million_line_log_opens_at_its_end_goes_to_any_line_finds_a_word_and_d
             .await
             .expect("size");
 
+    // A repo with more builds than one page of the UI's list (50): builds of a repo that cannot
+    // be cloned end at once.
+    let many = server
+        .id(
+            "createRepo",
+            "CreateRepoInput",
+            json!({ "orgId": org, "name": "many", "gitUrl": "file:///nonexistent/repo" }),
+        )
+        .await;
+    let mut many_builds = Vec::new();
+    for _ in 0..MANY_BUILDS {
+        many_builds.push(server.trigger(&many, json!([])).await);
+    }
+    for build in &many_builds {
+        server
+            .wait_until(build, Duration::from_secs(60), |b| b["status"] == "ERRORED")
+            .await;
+    }
+
     let profile = tempfile::tempdir().expect("profile");
     let args = [
         server.base.clone(),
@@ -475,6 +503,7 @@ async fn a_million_line_log_opens_at_its_end_goes_to_any_line_finds_a_word_and_d
         BIG_LOG_LINES.to_string(),
         NEEDLE_LINE.to_string(),
         NEEDLE.to_owned(),
+        many,
     ];
     let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
     let outcome = monkeyci_tests::run_browser_script("biglog.mjs", &args).await;
@@ -523,6 +552,19 @@ async fn a_million_line_log_opens_at_its_end_goes_to_any_line_finds_a_word_and_d
     assert_eq!(
         outcome["download"],
         json!({ "name": "big.log", "bytes": bytes, "failure": null }),
+        "{outcome}"
+    );
+    // Long lists: the first 50 builds, the rest on "Show more"; a build that ran and ended while
+    // the page's connection was down is shown, as it ended, once it is back.
+    assert_eq!(
+        outcome["lists"],
+        json!({
+            "firstPage": 50,
+            "all": MANY_BUILDS,
+            "moreHidden": true,
+            "shownWhileDown": false,
+            "afterReconnect": "ERRORED"
+        }),
         "{outcome}"
     );
     server.stop().await;

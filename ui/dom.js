@@ -83,3 +83,28 @@ export function route(segments) {
 export function finished(status) {
   return ['SUCCEEDED', 'FAILED', 'ERRORED', 'CANCELED'].includes(status);
 }
+
+/**
+ * A "Show more" button for a paged list: `load(after)` reads the page after cursor `after` and
+ * returns its `pageInfo` (`hasNextPage`, `endCursor`); the button is shown while there is more.
+ * Returns the button with `from(pageInfo)`, which sets where the next page starts.
+ */
+export function more(load, onError) {
+  let after = null;
+  const button = h('button', { type: 'button', class: 'more', hidden: true }, 'Show more');
+  const from = (pageInfo) => {
+    after = pageInfo.endCursor;
+    button.hidden = !pageInfo.hasNextPage;
+  };
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      from(await load(after));
+    } catch (error) {
+      onError(error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return { button, from };
+}

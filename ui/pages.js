@@ -1,7 +1,7 @@
 // The sign-in form and the pages of orgs, one org and one repo.
 
 import { ApiError, gql, mutate, session } from './api.js';
-import { duration, errorBox, finished, h, link, replace, route, statusBadge, time } from './dom.js';
+import { duration, errorBox, finished, h, link, more, replace, route, statusBadge, time } from './dom.js';
 import { orgOwnerSections, repoOwnerSections } from './owners.js';
 
 /** The sign-in form; `done()` once a token the API accepts is kept for the tab. */
@@ -47,23 +47,27 @@ export function signIn(main, done) {
   input.focus();
 }
 
-/** `#/`: the orgs the token can read. */
+/** `#/`: the orgs the token can read, a hundred at a time. */
 export async function orgsPage(view) {
-  const data = await gql('{ orgs(first: 100) { edges { node { id name slug } } pageInfo { hasNextPage } } }');
+  const ORGS = 'orgs(first: 100, after: $after) { edges { node { id name slug } } pageInfo { hasNextPage endCursor } }';
+  const list = h('ul', { class: 'list' });
+  const problem = h('div', {});
+  const add = (orgs) =>
+    list.append(...orgs.edges.map(({ node: org }) => h('li', {}, link(['orgs', org.slug], org.name), ' ', h('span', { class: 'muted' }, org.slug))));
+  const next = more(async (after) => {
+    const page = (await gql(`query($after: String) { ${ORGS} }`, { after })).orgs;
+    add(page);
+    return page.pageInfo;
+  }, (error) => replace(problem, errorBox(error)));
+  const data = await gql(`query($after: String) { ${ORGS} }`, { after: null });
   view.crumbs([]);
-  const orgs = data.orgs.edges.map((e) => e.node);
+  add(data.orgs);
+  next.from(data.orgs.pageInfo);
   view.show(
     h('h1', {}, 'Orgs'),
-    orgs.length === 0
-      ? h('p', { class: 'muted' }, 'No orgs this token can read.')
-      : h(
-          'ul',
-          { class: 'list' },
-          orgs.map((org) =>
-            h('li', {}, link(['orgs', org.slug], org.name), ' ', h('span', { class: 'muted' }, org.slug)),
-          ),
-        ),
-    data.orgs.pageInfo.hasNextPage ? h('p', { class: 'muted' }, 'Only the first 100 orgs are shown.') : null,
+    data.orgs.edges.length === 0 ? h('p', { class: 'muted' }, 'No orgs this token can read.') : list,
+    next.button,
+    problem,
   );
 }
 
@@ -71,52 +75,91 @@ const LATEST = 'id status queuedAt repo { id }';
 
 /** `#/orgs/<slug>`: the org's repos with their latest build, kept current by `buildsUpdated`. */
 export async function orgPage(view, slug) {
-  const data = await gql(
-    `query($slug: String!) { org(slug: $slug) { id name slug myRole
-       repos(first: 100) { edges { node { id name gitUrl archived
-         builds(first: 1) { edges { node { ${LATEST} } } } } } pageInfo { hasNextPage } } } }`,
-    { slug },
-  );
+  const REPOS = `repos(first: 100, after: $after) { edges { node { id name gitUrl archived
+         builds(first: 1) { edges { node { ${LATEST} } } } } } pageInfo { hasNextPage endCursor } }`;
+  const data = await gql(`query($slug: String!, $after: String) { org(slug: $slug) { id name slug myRole ${REPOS} } }`, {
+    slug,
+    after: null,
+  });
   if (!data.org) throw new ApiError('NOT_FOUND', `no org ${slug} that this token can read`);
   const org = data.org;
   view.crumbs([[org.name, ['orgs', org.slug]]]);
   const latest = new Map();
   const cells = new Map();
+  // A repo's cell is drawn again only when its latest build or that build's status changed, so
+  // a live update does not take the keyboard's focus out of its link.
   const showLatest = (repoId) => {
     const build = latest.get(repoId);
-    replace(
-      cells.get(repoId),
-      build ? link(['builds', build.id], statusBadge(build.status)) : h('span', { class: 'muted' }, 'no builds'),
-    );
+    const cell = cells.get(repoId);
+    const key = build ? `${build.id} ${build.status}` : '';
+    if (cell.dataset.shown === key) return;
+    cell.dataset.shown = key;
+    replace(cell, build ? link(['builds', build.id], statusBadge(build.status)) : h('span', { class: 'muted' }, 'no builds'));
   };
-  const repos = org.repos.edges.map((e) => e.node);
-  const items = repos.map((repo) => {
-    cells.set(repo.id, h('span', { class: 'latest' }));
-    latest.set(repo.id, repo.builds.edges[0]?.node);
-    showLatest(repo.id);
-    return h(
-      'li',
-      { 'data-repo': repo.id },
-      link(['repos', repo.id], repo.name),
-      repo.archived ? h('span', { class: 'muted' }, ' (archived)') : null,
-      ' ',
-      cells.get(repo.id),
-      h('div', { class: 'muted small' }, repo.gitUrl),
-    );
-  });
+  const newer = (repoId, build) => {
+    const current = latest.get(repoId);
+    if (!current || current.id === build.id || current.queuedAt <= build.queuedAt) {
+      latest.set(repoId, build);
+      showLatest(repoId);
+    }
+  };
+  const list = h('ul', { class: 'list' });
+  const problem = h('div', {});
+  const add = (repos) => {
+    for (const { node: repo } of repos.edges) {
+      if (cells.has(repo.id)) continue;
+      cells.set(repo.id, h('span', { class: 'latest' }));
+      latest.set(repo.id, repo.builds.edges[0]?.node);
+      showLatest(repo.id);
+      list.append(
+        h(
+          'li',
+          { 'data-repo': repo.id },
+          link(['repos', repo.id], repo.name),
+          repo.archived ? h('span', { class: 'muted' }, ' (archived)') : null,
+          ' ',
+          cells.get(repo.id),
+          h('div', { class: 'muted small' }, repo.gitUrl),
+        ),
+      );
+    }
+  };
+  const readPage = async (after) => (await gql(`query($id: ID!, $after: String) { org(id: $id) { ${REPOS} } }`, { id: org.id, after })).org.repos;
+  const next = more(async (after) => {
+    const page = await readPage(after);
+    add(page);
+    return page.pageInfo;
+  }, (error) => replace(problem, errorBox(error)));
+  add(org.repos);
+  next.from(org.repos.pageInfo);
   view.show(
     h('h1', {}, org.name),
-    repos.length === 0 ? h('p', { class: 'muted' }, 'No repos yet.') : h('ul', { class: 'list' }, items),
+    org.repos.edges.length === 0 ? h('p', { class: 'muted' }, 'No repos yet.') : list,
+    next.button,
+    problem,
     org.myRole === 'owner' ? orgOwnerSections(org.id) : null,
   );
   view.subscribe(`subscription($org: ID!) { buildsUpdated(orgId: $org) { ${LATEST} } }`, () => ({ org: org.id }), {
     next: ({ buildsUpdated: build }) => {
       const repoId = build.repo?.id;
-      if (!cells.has(repoId)) return;
-      const current = latest.get(repoId);
-      if (!current || current.id === build.id || current.queuedAt <= build.queuedAt) {
-        latest.set(repoId, build);
-        showLatest(repoId);
+      if (cells.has(repoId)) newer(repoId, build);
+    },
+    // Builds that changed while the connection was down were not sent: read the latest again.
+    restarted: async () => {
+      try {
+        let after = null;
+        let seen = 0;
+        do {
+          const page = await readPage(after);
+          for (const { node: repo } of page.edges) {
+            const build = repo.builds.edges[0]?.node;
+            if (build && cells.has(repo.id)) newer(repo.id, build);
+          }
+          seen += page.edges.length;
+          after = page.pageInfo.hasNextPage ? page.pageInfo.endCursor : null;
+        } while (after && seen < cells.size);
+      } catch (error) {
+        replace(problem, errorBox(error));
       }
     },
   });
@@ -204,7 +247,7 @@ function failedJob(build) {
 export async function repoPage(view, id) {
   const data = await gql(
     `query($id: ID!) { repo(id: $id) { id name gitUrl mainBranch archived org { name slug myRole }
-       builds(first: 50) { edges { node { ${BUILD_ROW} } } } } }`,
+       builds(first: 50) { edges { node { ${BUILD_ROW} } } pageInfo { hasNextPage endCursor } } } }`,
     { id },
   );
   if (!data.repo) throw new ApiError('NOT_FOUND', 'no such repo that this token can read');
@@ -268,6 +311,16 @@ export async function repoPage(view, id) {
     draw();
   };
   draw();
+  const problem = h('div', {});
+  const readPage = async (after) =>
+    (await gql(`query($id: ID!, $after: String) { repo(id: $id) { builds(first: 50, after: $after) { edges { node { ${BUILD_ROW} } } pageInfo { hasNextPage endCursor } } } }`, { id, after }))
+      .repo.builds;
+  const older = more(async (after) => {
+    const page = await readPage(after);
+    page.edges.forEach((e) => upsert(e.node));
+    return page.pageInfo;
+  }, (error) => replace(problem, errorBox(error)));
+  older.from(repo.builds.pageInfo);
   view.show(
     h('h1', {}, repo.name),
     h('p', { class: 'muted small' }, repo.gitUrl, ' · main branch ', repo.mainBranch),
@@ -278,6 +331,8 @@ export async function repoPage(view, id) {
         : triggerForm(repo, queued),
     h('h2', {}, 'Builds'),
     list,
+    older.button,
+    problem,
     repo.org?.myRole === 'owner' ? repoOwnerSections(repo.id) : null,
   );
   async function queued(buildId) {
@@ -288,7 +343,14 @@ export async function repoPage(view, id) {
   view.subscribe(
     `subscription($repo: ID!) { buildsUpdated(repoId: $repo) { ${BUILD_ROW} } }`,
     () => ({ repo: repo.id }),
-    { next: ({ buildsUpdated: build }) => upsert(build) },
+    {
+      next: ({ buildsUpdated: build }) => upsert(build),
+      // Builds that changed while the connection was down were not sent: read the newest again.
+      restarted: () =>
+        readPage(null)
+          .then((page) => page.edges.forEach((e) => upsert(e.node)))
+          .catch((error) => replace(problem, errorBox(error))),
+    },
   );
 }
 

@@ -27,7 +27,9 @@ export class Subscriptions {
 
   /**
    * Starts `query` with `variables()`; `handlers.next(data)` for each result,
-   * `handlers.error(apiError)` if it fails, `handlers.complete()` when the server ends it.
+   * `handlers.error(apiError)` if it fails, `handlers.complete()` when the server ends it,
+   * `handlers.restarted()` when it was started again after the connection dropped (what changed
+   * meanwhile was not sent: a list reads itself again).
    * Returns a function that stops it.
    */
   subscribe(query, variables, handlers) {
@@ -68,8 +70,11 @@ export class Subscriptions {
     if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
   }
 
+  /** Starts an operation; after a reconnect, tells it (`handlers.restarted()`) that it may have missed results. */
   start(id, operation) {
     this.send({ id, type: 'subscribe', payload: { query: operation.query, variables: operation.variables() } });
+    if (operation.started) operation.handlers.restarted?.();
+    operation.started = true;
   }
 
   receive(text) {

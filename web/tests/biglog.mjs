@@ -1,16 +1,17 @@
 // Opens a build whose job `big` has a very large log in MonkeyCI's web UI (headless Chromium),
-// goes to its end, to a linked line, to a scrolled-to place and to a found word, downloads it, and
-// prints one JSON line of what it saw and how long each step took.
+// goes to its end, to a linked line, to a scrolled-to place and to a found word, downloads it;
+// then pages through a repo's long list of builds, and drops the page's WebSocket while a build
+// runs and ends. Prints one JSON line of what it saw and how long each step took.
 //
 //   node tests/biglog.mjs <server URL> <admin token> <empty profile directory> <build id> \
-//       <lines> <line of the needle> <needle>
+//       <lines> <line of the needle> <needle> <id of a repo with many builds>
 import { stat } from 'node:fs/promises';
 import { gzipSync } from 'node:zlib';
 import { keepLocal, openBrowser, rendererBytes, signIn } from './browser.mjs';
 
-const [base, token, profile, build, lines, needleLine, needle] = process.argv.slice(2);
-if (!needle) {
-  console.error('usage: node tests/biglog.mjs <server URL> <token> <profile> <build id> <lines> <needle line> <needle>');
+const [base, token, profile, build, lines, needleLine, needle, manyRepo] = process.argv.slice(2);
+if (!manyRepo) {
+  console.error('usage: node tests/biglog.mjs <server URL> <token> <profile> <build id> <lines> <needle line> <needle> <repo id>');
   process.exit(2);
 }
 const origin = new URL(base).origin;
@@ -18,7 +19,32 @@ const WAIT = { timeout: 30000 };
 const LOG = '[data-job="big"] .log';
 const total = Number(lines);
 
+/** A GraphQL request of this script (not of the page), as the admin. */
+async function api(query, variables = {}) {
+  const response = await fetch(`${origin}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = await response.json();
+  if (body.errors) throw new Error(`${query}: ${JSON.stringify(body.errors)}`);
+  return body.data;
+}
+
 const context = await openBrowser(profile);
+// The page's WebSockets, and a switch that sends new ones to a path that refuses them (the
+// connection "drops" and stays down until the switch is turned back).
+await context.addInitScript(() => {
+  const Original = window.WebSocket;
+  window.sockets = [];
+  window.offline = false;
+  window.WebSocket = class extends Original {
+    constructor(url, protocols) {
+      super(window.offline ? url.replace('/graphql', '/offline') : url, protocols);
+      window.sockets.push(this);
+    }
+  };
+});
 const problems = [];
 const outcome = { problems, ms: {} };
 /** Runs `step` and records how long it took in `outcome.ms[name]`. */
@@ -39,7 +65,8 @@ try {
   const page = context.pages()[0] ?? (await context.newPage());
   page.on('pageerror', (error) => problems.push(String(error)));
   page.on('console', (message) => {
-    if (message.type() === 'error') problems.push(message.text());
+    // The refused reconnections while "offline" are expected.
+    if (message.type() === 'error' && !message.text().includes('/offline')) problems.push(message.text());
   });
   await signIn(page, origin, token, WAIT);
   await page.goto(`${origin}/#/builds/${build}`);
@@ -131,6 +158,37 @@ try {
     return { name: saved.suggestedFilename(), bytes: (await stat(path)).size, failure: await saved.failure() };
   });
   outcome.download = download;
+
+  // A repo with more builds than a page: 50 rows, then the rest on "Show more".
+  await page.evaluate((repo) => {
+    location.hash = `#/repos/${repo}`;
+  }, manyRepo);
+  await page.waitForSelector('.builds li[data-build]', WAIT);
+  outcome.lists = { firstPage: await page.$$eval('.builds li[data-build]', (rows) => rows.length) };
+  await page.click('button.more');
+  await page.waitForFunction((n) => document.querySelectorAll('.builds li[data-build]').length > n, outcome.lists.firstPage, WAIT);
+  outcome.lists.all = await page.$$eval('.builds li[data-build]', (rows) => rows.length);
+  outcome.lists.moreHidden = await page.$eval('button.more', (b) => b.hidden);
+
+  // The connection drops; a build is triggered and ends meanwhile; once the page is connected
+  // again it reads the list again and shows the build as it ended.
+  await page.evaluate(() => {
+    window.offline = true;
+    for (const socket of window.sockets) socket.close();
+  });
+  const missed = (await api('mutation($r: ID!) { triggerBuild(input: { repoId: $r }) }', { r: manyRepo })).triggerBuild;
+  for (let tries = 0; ; tries++) {
+    const { build: state } = await api('query($id: ID!) { build(id: $id) { status finishedAt } }', { id: missed });
+    if (state?.finishedAt) break;
+    if (tries > 400) throw new Error('the build did not end');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  outcome.lists.shownWhileDown = (await page.$(`.builds li[data-build="${missed}"]`)) !== null;
+  await page.evaluate(() => {
+    window.offline = false;
+  });
+  const row = await page.waitForSelector(`.builds li[data-build="${missed}"] .status`, WAIT);
+  outcome.lists.afterReconnect = await row.getAttribute('data-status');
 } catch (error) {
   outcome.failure = String(error);
   outcome.shown = await context
