@@ -386,6 +386,8 @@ async fn a_browser_signs_in_triggers_a_build_and_follows_it_live_without_other_h
     // Retry opens the new build, which Cancel ends.
     // The retry's output appeared, in colour, while its first job was still running.
     assert_eq!(outcome["liveWhileRunning"], "red", "{outcome}");
+    // How late live lines reached the page (for BENCHMARKS.md; `-- --nocapture` shows it).
+    println!("live lines: {}", outcome["liveLateness"]);
     assert_eq!(outcome["retried"]["retryOf"], true, "{outcome}");
     assert_eq!(outcome["retried"]["status"], "CANCELED", "{outcome}");
 

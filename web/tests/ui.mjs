@@ -297,8 +297,26 @@ try {
 
   // Retry from the build page opens the new build; Cancel ends it.
   await page.goto(buildUrl);
+  // When each line of the retried build's first job reaches the page, against the time the
+  // runner read it from the job (`at`): how late live output is (a figure for BENCHMARKS.md).
+  await page.evaluate(() => {
+    window.arrivals = [];
+    new MutationObserver((changes) => {
+      const seen = Date.now();
+      for (const change of changes) {
+        for (const node of change.addedNodes) {
+          if (node.nodeType !== 1 || !node.matches('section[data-job="compile"] .line[data-line]')) continue;
+          window.arrivals.push({ line: Number(node.dataset.line), lateMs: seen - Date.parse(node.querySelector('.ln').title) });
+        }
+      }
+    }).observe(document.querySelector('main'), { subtree: true, childList: true });
+  });
   await page.click('#retry', WAIT);
   await page.waitForFunction((old) => location.href !== old, buildUrl, WAIT);
+  // Only the new build's lines count (the old build's were drawn from a fetched page).
+  await page.evaluate(() => {
+    window.arrivals = [];
+  });
   await page.waitForSelector('.summary a[href^="#/builds/"]', WAIT);
   // Its output shows while compile still runs (it sleeps after printing), in colour.
   const live = await page.waitForFunction(
@@ -311,6 +329,7 @@ try {
     WAIT,
   );
   outcome.liveWhileRunning = await live.jsonValue();
+  outcome.liveLateness = await page.evaluate(() => window.arrivals);
   await page.click('#cancel', WAIT);
   const canceled = await page.waitForSelector('.summary h1 .status-canceled', { timeout: 60000 });
   outcome.retried = {
