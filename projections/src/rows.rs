@@ -25,7 +25,7 @@ pub(crate) async fn load<R: DeserializeOwned>(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!("SELECT to_jsonb(t)::text FROM {table} t WHERE {key} = ANY($1)");
+    let sql = format!("SELECT to_json(t)::text FROM {table} t WHERE {key} = ANY($1)");
     let values: Vec<String> = sqlx::query_scalar(&sql).bind(ids).fetch_all(&mut *conn).await?;
     values
         .iter()
@@ -65,7 +65,7 @@ pub(crate) async fn upsert<R: Serialize>(
     };
     let json = serde_json::to_string(rows).map_err(malformed)?;
     sqlx::query(&format!(
-        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1::text::jsonb) \
+        "INSERT INTO {table} SELECT * FROM json_populate_recordset(NULL::{table}, $1::json) \
          ON CONFLICT ({}) {on_conflict}",
         key.join(", ")
     ))
