@@ -234,6 +234,10 @@ function jobEntry(view, buildId, first, target) {
       replace(found, errorBox(error));
     }
   };
+  findText.addEventListener('input', () => {
+    log.forgetMatch();
+    replace(found);
+  });
   findText.addEventListener('keydown', (event) => {
     if (event.key !== 'Enter') return;
     event.preventDefault();

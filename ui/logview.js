@@ -44,6 +44,7 @@ export function logView(view, buildId, job, follow, state) {
   const pages = new Map();
   const fetching = new Set();
   let started = false;
+  let opening = null;
   let live = 0;
   let stop = null;
   let ended = false;
@@ -244,13 +245,20 @@ export function logView(view, buildId, job, follow, state) {
         subscribe();
         return;
       }
+      // Opened twice before the first answer (a details element announces its first opening):
+      // one start.
+      opening ??= gql('query($job: ID!) { job(id: $job) { logLines } }', { job: job.id }).finally(() => {
+        opening = null;
+      });
+      let data;
       try {
-        const data = await gql('query($job: ID!) { job(id: $job) { logLines } }', { job: job.id });
-        count = data.job?.logLines ?? 0;
+        data = await opening;
       } catch (error) {
         replace(state, errorBox(error));
         return;
       }
+      if (started) return;
+      count = data.job?.logLines ?? 0;
       started = true;
       live = count;
       if (target) {
@@ -285,6 +293,12 @@ export function logView(view, buildId, job, follow, state) {
       match = found;
       centre(found);
       return { line: found, wrapped };
+    },
+    /** Forgets the current match: the next search starts from the lines in view. */
+    forgetMatch() {
+      if (match === null) return;
+      match = null;
+      draw();
     },
     /** Lines stored so far, as far as the view knows. */
     get count() {

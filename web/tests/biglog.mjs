@@ -115,12 +115,14 @@ try {
     await page.$eval(LOG, (log) => {
       log.scrollTop = (log.scrollHeight - log.clientHeight) / 4;
     });
+    // Until the rows drawn are those a quarter of the way down, every one with its text.
     await page.waitForFunction(
-      (selector) => {
+      ([selector, quarterLine]) => {
         const rows = [...document.querySelectorAll(`${selector} .line`)];
-        return rows.length > 0 && rows.every((r) => r.dataset.line);
+        const near = Math.abs(Number(rows[0]?.dataset.line) - quarterLine) < quarterLine / 20;
+        return rows.length > 0 && near && rows.every((r) => r.dataset.line);
       },
-      LOG,
+      [LOG, total / 4],
       WAIT,
     );
     return drawn(page);
