@@ -30,17 +30,23 @@ const PIPELINE: &str = r#"
 
 /// A GraphQL request with `token`; the body.
 async fn ask(server: &Server, token: &str, query: &str, variables: Value) -> Value {
-    server
-        .http
-        .post(format!("{}/graphql", server.base))
-        .bearer_auth(token)
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json")
+    server.gql_as(token, query, variables).await
+}
+
+/// A new API token made by the admin for `input`; (its id, the token).
+async fn new_token(server: &Server, input: Value) -> (String, String) {
+    let body = ask(
+        server,
+        ADMIN,
+        "mutation($input: CreateApiTokenInput!) { createApiToken(input: $input) { id token } }",
+        json!({ "input": input }),
+    )
+    .await;
+    let made = &body["data"]["createApiToken"];
+    match (made["id"].as_str(), made["token"].as_str()) {
+        (Some(id), Some(token)) => (id.to_owned(), token.to_owned()),
+        _ => panic!("createApiToken: {body}"),
+    }
 }
 
 fn code(body: &Value) -> &str {
@@ -215,18 +221,7 @@ async fn a_log_is_counted_searched_streamed_and_downloaded_by_a_link_that_opens_
             json!({ "orgId": org, "userId": user, "role": "viewer" }),
         )
         .await;
-    let body = ask(
-        &server,
-        ADMIN,
-        "mutation($input: CreateApiTokenInput!) { createApiToken(input: $input) { id token } }",
-        json!({ "input": { "name": "vic", "userId": user } }),
-    )
-    .await;
-    let vic = body["data"]["createApiToken"]["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
-    let vic_token_id = body["data"]["createApiToken"]["id"].as_str().expect("id").to_owned();
+    let (vic_token_id, vic) = new_token(&server, json!({ "name": "vic", "userId": user })).await;
     let vic_link = link_of(&vic).await;
     assert_eq!(get(&server, &vic_link, None).await, (200, expected.clone()));
     server
@@ -262,17 +257,7 @@ async fn a_log_is_counted_searched_streamed_and_downloaded_by_a_link_that_opens_
     let other_org = server
         .id("createOrg", "CreateOrgInput", json!({ "name": "o", "slug": "other" }))
         .await;
-    let body = ask(
-        &server,
-        ADMIN,
-        "mutation($input: CreateApiTokenInput!) { createApiToken(input: $input) { token } }",
-        json!({ "input": { "name": "o", "orgId": other_org, "role": "owner" } }),
-    )
-    .await;
-    let outsider = body["data"]["createApiToken"]["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let (_, outsider) = new_token(&server, json!({ "name": "o", "orgId": other_org, "role": "owner" })).await;
     let body = ask(
         &server,
         &outsider,

@@ -117,9 +117,14 @@ impl Server {
     }
 
     pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        self.gql_as(ADMIN, query, variables).await
+    }
+
+    /// A GraphQL request with `token`; the body.
+    pub async fn gql_as(&self, token: &str, query: &str, variables: Value) -> Value {
         self.http
             .post(format!("{}/graphql", self.base))
-            .bearer_auth(ADMIN)
+            .bearer_auth(token)
             .json(&json!({ "query": query, "variables": variables }))
             .send()
             .await

@@ -7,7 +7,7 @@
 //       <lines> <line of the needle> <needle> <id of a repo with many builds>
 import { stat } from 'node:fs/promises';
 import { gzipSync } from 'node:zlib';
-import { keepLocal, openBrowser, rendererBytes, signIn } from './browser.mjs';
+import { apiClient, finish, keepLocal, openBrowser, rendererBytes, signIn } from './browser.mjs';
 
 const [base, token, profile, build, lines, needleLine, needle, manyRepo] = process.argv.slice(2);
 if (!manyRepo) {
@@ -19,17 +19,8 @@ const WAIT = { timeout: 30000 };
 const LOG = '[data-job="big"] .log';
 const total = Number(lines);
 
-/** A GraphQL request of this script (not of the page), as the admin. */
-async function api(query, variables = {}) {
-  const response = await fetch(`${origin}/graphql`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = await response.json();
-  if (body.errors) throw new Error(`${query}: ${JSON.stringify(body.errors)}`);
-  return body.data;
-}
+/** A GraphQL request of this script (not of the page), as the admin unless `as` is given. */
+const api = apiClient(origin, token);
 
 const context = await openBrowser(profile);
 // The page's WebSockets, and a switch that sends new ones to a path that refuses them (the
@@ -192,14 +183,6 @@ try {
   const row = await page.waitForSelector(`.builds li[data-build="${missed}"] .status`, WAIT);
   outcome.lists.afterReconnect = await row.getAttribute('data-status');
 } catch (error) {
-  outcome.failure = String(error);
-  outcome.shown = await context
-    .pages()[0]
-    ?.evaluate(() => document.querySelector('main')?.innerText.slice(0, 2000))
-    .catch(() => null);
-  console.log(JSON.stringify(outcome));
-  await context.close();
-  process.exit(1);
+  await finish(context, outcome, error);
 }
-await context.close();
-console.log(JSON.stringify(outcome));
+await finish(context, outcome);

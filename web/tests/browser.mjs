@@ -84,3 +84,37 @@ export async function signIn(page, origin, token, wait) {
   await page.click('#sign-in button[type=submit]');
   await page.waitForSelector('main a[href^="#/orgs/"]', wait);
 }
+
+/**
+ * A GraphQL client of the script itself (not of the page) for the server at `origin`, acting
+ * with `token` unless a request names another: `api(query, variables, as)` gives `data` or throws.
+ */
+export function apiClient(origin, token) {
+  return async (query, variables = {}, as = token) => {
+    const response = await fetch(`${origin}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${as}` },
+      body: JSON.stringify({ query, variables }),
+    });
+    const body = await response.json();
+    if (body.errors) throw new Error(`${query}: ${JSON.stringify(body.errors)}`);
+    return body.data;
+  };
+}
+
+/**
+ * Ends a script: closes the browser and prints `outcome` as one JSON line; after a failure,
+ * with the error and what the page showed, and exit code 1.
+ */
+export async function finish(context, outcome, error = null) {
+  if (error) {
+    outcome.failure = String(error);
+    outcome.shown = await context
+      .pages()[0]
+      ?.evaluate(() => document.querySelector('main')?.innerText.slice(0, 2000))
+      .catch(() => null);
+  }
+  await context.close();
+  console.log(JSON.stringify(outcome));
+  if (error) process.exit(1);
+}

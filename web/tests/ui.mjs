@@ -4,7 +4,7 @@
 //   node tests/ui.mjs http://127.0.0.1:8080 <admin token> <empty profile directory> <viewer token>
 //
 // Every request and WebSocket of the page is recorded; any to another host is refused.
-import { keepLocal, openBrowser } from './browser.mjs';
+import { apiClient, finish, keepLocal, openBrowser } from './browser.mjs';
 
 const [base, token, profile, viewer] = process.argv.slice(2);
 if (!base || !token || !profile || !viewer) {
@@ -15,16 +15,7 @@ const origin = new URL(base).origin;
 const WAIT = { timeout: 20000 };
 
 /** A GraphQL request of this script (not of the page), as the admin unless `as` is given. */
-async function api(query, variables = {}, as = token) {
-  const response = await fetch(`${origin}/graphql`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${as}` },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = await response.json();
-  if (body.errors) throw new Error(`${query}: ${JSON.stringify(body.errors)}`);
-  return body.data;
-}
+const api = apiClient(origin, token);
 
 const context = await openBrowser(profile);
 const websockets = [];
@@ -407,15 +398,6 @@ try {
   const refused = await page.waitForSelector('.summary .error', WAIT);
   outcome.demoted = { code: await refused.getAttribute('data-code') };
 } catch (error) {
-  outcome.failure = String(error);
-  // What the page showed when it failed.
-  outcome.shown = await context
-    .pages()[0]
-    ?.evaluate(() => document.querySelector('main')?.innerText.slice(0, 2000))
-    .catch(() => null);
-  console.log(JSON.stringify(outcome));
-  await context.close();
-  process.exit(1);
+  await finish(context, outcome, error);
 }
-await context.close();
-console.log(JSON.stringify(outcome));
+await finish(context, outcome);
