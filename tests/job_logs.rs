@@ -214,32 +214,22 @@ async fn a_log_is_counted_searched_streamed_and_downloaded_by_a_link_that_opens_
     let user = server
         .id("createUser", "CreateUserInput", json!({ "name": "Vic" }))
         .await;
-    server
-        .id(
-            "addMember",
+    // Vic as a viewer of the org: added or removed.
+    let membership = |mutation: &'static str| {
+        server.id(
+            mutation,
             "MemberInput",
             json!({ "orgId": org, "userId": user, "role": "viewer" }),
         )
-        .await;
+    };
+    membership("addMember").await;
     let (vic_token_id, vic) = new_token(&server, json!({ "name": "vic", "userId": user })).await;
     let vic_link = link_of(&vic).await;
     assert_eq!(get(&server, &vic_link, None).await, (200, expected.clone()));
-    server
-        .id(
-            "removeMember",
-            "MemberInput",
-            json!({ "orgId": org, "userId": user, "role": "viewer" }),
-        )
-        .await;
+    membership("removeMember").await;
     let (status, _) = get(&server, &vic_link, None).await;
     assert_eq!(status, 404, "a removed member's link finds no build");
-    server
-        .id(
-            "addMember",
-            "MemberInput",
-            json!({ "orgId": org, "userId": user, "role": "viewer" }),
-        )
-        .await;
+    membership("addMember").await;
     // Membership is read from the read models: wait until the link works again.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while get(&server, &vic_link, None).await.0 != 200 {

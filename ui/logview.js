@@ -21,7 +21,7 @@ const MAX_HEIGHT = 2_000_000;
 const LINES = 'offset at stream text';
 
 /** A line's time of day, to the millisecond, in the browser's time zone: `14:03:07.215`. */
-export function clock(iso) {
+function clock(iso) {
   const at = new Date(iso);
   const two = (n) => String(n).padStart(2, '0');
   return `${two(at.getHours())}:${two(at.getMinutes())}:${two(at.getSeconds())}.${String(at.getMilliseconds()).padStart(3, '0')}`;
