@@ -272,6 +272,7 @@ async fn a_ticket_expires_after_five_minutes_and_needs_the_key_it_was_sealed_wit
         actor: "admin".into(),
         grant: monkeyci_api::Grant::Admin,
         token: None,
+        admin_fingerprint: None,
     };
     let now = Utc::now();
     let ticket = tickets

@@ -54,37 +54,39 @@ impl Server {
         Self::start_with(pool, dir, &[], &[]).await
     }
 
-    /// Starts the server as [`Server::start`] does, with `extra` flags and `env` variables.
+    /// Starts the server as [`Server::start`] does, with `extra` flags and `env` variables
+    /// (which override the test's database URL and admin token).
     /// Container jobs use the tests' podman settings.
     pub async fn start_with(pool: &PgPool, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         Self::start_at(&database_url(pool), dir, extra, env).await
     }
 
-    /// Starts the server as [`Server::start_with`] does, on the database at `url`.
+    /// Starts the server as [`Server::start_with`] does, on the database at `url` (on a port of
+    /// its own unless `extra` has `--listen`).
     pub async fn start_at(url: &str, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         // The job user passes through to the workspace below it (a temporary directory is
         // private to its owner).
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711)).expect("chmod");
+        // A port of its own unless `extra` names one.
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(monkeyci_binary().expect("binary"))
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--no-schedules",
-                "--lease-retry-ms",
-                "100",
-            ])
+            .args(["server", "--no-schedules", "--lease-retry-ms", "100"])
+            .args(listen)
             .arg("--workspace")
             .arg(dir.join("builds"))
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(extra)
-            .envs(env.iter().copied())
             .env("MONKEYCI_CONTAINER_RUNTIME", monkeyci_tests::PODMAN_RUNTIME)
             .env("MONKEYCI_CONTAINER_ULIMITS", monkeyci_tests::PODMAN_ULIMITS.join(","))
             .env("MONKEYCI_DATABASE_URL", url)
             .env("MONKEYCI_ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", "trace")
+            .envs(env.iter().copied())
             .env_remove("GIT_SSH_COMMAND")
             .env_remove("GIT_SSH")
             .stdin(Stdio::null())

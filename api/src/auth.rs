@@ -71,6 +71,9 @@ pub struct Caller {
     /// The API token it was authenticated with, if any (not the admin token): a WebSocket
     /// session ends when it is revoked or expires.
     pub token: Option<TokenLease>,
+    /// For the admin: [`admin_fingerprint`] of the admin token used (the configured one or the
+    /// one kept in the database), which its download tickets record.
+    pub admin_fingerprint: Option<String>,
 }
 
 /// The API token of a caller.
@@ -87,6 +90,17 @@ impl Caller {
             actor: "anonymous".into(),
             grant: Grant::Admin,
             token: None,
+            admin_fingerprint: None,
+        }
+    }
+
+    /// The admin, authenticated with the admin token whose hash is `hash`.
+    fn admin(hash: &TokenHash) -> Self {
+        Self {
+            actor: "admin".into(),
+            grant: Grant::Admin,
+            token: None,
+            admin_fingerprint: Some(admin_fingerprint(hash.as_str())),
         }
     }
 }
@@ -125,17 +139,29 @@ pub async fn authenticate(api: &ApiContext, config: &AuthConfig, token: Option<&
         return Ok(Caller::anonymous_admin());
     };
     let token = token.ok_or(AuthFailure::Missing)?;
-    if admin.as_ref().is_some_and(|hash| hash.matches(token)) {
-        return Ok(Caller {
-            actor: "admin".into(),
-            grant: Grant::Admin,
-            token: None,
-        });
+    if let Some(hash) = admin.as_ref().filter(|hash| hash.matches(token)) {
+        return Ok(Caller::admin(hash));
+    }
+    if token.starts_with(monkeyci_commands::ADMIN_TOKEN_PREFIX) {
+        // The admin token kept in the database (`monkeyci admin-token` may have replaced it
+        // since this server started, so it is read each time).
+        return match stored_admin(api).await? {
+            Some(hash) if hash.matches(token) => Ok(Caller::admin(&hash)),
+            _ => Err(AuthFailure::Invalid),
+        };
     }
     match Token::embedded_id(token, TOKEN_PREFIX) {
         Some(id) => from_log(api, token, TokenId::from_uuid(Uuid::from_bytes(id))).await,
         None => from_read_model(api, token).await,
     }
+}
+
+/// The hash of the admin token kept in the database, if one is.
+async fn stored_admin(api: &ApiContext) -> Result<Option<TokenHash>, AuthFailure> {
+    monkeyci_commands::stored_admin_token(api.store.pool())
+        .await
+        .map(|stored| stored.map(|(hash, _)| hash))
+        .map_err(|_| AuthFailure::Unavailable)
 }
 
 /// A token that carries its id, checked against its own stream in the log: what a request
@@ -178,6 +204,7 @@ async fn token_caller(api: &ApiContext, id: TokenId, secret: Option<&str>) -> Re
             id: id.as_uuid(),
             expires_at,
         }),
+        admin_fingerprint: None,
     })
 }
 
@@ -189,12 +216,12 @@ pub async fn ticket_holder(api: &ApiContext, config: &AuthConfig, holder: &Holde
         (Holder::Admin(fingerprint), AuthConfig::Required { admin: Some(hash) })
             if admin_fingerprint(hash.as_str()) == *fingerprint =>
         {
-            Ok(Caller {
-                actor: "admin".into(),
-                grant: Grant::Admin,
-                token: None,
-            })
+            Ok(Caller::admin(hash))
         }
+        (Holder::Admin(fingerprint), AuthConfig::Required { .. }) => match stored_admin(api).await? {
+            Some(hash) if admin_fingerprint(hash.as_str()) == *fingerprint => Ok(Caller::admin(&hash)),
+            _ => Err(AuthFailure::Invalid),
+        },
         (Holder::Token(id), AuthConfig::Required { .. }) => token_caller(api, TokenId::from_uuid(*id), None).await,
         _ => Err(AuthFailure::Invalid),
     }
@@ -260,6 +287,7 @@ fn caller_of(row: TokenRow) -> Option<Caller> {
             id: row.id,
             expires_at: row.expires_at,
         }),
+        admin_fingerprint: None,
     })
 }
 
@@ -352,6 +380,7 @@ mod tests {
                 actor: "user:1".into(),
                 grant: Grant::User(Uuid::nil()),
                 token: None,
+                admin_fingerprint: None,
             }))
             .await;
 

@@ -144,6 +144,7 @@ mod tests {
                 id: token,
                 expires_at: Utc::now(),
             }),
+            admin_fingerprint: None,
         }
     }
 

@@ -117,7 +117,8 @@ impl Tickets {
         let holder = match (&caller.token, &caller.grant) {
             (Some(lease), _) => Holder::Token(lease.id),
             (None, Grant::Admin) if caller.actor == "admin" => {
-                Holder::Admin(self.admin.clone().ok_or(TicketError::NoHolder)?)
+                let fingerprint = caller.admin_fingerprint.clone().or_else(|| self.admin.clone());
+                Holder::Admin(fingerprint.ok_or(TicketError::NoHolder)?)
             }
             (None, Grant::Admin) if caller.actor == "anonymous" => Holder::Anonymous,
             _ => return Err(TicketError::NoHolder),

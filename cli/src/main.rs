@@ -1,4 +1,5 @@
-//! `monkeyci`: runs the MonkeyCI server and operates its database.
+//! `monkeyci`: runs the MonkeyCI server and operates its database, and talks to a server as a
+//! client (`login`, `trigger`, `watch`, `logs`…).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tracing_subscriber::EnvFilter;
 
+mod client;
+mod embedded;
 mod events;
 mod executors;
 mod local;
@@ -28,6 +31,9 @@ mod local;
 #[error("the build did not succeed")]
 struct BuildFailed(u8);
 
+/// The database used when none is configured and a server answers on its address.
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/monkeyci";
+
 /// MonkeyCI: a CI/CD server built on an event log in PostgreSQL.
 #[derive(Debug, Parser)]
 #[command(name = "monkeyci", version)]
@@ -35,13 +41,24 @@ struct Cli {
     /// The PostgreSQL database (a postgres:// URL) holding the event log and the read models.
     /// `server`, `runner` and `migrate` create it if it does not exist and migrate it; every
     /// other command refuses a database that does not exist or is not migrated.
-    #[arg(
-        long,
-        global = true,
-        env = "MONKEYCI_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/monkeyci"
-    )]
-    database_url: String,
+    ///
+    /// Without it: postgres://postgres@127.0.0.1:5432/monkeyci if a server answers there;
+    /// otherwise MonkeyCI's own PostgreSQL cluster in `<data dir>/postgres`, which `monkeyci
+    /// server` makes on its first start with the machine's `initdb` (reachable only through a
+    /// Unix socket in that directory) and stops when it stops. A configured database is never
+    /// replaced by it.
+    #[arg(long, global = true, env = "MONKEYCI_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// The directory of PostgreSQL's `initdb`, `pg_ctl` and `postgres` for the embedded cluster;
+    /// default: the first directory of PATH with all three, else the newest
+    /// `/usr/lib/postgresql/*/bin`.
+    #[arg(long, global = true, env = "MONKEYCI_POSTGRES_BIN")]
+    postgres_bin: Option<std::path::PathBuf>,
+
+    /// The address tried when no database is configured (for tests).
+    #[arg(long, global = true, env = "MONKEYCI_DEFAULT_DATABASE_URL", hide = true, default_value = DEFAULT_DATABASE_URL)]
+    default_database_url: String,
 
     /// Database connections to keep open.
     #[arg(long, global = true, env = "MONKEYCI_DATABASE_CONNECTIONS", default_value_t = 20)]
@@ -82,6 +99,16 @@ enum Command {
         #[command(subcommand)]
         command: events::EventsCommand,
     },
+    /// Makes a new admin token and keeps its hash in the database: every server accepts it at
+    /// once, and the one it replaces stops working. The token is printed on a terminal only (a
+    /// token in a log is a leaked token); elsewhere give --file.
+    AdminToken {
+        /// Write the token to this file (created with mode 0600) instead of the terminal.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 /// Settings of `monkeyci server`.
@@ -293,12 +320,24 @@ fn master_keys(args: &RunnerArgs) -> anyhow::Result<MasterKeys> {
     Ok(MasterKeys::new(current, previous)?)
 }
 
+/// Creates `dir` (and its missing parents) with `mode` (before the umask); an existing one is
+/// left as it is. The data directory gets 0711 (others may pass through to the embedded
+/// PostgreSQL's directory, not list it), its `blobs/` 0700 (only the server reads them).
+fn make_dir(dir: &std::path::Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
 /// The base64 key in `path`; a new random one is written there first if the file is missing.
 fn read_or_make_key_file(path: &std::path::Path) -> anyhow::Result<String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        make_dir(dir, 0o711)?;
     }
     match std::fs::OpenOptions::new()
         .write(true)
@@ -319,8 +358,20 @@ fn read_or_make_key_file(path: &std::path::Path) -> anyhow::Result<String> {
     }
 }
 
-/// `$XDG_DATA_HOME/monkeyci`, `~/.local/share/monkeyci`, or `monkeyci-data` in the temp dir.
+/// `$XDG_DATA_HOME/monkeyci`, `~/.local/share/monkeyci`, or `monkeyci-data` in the temp dir;
+/// as root `/var/lib/monkeyci` (unless `~/.local/share/monkeyci` exists from an earlier
+/// version), which the embedded PostgreSQL's user can reach (root's home is closed to it).
 fn default_data_dir() -> std::path::PathBuf {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(std::path::PathBuf::from);
+    let earlier = home.as_ref().map(|h| h.join(".local/share/monkeyci"));
+    if nix::unistd::geteuid().is_root()
+        && std::env::var_os("XDG_DATA_HOME").is_none()
+        && !earlier.as_ref().is_some_and(|d| d.exists())
+    {
+        return std::path::PathBuf::from("/var/lib/monkeyci");
+    }
     match (std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME")) {
         (Some(data), _) if !data.is_empty() => std::path::PathBuf::from(data).join("monkeyci"),
         (_, Some(home)) if !home.is_empty() => std::path::PathBuf::from(home).join(".local/share/monkeyci"),
@@ -334,7 +385,8 @@ impl StorageArgs {
     async fn open(&self) -> anyhow::Result<Arc<dyn BlobStore>> {
         let Some(bucket) = &self.s3_bucket else {
             let root = self.data_dir.join("blobs");
-            std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+            make_dir(&self.data_dir, 0o711)?;
+            make_dir(&root, 0o700)?;
             return Ok(Arc::new(FsStore::new(root)));
         };
         let config = S3Config {
@@ -476,14 +528,20 @@ async fn main() -> ExitCode {
         .init();
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => match error.downcast_ref::<BuildFailed>() {
-            // The summary already said why.
-            Some(BuildFailed(status)) => ExitCode::from(*status),
-            None => {
-                eprintln!("error: {error:#}");
-                ExitCode::FAILURE
+        Err(error) => {
+            if let Some(BuildFailed(status)) = error.downcast_ref::<BuildFailed>() {
+                // The summary already said why.
+                return ExitCode::from(*status);
             }
-        },
+            if let Some(failure) = error.downcast_ref::<client::Failure>() {
+                if !failure.message.is_empty() {
+                    eprintln!("error: {}", failure.message);
+                }
+                return ExitCode::from(failure.status);
+            }
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -525,26 +583,106 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         };
     }
     // Bad arguments are reported before the database is looked at.
+    if let Command::AdminToken { file: None } = &cli.command {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            bail!("standard output is not a terminal, and a token must not end up in a log: give --file PATH");
+        }
+    }
     if let Command::Projections {
         command: ProjectionsCommand::Rebuild { name, .. },
     } = &cli.command
     {
         projection_named(name)?;
     }
-    let schema = match cli.command {
+    let command = match cli.command {
+        Command::Client(command) => return client::run(command).await,
+        command => command,
+    };
+    let schema = match command {
         Command::Server(_) | Command::Runner(_) | Command::Migrate => Schema::CreateAndMigrate,
         _ => Schema::MustBeCurrent,
     };
-    let pool = connect(&cli.database_url, cli.database_connections, schema).await?;
+    let data_dir = match &command {
+        Command::Server(args) => args.runner.storage.data_dir.clone(),
+        Command::Runner(args) => args.storage.data_dir.clone(),
+        _ => std::env::var_os("MONKEYCI_DATA_DIR")
+            .filter(|d| !d.is_empty())
+            .map_or_else(default_data_dir, std::path::PathBuf::from),
+    };
+    let may_create = matches!(command, Command::Server(_) | Command::Migrate);
+    // Set but empty is not set.
+    let configured = cli.database_url.filter(|url| !url.trim().is_empty());
+    let place = DatabasePlace {
+        configured,
+        default: cli.default_database_url,
+        data_dir,
+        postgres_bin: cli.postgres_bin.filter(|d| !d.as_os_str().is_empty()),
+        may_create,
+    };
+    let (database_url, embedded) = resolve_database(place).await?;
+    let pool = connect(&database_url, cli.database_connections, schema).await?;
     let store = EventStore::new(pool);
-    match cli.command {
+    let outcome = run_with_database(command, &store, &database_url).await;
+    store.pool().close().await;
+    if let Some(embedded) = embedded {
+        tokio::task::spawn_blocking(move || embedded.stop()).await??;
+    }
+    outcome
+}
+
+/// What decides where the database is.
+struct DatabasePlace {
+    configured: Option<String>,
+    default: String,
+    data_dir: std::path::PathBuf,
+    postgres_bin: Option<std::path::PathBuf>,
+    /// `server` and `migrate` may make an embedded cluster.
+    may_create: bool,
+}
+
+/// Where the database is: the configured URL; else the data directory's embedded cluster if it
+/// has one; else the default address if a server answers there; else a new embedded cluster
+/// (`server` and `migrate` only). An embedded cluster this process starts is returned with it,
+/// to be stopped at the end.
+async fn resolve_database(place: DatabasePlace) -> anyhow::Result<(String, Option<embedded::Embedded>)> {
+    if let Some(url) = place.configured {
+        return Ok((url, None));
+    }
+    if !embedded::Embedded::exists(&place.data_dir) && answers(&postgres_options(&place.default)?).await {
+        return Ok((place.default, None));
+    }
+    let (dir, bin, create) = (place.data_dir.clone(), place.postgres_bin, place.may_create);
+    let cluster = tokio::task::spawn_blocking(move || embedded::Embedded::start(&dir, bin, create)).await??;
+    tracing::info!(
+        "using the embedded PostgreSQL of {} (a person reaches it with `{}`)",
+        place.data_dir.display(),
+        cluster.describe()
+    );
+    Ok((cluster.url("monkeyci"), Some(cluster)))
+}
+
+/// Whether something accepts connections at the PostgreSQL address of `options`.
+async fn answers(options: &PgConnectOptions) -> bool {
+    let host = options.get_host();
+    let port = options.get_port();
+    if host.starts_with('/') {
+        return std::path::Path::new(host).join(format!(".s.PGSQL.{port}")).exists();
+    }
+    let connect = tokio::net::TcpStream::connect((host, port));
+    matches!(tokio::time::timeout(Duration::from_secs(3), connect).await, Ok(Ok(_)))
+}
+
+async fn run_with_database(command: Command, store: &EventStore, database_url: &str) -> anyhow::Result<()> {
+    let store = store.clone();
+    match command {
         Command::Migrate => {
             println!("database is migrated");
             Ok(())
         }
         Command::Server(args) => serve(store, &args).await,
         Command::Runner(args) => run_builds(store, &args).await,
-        Command::Build { .. } | Command::Schema => Ok(()),
+        Command::Build { .. } | Command::Schema | Command::Client(_) => Ok(()),
+        Command::AdminToken { file } => new_admin_token(&store, file.as_deref()).await,
         Command::Events { command } => events::run(store.pool(), command).await,
         Command::Projections {
             command: ProjectionsCommand::Status { sample_ms },
@@ -559,7 +697,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let projection = projection_named(&name)?;
             if online {
-                return rebuild_online(&store, &cli.database_url, projection.as_ref(), batch_size).await;
+                return rebuild_online(&store, database_url, projection.as_ref(), batch_size).await;
             }
             monkeyci_projections::rebuild(&store, projection.as_ref()).await?;
             println!("projection {name} was reset; a running server replays the log into it");
@@ -798,16 +936,12 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
         runner.check().await.map_err(anyhow::Error::msg)?;
         Some(tokio::spawn(runner.run(stop_runner.clone())))
     };
-    let admin_token = match &args.admin_token {
-        Some(token) if token.len() >= 16 => token.clone(),
+    let admin = match args.admin_token.as_deref().filter(|t| !t.is_empty()) {
+        Some(token) if token.len() >= 16 => Some(monkeyci_crypto::TokenHash::of(token)),
         Some(_) => bail!("the admin token must be at least 16 characters long"),
         None => {
-            let (token, _) = monkeyci_crypto::Token::generate("mci_admin_")?;
-            println!(
-                "no admin token configured (MONKEYCI_ADMIN_TOKEN); this run's admin token is {}",
-                token.expose()
-            );
-            token.expose().to_owned()
+            announce_admin_token(store.pool()).await?;
+            None
         }
     };
     let stop_ticker = CancellationToken::new();
@@ -819,9 +953,7 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
     let api_config = ApiConfig {
         keys: Some(keys),
         blobs: Some(blobs),
-        auth: AuthConfig::Required {
-            admin: Some(monkeyci_crypto::TokenHash::of(&admin_token)),
-        },
+        auth: AuthConfig::Required { admin },
         ..args.api_config()
     };
     let api = ApiServer::bind(store, feed, api_config).await?;
@@ -850,6 +982,72 @@ async fn serve(store: EventStore, args: &ServerArgs) -> anyhow::Result<()> {
     }
     runner.shutdown().await;
     Ok(())
+}
+
+/// Without a configured admin token: makes the installation's kept admin token if there is none
+/// yet, and says where it is. The token is shown on a terminal only: server output usually
+/// ends up in a log.
+async fn announce_admin_token(pool: &PgPool) -> anyhow::Result<()> {
+    if let Some((_, made_at)) = monkeyci_commands::stored_admin_token(pool).await? {
+        tracing::info!(
+            "admin token: the one made {} (kept across restarts; `monkeyci admin-token` makes a new one)",
+            made_at.format("%Y-%m-%d %H:%M UTC")
+        );
+        return Ok(());
+    }
+    let Some(token) = monkeyci_commands::make_admin_token(pool, false).await? else {
+        // Another server made it meanwhile.
+        return Ok(());
+    };
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        println!(
+            "made the admin token (kept across restarts; shown only now, `monkeyci admin-token` makes a new one): {}",
+            token.expose()
+        );
+    } else {
+        tracing::warn!(
+            "made an admin token; it is not shown because the output is not a terminal: run `monkeyci admin-token` \
+             on a terminal (or with --file) for one you can use"
+        );
+    }
+    Ok(())
+}
+
+/// `monkeyci admin-token`: a new admin token, on the terminal or in `file`.
+async fn new_admin_token(store: &EventStore, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let token = monkeyci_commands::make_admin_token(store.pool(), true)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the database has no installation row; run `monkeyci migrate`"))?;
+    match file {
+        Some(path) => {
+            write_private_file(path, &format!("{}\n", token.expose()))?;
+            eprintln!(
+                "wrote a new admin token to {}; the previous one no longer works",
+                path.display()
+            );
+        }
+        None => println!(
+            "{}\n(the new admin token; the previous one no longer works. Shown only now.)",
+            token.expose()
+        ),
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path`, readable and writable by its owner only (also when it existed).
+pub(crate) fn write_private_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 async fn run_builds(store: EventStore, args: &RunnerArgs) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@
 //! command is then decided again on fresh state (always safe: nothing was written), a bounded
 //! number of times. Idempotency keys make a repeated command return the first one's id.
 
+mod admin;
 mod context;
 mod error;
 mod handler;
@@ -13,6 +14,7 @@ mod keys;
 mod secrets;
 mod triggers;
 
+pub use admin::{make_admin_token, stored_admin_token, ADMIN_TOKEN_PREFIX};
 pub use context::CommandContext;
 pub use error::CommandError;
 pub use handler::CommandHandler;
