@@ -346,3 +346,73 @@ async fn logs_follow_prints_every_line_once_across_a_server_restart(pool: PgPool
     server.stop().await;
     runner.kill().await.expect("stop the runner");
 }
+
+/// Runs `command` (a shell command line) under `script`, which gives it a terminal; `input` is
+/// typed once `prompt` has appeared in its output. Returns its exit status and output.
+async fn on_a_terminal(config: &Path, command: &str, prompt: Option<(&str, &str)>) -> (i32, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .env("MONKEYCI_CONFIG", config)
+        .env_remove("MONKEYCI_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut output = Vec::new();
+    if let Some((prompt, input)) = prompt {
+        while !String::from_utf8_lossy(&output).contains(prompt) {
+            let mut chunk = [0_u8; 256];
+            let read = tokio::time::timeout(Duration::from_secs(30), stdout.read(&mut chunk))
+                .await
+                .expect("the prompt within 30 s")
+                .expect("read");
+            assert!(
+                read > 0,
+                "ended before the prompt: {}",
+                String::from_utf8_lossy(&output)
+            );
+            output.extend_from_slice(&chunk[..read]);
+        }
+        stdin.write_all(input.as_bytes()).await.expect("type");
+    }
+    tokio::time::timeout(Duration::from_secs(60), stdout.read_to_end(&mut output))
+        .await
+        .expect("ends within 60 s")
+        .expect("read");
+    drop(stdin);
+    let status = child.wait().await.expect("wait");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output).into_owned(),
+    )
+}
+
+/// On a terminal, login asks for the token without echoing it, and watch draws the jobs as a
+/// table redrawn in place.
+#[sqlx::test(migrations = "../migrations")]
+async fn on_a_terminal_login_hides_the_token_and_watch_redraws_in_place(pool: PgPool) {
+    let (dir, _repo, server) = server_with_pipelines(&pool).await;
+    let bin = monkeyci_binary().expect("binary").display().to_string();
+    let config = dir.path().join("config.json");
+
+    let login = format!("{bin} login --server {}", server.base);
+    let typed = format!("{ADMIN}\n");
+    let (status, output) = on_a_terminal(&config, &login, Some(("API token (not shown): ", &typed))).await;
+    assert_eq!(status, 0, "{output}");
+    assert!(!output.contains(ADMIN), "the token was echoed: {output:?}");
+    assert!(output.contains("logged in to"), "{output:?}");
+
+    let (status, output) = on_a_terminal(&config, &format!("{bin} trigger acme/app --watch"), None).await;
+    assert_eq!(status, 0, "{output:?}");
+    // The table: the job's line, redrawn in place (cursor up, line cleared), then the summary.
+    assert!(output.contains("\u{1b}[2K  ✓ hello"), "{output:?}");
+    assert!(
+        output.lines().last().unwrap_or_default().contains("succeeded"),
+        "{output:?}"
+    );
+    server.stop().await;
+}

@@ -31,6 +31,9 @@ mod local;
 #[error("the build did not succeed")]
 struct BuildFailed(u8);
 
+/// Where `--help` lists the database settings (of every command but the client's).
+const DATABASE_HEADING: &str = "Database (not for the client commands)";
+
 /// The database used when none is configured and a server answers on its address.
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/monkeyci";
 
@@ -47,13 +50,13 @@ struct Cli {
     /// server` makes on its first start with the machine's `initdb` (reachable only through a
     /// Unix socket in that directory) and stops when it stops. A configured database is never
     /// replaced by it.
-    #[arg(long, global = true, env = "MONKEYCI_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, global = true, help_heading = DATABASE_HEADING, env = "MONKEYCI_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
 
     /// The directory of PostgreSQL's `initdb`, `pg_ctl` and `postgres` for the embedded cluster;
     /// default: the first directory of PATH with all three, else the newest
     /// `/usr/lib/postgresql/*/bin`.
-    #[arg(long, global = true, env = "MONKEYCI_POSTGRES_BIN")]
+    #[arg(long, global = true, help_heading = DATABASE_HEADING, env = "MONKEYCI_POSTGRES_BIN")]
     postgres_bin: Option<std::path::PathBuf>,
 
     /// The address tried when no database is configured (for tests).
@@ -61,7 +64,7 @@ struct Cli {
     default_database_url: String,
 
     /// Database connections to keep open.
-    #[arg(long, global = true, env = "MONKEYCI_DATABASE_CONNECTIONS", default_value_t = 20)]
+    #[arg(long, global = true, help_heading = DATABASE_HEADING, env = "MONKEYCI_DATABASE_CONNECTIONS", default_value_t = 20)]
     database_connections: u32,
 
     #[command(subcommand)]
