@@ -94,7 +94,30 @@ async fn a_first_start_without_a_database_makes_its_own_and_a_restart_keeps_its_
     assert!(stderr.contains("apt-get install postgresql"), "{stderr}");
     assert!(!dir.path().join("data/postgres/data").exists());
 
+    // A configured database that does not answer is an error, never replaced by the embedded one.
+    let mut env = nothing_configured(&dir.path().join("data"));
+    env.push(("MONKEYCI_DATABASE_URL", CLOSED_DEFAULT.to_owned()));
+    let refused = tokio::process::Command::new(monkeyci_binary().expect("binary"))
+        .args(["server", "--no-runner", "--listen", "127.0.0.1:0"])
+        .envs(env)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert!(!dir.path().join("data/postgres").exists());
+
     let server = start(dir.path()).await;
+    // The cluster belongs to an unprivileged user when the tests run as root (initdb refuses
+    // root).
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(dir.path().join("data/postgres/data")).expect("cluster"),
+    );
+    if monkeyci_tests::running_as_root() {
+        assert_ne!(owner, 0, "the embedded cluster belongs to root");
+    }
     // No admin token in the output: it is not a terminal.
     let output = server.output.lock().expect("output").clone();
     assert!(output.contains("making an embedded PostgreSQL"), "{output}");

@@ -1001,7 +1001,8 @@ fn postgres_bin_dir() -> anyhow::Result<std::path::PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("no initdb: neither pg_config --bindir nor /usr/lib/postgresql/*/bin has one"))
 }
 
-fn running_as_root() -> bool {
+/// Whether the tests run as root (`id -u` says 0).
+pub fn running_as_root() -> bool {
     std::process::Command::new("id")
         .arg("-u")
         .output()

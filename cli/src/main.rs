@@ -881,12 +881,13 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
     let Some(name) = options.get_database().map(str::to_owned) else {
         return Ok(());
     };
-    let mut admin = options
-        .clone()
-        .database("postgres")
-        .connect()
-        .await
-        .context("cannot connect to PostgreSQL's `postgres` database to check that the database exists")?;
+    let mut admin = options.clone().database("postgres").connect().await.with_context(|| {
+        format!(
+            "cannot connect to PostgreSQL on {}:{} (its `postgres` database, to check that database {name:?} exists)",
+            options.get_host(),
+            options.get_port()
+        )
+    })?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
         .bind(&name)
         .fetch_one(&mut admin)
