@@ -74,38 +74,33 @@ async fn org_slugs(server: &Server, token: &str) -> Value {
     body["data"]["orgs"]["nodes"].clone()
 }
 
+/// The stderr of a server started with nothing configured but `setting`, which must fail.
+async fn refused_start(dir: &Path, setting: (&'static str, &str)) -> String {
+    let mut env = nothing_configured(&dir.join("data"));
+    env.push((setting.0, setting.1.to_owned()));
+    let refused = tokio::process::Command::new(monkeyci_binary().expect("binary"))
+        .args(["server", "--no-runner", "--listen", "127.0.0.1:0"])
+        .envs(env)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run");
+    assert!(!refused.status.success(), "{refused:?}");
+    String::from_utf8_lossy(&refused.stderr).into_owned()
+}
+
 #[tokio::test]
 async fn a_first_start_without_a_database_makes_its_own_and_a_restart_keeps_its_data_and_admin_token() {
     let dir = tempfile::tempdir().expect("dir");
     let socket = dir.path().join("data/postgres/.s.PGSQL.5432");
 
     // The abuse first: without PostgreSQL's programs it says what to install, and makes nothing.
-    let mut env = nothing_configured(&dir.path().join("data"));
-    env.push(("MONKEYCI_POSTGRES_BIN", dir.path().join("none").display().to_string()));
-    let refused = tokio::process::Command::new(monkeyci_binary().expect("binary"))
-        .args(["server", "--no-runner", "--listen", "127.0.0.1:0"])
-        .envs(env)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success());
+    let postgres_bin = dir.path().join("none").display().to_string();
+    let stderr = refused_start(dir.path(), ("MONKEYCI_POSTGRES_BIN", &postgres_bin)).await;
     assert!(stderr.contains("apt-get install postgresql"), "{stderr}");
-    assert!(!dir.path().join("data/postgres/data").exists());
-
+    assert!(!dir.path().join("data/postgres").exists());
     // A configured database that does not answer is an error, never replaced by the embedded one.
-    let mut env = nothing_configured(&dir.path().join("data"));
-    env.push(("MONKEYCI_DATABASE_URL", CLOSED_DEFAULT.to_owned()));
-    let refused = tokio::process::Command::new(monkeyci_binary().expect("binary"))
-        .args(["server", "--no-runner", "--listen", "127.0.0.1:0"])
-        .envs(env)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success());
+    let stderr = refused_start(dir.path(), ("MONKEYCI_DATABASE_URL", CLOSED_DEFAULT)).await;
     assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
     assert!(!dir.path().join("data/postgres").exists());
 
