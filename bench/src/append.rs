@@ -65,6 +65,17 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// Adds another slice of the same target and shape.
+    fn absorb(&mut self, other: Measurement) {
+        self.commands += other.commands;
+        self.seconds += other.seconds;
+        self.latency.extend(other.latency);
+        self.notifies = match (self.notifies, other.notifies) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+    }
+
     pub fn commands_per_s(&self) -> f64 {
         self.commands as f64 / self.seconds
     }
@@ -267,7 +278,11 @@ async fn insert_once(pool: &PgPool, sql: &str, write: &StreamAppend) -> anyhow::
     Ok(())
 }
 
-/// Every selected target for every shape, the targets of one shape run back to back.
+/// Every selected target for every shape. With one slice the targets of a shape run back to
+/// back, each for `warmup + seconds`; with `slices` > 1 they take turns, each slice
+/// `warmup + seconds / slices` (the order reversed every other turn), and each target's
+/// slices add up to one measurement: on a machine whose speed drifts from minute to minute, a
+/// target and its ceiling then see the same conditions.
 pub async fn run_all(
     pool: &PgPool,
     targets: &[Target],
@@ -275,15 +290,32 @@ pub async fn run_all(
     events_per_command: &[usize],
     warmup: Duration,
     seconds: Duration,
+    slices: usize,
 ) -> anyhow::Result<Vec<Measurement>> {
+    let slices = slices.max(1);
+    let slice = seconds / u32::try_from(slices).unwrap_or(u32::MAX);
     let mut out = Vec::new();
     for &k in events_per_command {
         for &writers in writer_counts {
-            for &target in targets {
-                let mut m = measure(pool, target, writers, k, warmup, seconds).await?;
+            let mut shape: Vec<Option<Measurement>> = vec![None; targets.len()];
+            for turn in 0..slices {
+                let order: Vec<usize> = if turn % 2 == 0 {
+                    (0..targets.len()).collect()
+                } else {
+                    (0..targets.len()).rev().collect()
+                };
+                for i in order {
+                    let m = measure(pool, targets[i], writers, k, warmup, slice).await?;
+                    match &mut shape[i] {
+                        Some(sum) => sum.absorb(m),
+                        empty => *empty = Some(m),
+                    }
+                }
+            }
+            for mut m in shape.into_iter().flatten() {
                 eprintln!(
                     "  {:<30} writers {writers:>3} events/cmd {k:>2}: {:>8.0} cmd/s {:>9.0} ev/s p50 {:>7.2} ms p99 {:>7.2} ms",
-                    target.label(),
+                    m.target.label(),
                     m.commands_per_s(),
                     m.events_per_s(),
                     m.latency.percentile_ms(50.0),

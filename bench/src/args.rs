@@ -20,6 +20,10 @@ OPTIONS:
                               and the ceiling's INSERT into the events table)
     --seconds N               Measured seconds per append/ceiling shape and API run (default 10)
     --warmup N                Unmeasured warm-up seconds before each of them (default 1)
+    --slices N                Split each append/ceiling shape's seconds into N slices, the targets
+                              taking turns (order alternating), so that each ratio to the ceiling
+                              compares seconds of the same machine conditions (default 1: each
+                              target's seconds in one piece, one target after the other)
     --writers LIST            Writer counts for append/ceiling (default 1,16,64)
     --events-per-command LIST Events per command for append/ceiling (default 1,10)
     --lag-seconds N           Measured seconds of the projection-lag scenario (default 10)
@@ -94,6 +98,7 @@ pub struct Args {
     pub scenarios: Vec<Scenario>,
     pub seconds: Duration,
     pub warmup: Duration,
+    pub slices: usize,
     pub writers: Vec<usize>,
     pub events_per_command: Vec<usize>,
     pub lag_seconds: Duration,
@@ -136,6 +141,7 @@ impl Default for Args {
             ],
             seconds: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
+            slices: 1,
             writers: vec![1, 16, 64],
             events_per_command: vec![1, 10],
             lag_seconds: Duration::from_secs(10),
@@ -193,6 +199,7 @@ impl Args {
                 }
                 "--seconds" => args.seconds = seconds(&value()?, "--seconds")?,
                 "--warmup" => args.warmup = seconds(&value()?, "--warmup")?,
+                "--slices" => args.slices = positive(&value()?, "--slices")?,
                 "--writers" => args.writers = list(&value()?, "--writers", |s| positive(s, "--writers"))?,
                 "--events-per-command" => {
                     args.events_per_command = list(&value()?, "--events-per-command", |s| {

@@ -110,6 +110,7 @@ async fn run(args: &Args, server: &mut Server, pool_size: u32, report: &mut Repo
             &args.events_per_command,
             args.warmup,
             args.seconds,
+            args.slices,
         )
         .await?;
         pool.close().await;
