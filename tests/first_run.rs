@@ -150,7 +150,16 @@ async fn a_first_start_without_a_database_makes_its_own_and_a_restart_keeps_its_
     assert_eq!(org_slugs(&server, &first).await, json!([{ "slug": "acme" }]));
 
     // A new admin token works at once on the running server; the one it replaces no longer.
+    // Its file is a link planted where it is to be written (as in a shared /tmp): the link is
+    // replaced, and the file it pointed at is left as it was.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep me\n").expect("victim");
+    std::os::unix::fs::symlink(&victim, dir.path().join("second-token")).expect("link");
     let second = new_token(dir.path(), "second-token").await;
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep me\n");
+    assert!(!std::fs::symlink_metadata(dir.path().join("second-token"))
+        .expect("file")
+        .is_symlink());
     assert_eq!(org_slugs(&server, &second).await, json!([{ "slug": "acme" }]));
     assert_eq!(status_with(&server, &first).await, 401);
     server.stop().await;

@@ -1038,20 +1038,28 @@ async fn new_admin_token(store: &EventStore, file: Option<&std::path::Path>) -> 
     Ok(())
 }
 
-/// Writes `text` to `path`, readable and writable by its owner only (also when it existed).
+/// Writes `text` to `path`, readable and writable by its owner only. The text goes to a new file
+/// beside it (created exclusively, so never through a link planted there), which then replaces
+/// `path`: a symbolic link at `path` (say in a shared /tmp) is replaced, never written through.
 pub(crate) fn write_private_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = std::fs::OpenOptions::new()
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("{} is not a file name", path.display()))?;
+    let mut temporary = path.to_owned();
+    temporary.set_file_name(format!(".{}.{}.new", name.to_string_lossy(), std::process::id()));
+    let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(text.as_bytes()).and_then(|()| file.sync_all()))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 async fn run_builds(store: EventStore, args: &RunnerArgs) -> anyhow::Result<()> {

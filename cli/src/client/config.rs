@@ -80,8 +80,7 @@ pub fn read_token() -> Result<String, Failure> {
             .map_err(|e| Failure::usage(format!("cannot read the token from standard input: {e}")))?;
         return Ok(line);
     }
-    eprint!("API token (not shown): ");
-    let _ = std::io::stderr().flush();
+    // Echo off before the prompt: whatever is typed (or pasted) once it shows is not shown.
     let fd = std::io::stdin();
     let saved = nix::sys::termios::tcgetattr(&fd).ok();
     if let Some(saved) = &saved {
@@ -89,6 +88,8 @@ pub fn read_token() -> Result<String, Failure> {
         quiet.local_flags.remove(nix::sys::termios::LocalFlags::ECHO);
         let _ = nix::sys::termios::tcsetattr(&fd, nix::sys::termios::SetArg::TCSANOW, &quiet);
     }
+    eprint!("API token (not shown): ");
+    let _ = std::io::stderr().flush();
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     if let Some(saved) = &saved {
