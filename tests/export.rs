@@ -156,7 +156,8 @@ async fn count(pool: &PgPool, table: &str) -> i64 {
 async fn read_model(pool: &PgPool, table: &str) -> Vec<Value> {
     let sql = if table == "audit_entries" {
         "SELECT jsonb_build_object('org_id', a.org_id, 'stream_id', e.stream_id, 'version', e.stream_version) \
-         FROM audit_entries a JOIN events e ON e.position = a.position ORDER BY a.org_id, a.tx, a.position"
+         FROM audit_entries a JOIN events e ON e.transaction_id = a.tx::text::xid8 AND e.position = a.position \
+         ORDER BY a.org_id, a.tx, a.position"
             .to_owned()
     } else {
         format!("SELECT to_jsonb(t) FROM {table} t ORDER BY to_jsonb(t)::text")

@@ -21,7 +21,7 @@ pub enum Target {
     /// One autocommitted multi-row INSERT per command into a plain table with a bigserial key.
     Ceiling,
     /// The event store's own append statement for a new stream
-    /// (`monkeyci_eventstore::APPEND_AT_SQL`)
+    /// (`monkeyci_eventstore::insert_at`: `APPEND_ONE_AT_SQL` for one event, else `APPEND_AT_SQL`)
     /// on the `events` table, without the store around it: no notifier. A diagnostic: the gap
     /// between this and the ceiling is the statement and the table; the gap between this and
     /// `Store` is the rest (the notifier's `pg_notify` transactions, pool and client work).
@@ -206,31 +206,12 @@ async fn append_once(store: &EventStore, write: StreamAppend) -> anyhow::Result<
     }
 }
 
-/// One new stream's events through the append statement, bound as the event store binds them.
+/// One new stream's events through the store's own statement for a new stream
+/// (`monkeyci_eventstore::insert_at`), on a connection of the pool, without the store around it.
 async fn append_statement(pool: &PgPool, write: &StreamAppend) -> anyhow::Result<()> {
-    let types: Vec<&str> = write.events.iter().map(|e| e.event_type.as_str()).collect();
-    let versions: Vec<i32> = write.events.iter().map(|e| e.schema_version).collect();
-    let data: Vec<&Value> = write.events.iter().map(|e| &e.data).collect();
-    let metadata: Vec<Value> = write
-        .events
-        .iter()
-        .map(|e| serde_json::to_value(&e.metadata))
-        .collect::<Result<_, _>>()?;
-    // A new stream: the statement `EventStore::append` runs for `ExpectedVersion::NoStream`.
-    let rows = sqlx::query(monkeyci_eventstore::APPEND_AT_SQL)
-        .bind(&write.stream_id)
-        .bind(&types)
-        .bind(&versions)
-        .bind(&data)
-        .bind(&metadata)
-        .bind(0i64)
-        .fetch_all(pool)
-        .await?;
-    anyhow::ensure!(
-        rows.len() == write.events.len(),
-        "the append statement appended {} rows",
-        rows.len()
-    );
+    let mut conn = pool.acquire().await?;
+    let last = monkeyci_eventstore::insert_at(&mut conn, write, 0).await?;
+    anyhow::ensure!(last.is_some(), "the append statement appended nothing");
     Ok(())
 }
 

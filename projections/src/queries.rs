@@ -363,7 +363,8 @@ pub async fn audit_log(
     limit: usize,
 ) -> Result<Page<monkeyci_eventstore::RecordedEvent>, ProjectionError> {
     let sql = format!(
-        "SELECT {} FROM audit_entries a JOIN events ON events.position = a.position \
+        "SELECT {} FROM audit_entries a \
+         JOIN events ON events.transaction_id = a.tx::text::xid8 AND events.position = a.position \
          WHERE a.org_id = $1 AND (a.tx, a.position) > ($2, $3) \
            AND ($4::text IS NULL OR events.metadata->>'actor' = $4) \
            AND (cardinality($5::text[]) = 0 OR events.event_type = ANY($5)) \
