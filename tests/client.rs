@@ -184,8 +184,12 @@ async fn the_client_logs_in_lists_and_triggers_with_exit_statuses_a_script_can_u
         })
         .collect();
     assert_eq!(listed, [(failed.as_str(), "FAILED"), (passed.as_str(), "SUCCEEDED")]);
-    let failures = json(&monkeyci(&config, &[], &["builds", "--status", "failed", "-o", "json"]).await);
+    let failures = json(&monkeyci(&config, &[], &["builds", "--status", "FAILED", "-o", "json"]).await);
     assert_eq!(failures.len(), 1);
+    // A status that does not exist is a usage error, with the ones that do.
+    let ran = monkeyci(&config, &[], &["builds", "--status", "broken"]).await;
+    assert_eq!(ran.status, 2, "{ran:?}");
+    assert!(ran.stderr.contains("succeeded"), "{ran:?}");
     // And for people: a header and a row per build.
     let ran = monkeyci(&config, &[], &["builds"]).await;
     assert_eq!(ran.stdout.lines().count(), 3, "{ran:?}");

@@ -162,6 +162,25 @@ async fn a_first_start_without_a_database_makes_its_own_and_a_restart_keeps_its_
         .is_symlink());
     assert_eq!(org_slugs(&server, &second).await, json!([{ "slug": "acme" }]));
     assert_eq!(status_with(&server, &first).await, 401);
-    server.stop().await;
-    assert!(!socket.exists());
+
+    // Killed outright, the server leaves its PostgreSQL running. The next MonkeyCI process to use
+    // it is its last user, so it stops it at its end (one that is not, as `admin-token` above
+    // while the server ran, leaves it running).
+    let mut server = server;
+    server.child.kill().await.expect("kill");
+    assert!(
+        socket.exists(),
+        "the embedded PostgreSQL stopped with the killed server"
+    );
+    let third = admin_token(
+        dir.path(),
+        &["--file", dir.path().join("third-token").to_str().expect("path")],
+    )
+    .await;
+    assert!(third.status.success(), "{third:?}");
+    assert!(
+        String::from_utf8_lossy(&third.stderr).contains("stopping the embedded PostgreSQL"),
+        "{third:?}"
+    );
+    assert!(!socket.exists(), "the embedded PostgreSQL still runs without a user");
 }

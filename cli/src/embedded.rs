@@ -1,7 +1,15 @@
 //! The PostgreSQL cluster MonkeyCI runs for itself when no database is configured and nothing
 //! answers on the default address: made with the machine's `initdb` under
 //! `<data dir>/postgres`, reachable only through a Unix socket in that directory (no TCP port),
-//! run by `pg_ctl`, and stopped again by the process that started it.
+//! run by `pg_ctl`, and stopped when the last MonkeyCI process using it ends.
+//!
+//! Two `flock` locks in the data directory keep count. Each process using the cluster holds a
+//! shared lock on `postgres.lock` until it ends. Making, starting and stopping happen under an
+//! exclusive lock on `postgres.control.lock`, held only meanwhile: a process takes it, makes and
+//! starts the cluster if need be, takes its share and lets it go; on the way out it takes it
+//! again and stops the cluster only if it can turn its share into an exclusive lock, that is if
+//! no other process holds one. The kernel drops the locks of a process that dies, so a cluster
+//! left running by a killed server is stopped by the last process that uses it after that.
 //!
 //! `initdb` and `postgres` refuse to run as root, so as root the cluster belongs to, and runs
 //! as, the unprivileged user `postgres` (or `nobody` where there is none).
@@ -29,8 +37,11 @@ pub struct Embedded {
     bin: PathBuf,
     /// Whom the cluster's programs run as, when this process is root.
     owner: Option<Owner>,
-    /// Whether this process started the server (and so stops it).
-    started: bool,
+    /// `<data dir>/postgres.lock`, locked shared while this process uses the cluster; `None`
+    /// once this process has left it.
+    users: Option<std::fs::File>,
+    /// `<data dir>/postgres.control.lock`.
+    control: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -72,28 +83,39 @@ impl Embedded {
         } else {
             None
         };
+        if !Self::exists(data_dir) && !create {
+            bail!(
+                "no database is configured, nothing answers on the default address, and {} holds no embedded \
+                 PostgreSQL: start `monkeyci server` once (it makes one), or set --database-url / \
+                 MONKEYCI_DATABASE_URL",
+                data_dir.display()
+            );
+        }
+        let control = data_dir.join("postgres.control.lock");
+        let held = hold(&control)?;
+        let users = lock_file(&data_dir.join("postgres.lock"))?;
         let mut cluster = Self {
             dir,
             bin,
             owner,
-            started: false,
+            users: None,
+            control,
         };
         if !Self::exists(data_dir) {
-            if !create {
-                bail!(
-                    "no database is configured, nothing answers on the default address, and {} holds no embedded \
-                     PostgreSQL: start `monkeyci server` once (it makes one), or set --database-url / \
-                     MONKEYCI_DATABASE_URL",
-                    data_dir.display()
-                );
-            }
             cluster.create()?;
         }
         if !cluster.running() {
             eprintln!("starting the embedded PostgreSQL in {}", cluster.dir.display());
             cluster.pg_ctl(&["start", "-w", "-t", "60"])?;
-            cluster.started = true;
         }
+        // From here on it is in use: by this process, and by any other that holds a share. Only
+        // a process holding the control lock takes the users' lock exclusively, so this does not
+        // wait.
+        users
+            .lock_shared()
+            .context("cannot share the lock of the embedded PostgreSQL")?;
+        cluster.users = Some(users);
+        drop(held);
         Ok(cluster)
     }
 
@@ -107,14 +129,19 @@ impl Embedded {
         format!("psql -h {} -U postgres monkeyci", self.dir.display())
     }
 
-    /// Stops the server if this process started it (fast shutdown: sessions are ended, what was
-    /// committed is kept).
+    /// Leaves the cluster: stops it unless another MonkeyCI process uses it (fast shutdown:
+    /// sessions are ended, what was committed is kept).
     pub fn stop(mut self) -> anyhow::Result<()> {
-        self.stop_started()
+        self.leave()
     }
 
-    fn stop_started(&mut self) -> anyhow::Result<()> {
-        if !std::mem::take(&mut self.started) {
+    fn leave(&mut self) -> anyhow::Result<()> {
+        let Some(users) = self.users.take() else {
+            return Ok(());
+        };
+        let _held = hold(&self.control)?;
+        // Exclusively only if nobody else holds a share; the locks go when the files are closed.
+        if users.try_lock().is_err() || !self.running() {
             return Ok(());
         }
         eprintln!("stopping the embedded PostgreSQL");
@@ -248,10 +275,43 @@ impl Embedded {
 
 impl Drop for Embedded {
     fn drop(&mut self) {
-        if let Err(error) = self.stop_started() {
+        if let Err(error) = self.leave() {
             eprintln!("error: {error:#}");
         }
     }
+}
+
+/// A lock file in the data directory (made, mode 0711, if it does not exist), opened without
+/// following a link.
+fn lock_file(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(data_dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// The control lock, exclusively: waits while another process makes, starts or stops the
+/// cluster. Released when the file is dropped.
+fn hold(path: &Path) -> anyhow::Result<std::fs::File> {
+    let file = lock_file(path)?;
+    if file.try_lock().is_err() {
+        eprintln!("waiting for another MonkeyCI process to start or stop the embedded PostgreSQL");
+        file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
+    }
+    Ok(file)
 }
 
 /// The directory of `initdb`, `pg_ctl` and `postgres`: `given` if set (and only it), else the first directory of PATH with all three, else the newest of

@@ -35,6 +35,9 @@ const EXIT_STATUSES: &str = "Exit status: 0 done (a build waited for succeeded);
      server cannot be reached or could not answer; 6 the server refused the request (no such org, repo, build or \
      job, or invalid input).";
 
+/// What `builds --status` accepts: the API's `BuildStatus`, in any case.
+const BUILD_STATUSES: [&str; 6] = ["queued", "running", "succeeded", "failed", "errored", "canceled"];
+
 /// Why a client command stopped, with the exit status that says so.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -160,8 +163,8 @@ pub enum ClientCommand {
         /// How many builds.
         #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
         limit: u32,
-        /// Only builds with this status (queued, running, succeeded, failed, errored, canceled).
-        #[arg(long)]
+        /// Only builds with this status.
+        #[arg(long, ignore_case = true, value_parser = BUILD_STATUSES)]
         status: Option<String>,
         /// Only builds of this branch.
         #[arg(long)]
