@@ -61,7 +61,7 @@ RETURNING transaction_id::text::bigint AS tx, position
 "#;
 
 /// [`APPEND_AT_SQL`] for a single event: its row as plain parameters (`VALUES`), with no arrays
-/// to decode and no `UNNEST` to run, as most appends of the command handler and the runner are.
+/// to decode and no `UNNEST` to run (BENCHMARKS.md, "tenth").
 pub const APPEND_ONE_AT_SQL: &str = r#"
 INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
 VALUES ($1, $6::bigint + 1, $2, $3, $4, $5)
