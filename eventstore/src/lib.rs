@@ -16,9 +16,7 @@ pub use model::{
     AppendResult, Cursor, CursorParseError, ExpectedVersion, IdempotencyClaim, Metadata, NewEvent, OpenAppender,
     RecordedEvent, StreamAppend, HELD_BACK_AFTER,
 };
-pub use store::{
-    decode_row, insert_at, EventStore, APPEND_AT_SQL, APPEND_ONE_AT_SQL, APPEND_ONE_SQL, APPEND_SQL, EVENT_COLUMNS,
-};
+pub use store::{decode_row, insert_at, EventStore, APPEND_AT_SQL, APPEND_ONE_AT_SQL, APPEND_SQL, EVENT_COLUMNS};
 
 /// Runs the embedded database migrations (event log and read models).
 pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {

@@ -47,23 +47,6 @@ SELECT (SELECT version FROM current) AS version,
        (SELECT MAX(position) FROM inserted) AS position
 "#;
 
-/// [`APPEND_SQL`] for a single event: its row as plain parameters, with no arrays to decode and
-/// no `UNNEST` to run (as [`APPEND_ONE_AT_SQL`] is to [`APPEND_AT_SQL`]).
-pub const APPEND_ONE_SQL: &str = r#"
-WITH current AS MATERIALIZED (
-    SELECT COALESCE(MAX(stream_version), 0) AS version FROM events WHERE stream_id = $1
-), inserted AS (
-    INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
-    SELECT $1, current.version + 1, $2::text, $3::int4, $4::jsonb, $5::jsonb
-    FROM current
-    WHERE $6::bigint IS NULL OR current.version = $6
-    RETURNING transaction_id, position
-)
-SELECT (SELECT version FROM current) AS version,
-       (SELECT transaction_id::text::bigint FROM inserted LIMIT 1) AS tx,
-       (SELECT MAX(position) FROM inserted) AS position
-"#;
-
 /// Appends one stream's events as versions `$6 + 1`, `$6 + 2`, …, with no version lookup: for
 /// a new stream (`$6` = 0) and inside a transaction that read the stream's version before its
 /// first write. A version somebody else took fails on the unique (stream, version) key.
@@ -474,31 +457,9 @@ fn event_arrays(write: &StreamAppend) -> Result<EventArrays<'_>, AppendError> {
         types.push(event.event_type.as_str());
         versions.push(event.schema_version);
         data.push(&event.data);
-        metadata.push(metadata_json(event)?);
+        metadata.push(serde_json::to_value(&event.metadata).map_err(|e| AppendError::Malformed(e.to_string()))?);
     }
     Ok((types, versions, data, metadata))
-}
-
-/// One of the one-event statements with the stream and `event`'s row bound as `$1`–`$5`, and
-/// `sixth` (the base or expected version) as `$6`.
-fn one_event<'q>(
-    sql: &'q str,
-    stream_id: &'q str,
-    event: &'q NewEvent,
-    sixth: Option<i64>,
-) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>, AppendError> {
-    Ok(sqlx::query(sql)
-        .bind(stream_id)
-        .bind(event.event_type.as_str())
-        .bind(event.schema_version)
-        .bind(&event.data)
-        .bind(metadata_json(event)?)
-        .bind(sixth))
-}
-
-/// An event's metadata as the JSON the `metadata` column holds.
-fn metadata_json(event: &NewEvent) -> Result<serde_json::Value, AppendError> {
-    serde_json::to_value(&event.metadata).map_err(|e| AppendError::Malformed(e.to_string()))
 }
 
 /// Inserts one stream's events as versions `base + 1…` ([`APPEND_AT_SQL`], or
@@ -512,7 +473,14 @@ pub async fn insert_at(
     base: i64,
 ) -> Result<Option<Cursor>, AppendError> {
     let rows = if let [event] = write.events.as_slice() {
-        one_event(APPEND_ONE_AT_SQL, &write.stream_id, event, Some(base))?
+        let metadata = serde_json::to_value(&event.metadata).map_err(|e| AppendError::Malformed(e.to_string()))?;
+        sqlx::query(APPEND_ONE_AT_SQL)
+            .bind(&write.stream_id)
+            .bind(event.event_type.as_str())
+            .bind(event.schema_version)
+            .bind(&event.data)
+            .bind(metadata)
+            .bind(base)
             .fetch_all(&mut *conn)
             .await?
     } else {
@@ -562,22 +530,16 @@ async fn append_stream(
         ExpectedVersion::Any | ExpectedVersion::NoStream => None,
         ExpectedVersion::Exact(v) => Some(to_i64(v)),
     };
-    let result = if let [event] = write.events.as_slice() {
-        one_event(APPEND_ONE_SQL, &write.stream_id, event, expected)?
-            .fetch_one(&mut *conn)
-            .await
-    } else {
-        let (types, versions, data, metadata) = event_arrays(write)?;
-        sqlx::query(APPEND_SQL)
-            .bind(&write.stream_id)
-            .bind(&types)
-            .bind(&versions)
-            .bind(&data)
-            .bind(&metadata)
-            .bind(expected)
-            .fetch_one(&mut *conn)
-            .await
-    };
+    let (types, versions, data, metadata) = event_arrays(write)?;
+    let result = sqlx::query(APPEND_SQL)
+        .bind(&write.stream_id)
+        .bind(&types)
+        .bind(&versions)
+        .bind(&data)
+        .bind(&metadata)
+        .bind(expected)
+        .fetch_one(&mut *conn)
+        .await;
     let row = match result {
         Ok(row) => row,
         Err(e) if violates(&e, UNIQUE_STREAM_VERSION) => {
